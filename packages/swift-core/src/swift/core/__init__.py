@@ -1,0 +1,27 @@
+"""swift.core: model, template and dataset registries, arguments, and the `swift` CLI dispatcher.
+
+`import swift.core` is light: torch, transformers and datasets load only when a function that needs them runs.
+"""
+
+from swift.core.lazy import lazy_exports
+
+_EXPORTS = {
+    "get_model_tokenizer": "swift.core.model.loader",
+    "ModelInfo": "swift.core.model.loader",
+    "ModelMeta": "swift.core.model",
+    "MODELS": "swift.core.model",
+    "register_model": "swift.core.model",
+    "get_model_meta": "swift.core.model",
+    "find_model_meta": "swift.core.model",
+    "SwiftError": "swift.core.errors",
+    "ConfigError": "swift.core.errors",
+    "UnknownModelError": "swift.core.errors",
+    "DatasetRowError": "swift.core.errors",
+    "MissingBackendError": "swift.core.errors",
+    "parse_args": "swift.core.arguments",
+    "ModelArgs": "swift.core.arguments",
+    "DataArgs": "swift.core.arguments",
+    "TemplateArgs": "swift.core.arguments",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,65 @@
+"""Argument groups that every command shares: which model, which data, how it is templated.
+
+Flag names are ms-swift's (and HF TrainingArguments') so existing scripts keep working. Satellites add their own
+groups (tuners, training, inference, server) and compose them per command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from swift.core.arguments.parser import arg
+
+
+@dataclass
+class ModelArgs:
+    """Model"""
+
+    model: str | None = arg(None, "model id (HF / ModelScope hub), registered name or local directory",
+                            deprecated=["model_id_or_path"])
+    model_type: str | None = arg(None, "registered model family, when the id alone does not say it")
+    model_revision: str | None = arg(None, "hub revision (branch, tag or commit)")
+    torch_dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = arg(
+        None, "weights dtype; default: the config's dtype, float32 on CPU", aliases=["dtype"])
+    attn_impl: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None = arg(
+        None, "attention implementation; default: sdpa, or flash attention when installed on CUDA")
+    device_map: str | None = arg(None, "device map: auto, cpu, cuda, or a JSON mapping")
+    use_hf: bool = arg(True, "download from the Hugging Face hub (false: ModelScope, as USE_MODELSCOPE_HUB=1)")
+    hub_token: str | None = arg(None, "hub token for private models (default: HF_TOKEN / the hub's login)")
+    trust_remote_code: bool = arg(False, "run model code shipped in the model repository (never on by default)")
+    custom_register_path: list[str] = arg([], "python files that register extra models, templates or datasets")
+
+
+@dataclass
+class DataArgs:
+    """Data"""
+
+    dataset: list[str] = arg([], "datasets: files (.jsonl .json .csv .parquet .txt), folders, hub ids or "
+                                 "registered names, each as name_or_path[:subset][#N]")
+    val_dataset: list[str] = arg([], "validation datasets, same syntax as --dataset")
+    split_dataset_ratio: float = arg(0.0, "fraction of --dataset held out for validation when no --val_dataset")
+    data_seed: int = arg(42, "seed for sampling #N rows and the validation split")
+    dataset_num_proc: int = arg(1, "processes for preprocessing and tokenising")
+    dataset_shuffle: bool = arg(True, "shuffle the training set")
+    streaming: bool = arg(False, "stream the datasets instead of loading them whole")
+    strict: bool = arg(True, "fail on the first bad row (false: skip bad rows, count them and warn)")
+    lazy_tokenize: bool = arg(False, "tokenise rows when the trainer asks for them, not up front")
+    model_name: list[str] = arg([], "name the model gives itself in the self-cognition data: NAME [NAME_ZH]")
+    model_author: list[str] = arg([], "author named in the self-cognition data: AUTHOR [AUTHOR_ZH]")
+
+
+@dataclass
+class TemplateArgs:
+    """Template"""
+
+    template: str | None = arg(None, "chat template; default: the model family's, else the tokenizer's chat_template",
+                               aliases=["template_type"])
+    system: str | None = arg(None, "default system prompt")
+    max_length: int | None = arg(None, "maximum tokens per encoded row")
+    truncation_strategy: Literal["delete", "left", "right"] = arg(
+        "delete", "what to do with rows longer than --max_length")
+    loss_scale: str = arg("default", "where the loss is taken: default (every assistant turn), last_round, all")
+    enable_thinking: bool | None = arg(None, "render the thinking part for models that have one")
+    padding_free: bool = arg(False, "flatten each batch into one row with position_ids, no padding")
+    packing: bool = arg(False, "pack rows into --max_length bins (padding-free, each row attends to itself)")

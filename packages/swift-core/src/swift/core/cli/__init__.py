@@ -1,0 +1,1 @@
+"""The `swift` command-line dispatcher."""

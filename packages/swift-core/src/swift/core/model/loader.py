@@ -1,0 +1,105 @@
+"""`get_model_tokenizer`: one call from a model id (or directory) to a ready model and tokenizer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swift.core.errors import ConfigError
+from swift.core.model.hub import resolve_model_dir
+from swift.core.model.meta import ModelMeta
+from swift.core.model.registry import find_model_meta, get_model_meta
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where a loaded model came from: the id the user gave (what checkpoints record) and the directory read."""
+
+    model_id: str
+    model_dir: Path
+    model_type: str | None
+    meta: ModelMeta | None
+
+
+def _resolve_dtype(torch_dtype: Any, config_dtype: Any, device_map: Any) -> Any:
+    import torch
+
+    if isinstance(torch_dtype, torch.dtype):
+        return torch_dtype
+    if torch_dtype not in (None, "auto"):
+        if torch_dtype not in _DTYPES:
+            raise ConfigError(f"--torch_dtype {torch_dtype!r}: choose one of {', '.join(_DTYPES)}, auto")
+        return getattr(torch, torch_dtype)
+    on_gpu = torch.cuda.is_available() and device_map not in ("cpu",)
+    if not on_gpu:
+        return torch.float32  # CPU: keep fp32 weights; training gets its bf16 speed from autocast instead
+    if isinstance(config_dtype, str):
+        config_dtype = getattr(torch, config_dtype, None)
+    return config_dtype or torch.bfloat16
+
+
+def _read_config_json(model_dir: Path) -> dict:
+    try:
+        return json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def get_model_tokenizer(
+    model_id_or_path: str,
+    torch_dtype: Any = None,
+    device_map: Any = None,
+    attn_impl: str | None = None,
+    quantization: Any = None,
+    load_model: bool = True,
+    *,
+    model_type: str | None = None,
+    revision: str | None = None,
+    use_hf: bool | None = None,
+    token: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
+    """Load `(model, tokenizer)`; `model` is None with `load_model=False` (fast: no weights are read).
+
+    The id is resolved to a local directory (a path, the HF/ModelScope hub, or a packaged model). The model's
+    `config._name_or_path` keeps the id the user gave, so checkpoints (PEFT's base_model_name_or_path) record it
+    rather than a cache path. `trust_remote_code` is never on unless asked for.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    meta = get_model_meta(model_type) if model_type else find_model_meta(model_id_or_path)
+    model_dir = resolve_model_dir(model_id_or_path, revision=revision, use_hf=use_hf, token=token,
+                                  need_weights=load_model)
+    if meta is not None and meta.requires_trust_remote_code and not trust_remote_code:
+        raise ConfigError(f"--model {model_id_or_path}: this model runs code from its repository; "
+                          "pass --trust_remote_code true if you trust it")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    tokenizer.name_or_path = model_id_or_path
+    info = ModelInfo(model_id_or_path, model_dir, meta.model_type if meta else model_type, meta)
+    if not load_model:
+        tokenizer.swift_model_info = info
+        return None, tokenizer
+
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    raw = _read_config_json(model_dir)
+    dtype = _resolve_dtype(torch_dtype, raw.get("dtype") or raw.get("torch_dtype"), device_map)
+    kwargs: dict[str, Any] = {"config": config, "dtype": dtype, "trust_remote_code": trust_remote_code,
+                              "attn_implementation": attn_impl or (meta.default_attn_impl if meta else None) or "sdpa"}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    model.config._name_or_path = model_id_or_path
+    model.swift_model_info = info
+    tokenizer.swift_model_info = info
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # batching needs a pad id; it is masked out everywhere
+    return model, tokenizer

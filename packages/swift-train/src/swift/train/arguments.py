@@ -1,0 +1,128 @@
+"""Flags of `swift sft`, `swift pt`, `swift rlhf` and `swift export`, as groups composed per command.
+
+Training flag names are HF `TrainingArguments`' (and ms-swift's), so existing scripts keep working.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from swift.core.arguments import DataArgs, ModelArgs, TemplateArgs, arg
+from swift.tuners.arguments import TunerArgs
+
+
+@dataclass
+class TrainArgs:
+    """Training"""
+
+    output_dir: str | None = arg(None, "where runs go; default output/<model-name>/v<N>-<timestamp>/")
+    add_version: bool = arg(True, "put each run in a new v<N>-<timestamp> directory under --output_dir")
+    num_train_epochs: float = arg(1.0, "epochs over the training set")
+    max_steps: int = arg(-1, "stop after this many optimizer steps (overrides epochs when > 0)")
+    per_device_train_batch_size: int = arg(1, "rows per device per step", aliases=["batch_size"])
+    per_device_eval_batch_size: int = arg(1, "rows per device per evaluation step")
+    gradient_accumulation_steps: int = arg(1, "micro-batches per optimizer step")
+    learning_rate: float | None = arg(None, "peak learning rate; default 1e-4 for adapters, 1e-5 for full training",
+                                      aliases=["lr"])
+    lr_scheduler_type: str = arg("cosine", "learning-rate schedule (transformers names: cosine, linear, constant...)")
+    warmup_ratio: float = arg(0.05, "fraction of the steps spent warming up")
+    warmup_steps: int = arg(0, "warm-up steps (overrides --warmup_ratio when > 0)")
+    weight_decay: float = arg(0.1, "AdamW weight decay")
+    max_grad_norm: float = arg(1.0, "gradient clipping norm")
+    optim: str = arg("adamw_torch", "optimizer (transformers names)")
+    seed: int = arg(42, "random seed")
+    bf16: bool | None = arg(None, "bfloat16 mixed precision (default: on where the hardware supports it)")
+    fp16: bool | None = arg(None, "float16 mixed precision")
+    gradient_checkpointing: bool = arg(True, "recompute activations in the backward pass to save memory")
+    logging_steps: int = arg(5, "log metrics every N steps")
+    save_steps: int = arg(500, "checkpoint every N steps")
+    save_total_limit: int | None = arg(None, "keep at most N checkpoints (the best and the last are kept)")
+    eval_steps: int | None = arg(None, "evaluate every N steps (default: --save_steps)")
+    save_only_model: bool = arg(False, "checkpoints without optimizer state (cannot resume exactly)")
+    resume_from_checkpoint: str | None = arg(None, "checkpoint directory to continue from exactly")
+    report_to: list[str] = arg(["tensorboard"], "metric sinks: tensorboard, wandb, swanlab, none")
+    dataloader_num_workers: int = arg(0, "data loader worker processes")
+    deepspeed: str | None = arg(None, "zero0|zero1|zero2|zero3|zero2_offload|zero3_offload or a DeepSpeed JSON")
+    fsdp: str | None = arg(None, "fsdp2|fsdp1 or an FSDP JSON config")
+
+
+@dataclass
+class RlhfArgs:
+    """RLHF"""
+
+    rlhf_type: Literal["dpo", "kto", "cpo", "simpo", "orpo", "rm", "ppo", "gkd", "grpo"] = arg(
+        "dpo", "preference / RL method")
+    ref_model: str | None = arg(None, "reference model (default: the base without the adapter)")
+    reward_model: list[str] = arg([], "reward model(s) for PPO / GRPO")
+    teacher_model: str | None = arg(None, "teacher model for GKD")
+    beta: float | None = arg(None, "KL / preference strength (method default when unset)")
+    loss_type: list[str] = arg([], "loss variant(s), e.g. sigmoid, ipo, hinge, robust for DPO")
+    rpo_alpha: float | None = arg(None, "weight of the NLL term in DPO (RPO)")
+    simpo_gamma: float = arg(1.0, "SimPO target reward margin")
+    cpo_alpha: float = arg(1.0, "weight of the NLL term in CPO")
+    desirable_weight: float = arg(1.0, "KTO weight of desirable rows")
+    undesirable_weight: float = arg(1.0, "KTO weight of undesirable rows")
+    num_generations: int = arg(8, "GRPO completions per prompt")
+    max_completion_length: int = arg(512, "GRPO / GKD completion length")
+    temperature: float = arg(0.9, "sampling temperature of rollouts")
+    epsilon: float = arg(0.2, "GRPO / PPO clip range")
+    num_iterations: int = arg(1, "GRPO updates per batch of rollouts")
+    reward_funcs: list[str] = arg([], "GRPO reward functions: accuracy, format, cosine, repetition, soft_overlong")
+    reward_weights: list[float] = arg([], "weights of --reward_funcs")
+    external_plugins: list[str] = arg([], "python files registering reward functions or models")
+    use_vllm: bool = arg(False, "GRPO rollouts on vLLM")
+    vllm_mode: Literal["colocate", "server"] = arg("colocate", "vLLM in this process or a `swift rollout` server")
+
+
+@dataclass
+class ExportArgs:
+    """Export"""
+
+    adapters: list[str] = arg([], "LoRA checkpoint(s) to merge; the base and template come from their args.json")
+    ckpt_dir: str | None = arg(None, "checkpoint directory (adapter or full weights)")
+    merge_lora: bool = arg(False, "merge the adapters into the base and save a plain transformers model")
+    output_dir: str | None = arg(None, "where the export goes (default: beside the checkpoint)")
+    quant_method: Literal["gptq", "awq", "fp8", "bnb"] | None = arg(None, "quantization method")
+    quant_bits: int | None = arg(None, "quantization bits (4 or 8)")
+    group_size: int = arg(128, "quantization group size")
+    quant_n_samples: int = arg(256, "calibration rows")
+    to_gguf: bool = arg(False, "write a GGUF file")
+    gguf_quant: Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"] = arg("f16", "GGUF type")
+    to_ollama: bool = arg(False, "write an Ollama Modelfile beside the GGUF")
+    push_to_hub: bool = arg(False, "upload the export to the hub")
+    hub_model_id: str | None = arg(None, "hub repository for --push_to_hub")
+    hub_private_repo: bool = arg(False, "create the hub repository private")
+
+
+@dataclass
+class SftArguments:
+    """Supervised fine-tuning."""
+
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    template: TemplateArgs = field(default_factory=TemplateArgs)
+    tuner: TunerArgs = field(default_factory=TunerArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+
+
+@dataclass
+class PtArguments(SftArguments):
+    """Continued pre-training on raw text (loss on every token)."""
+
+
+@dataclass
+class RlhfArguments(SftArguments):
+    """Preference and reinforcement-learning training."""
+
+    rlhf: RlhfArgs = field(default_factory=RlhfArgs)
+
+
+@dataclass
+class ExportArguments:
+    """Export a model or checkpoint: merged, quantized, GGUF, to the hub."""
+
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    template: TemplateArgs = field(default_factory=TemplateArgs)
+    export: ExportArgs = field(default_factory=ExportArgs)

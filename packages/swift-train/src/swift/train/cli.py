@@ -1,0 +1,37 @@
+"""Entry points of `swift sft|pt|rlhf|export|merge-lora` (registered under `swift.commands`).
+
+Each takes a parsed arguments dataclass or flag strings; only light modules are imported before the work starts.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from swift.core.cli.runner import not_built, resolve_args
+from swift.train.arguments import ExportArguments, PtArguments, RlhfArguments, SftArguments
+
+
+def sft_main(args: SftArguments | Sequence[str] | None = None) -> int:
+    resolve_args(SftArguments, args, prog="swift sft")
+    raise not_built("swift sft", "issue 5")
+
+
+def pt_main(args: PtArguments | Sequence[str] | None = None) -> int:
+    resolve_args(PtArguments, args, prog="swift pt")
+    raise not_built("swift pt", "issue 5")
+
+
+def rlhf_main(args: RlhfArguments | Sequence[str] | None = None) -> int:
+    resolve_args(RlhfArguments, args, prog="swift rlhf")
+    raise not_built("swift rlhf", "issue 7")
+
+
+def export_main(args: ExportArguments | Sequence[str] | None = None) -> int:
+    resolve_args(ExportArguments, args, prog="swift export")
+    raise not_built("swift export", "issues 5 and 12")
+
+
+def merge_lora_main(args: Sequence[str] | None = None) -> int:
+    """`swift merge-lora ...` is `swift export --merge_lora true ...`."""
+    return export_main([*(sys.argv[1:] if args is None else args), "--merge_lora", "true"])

@@ -1,0 +1,38 @@
+"""Tuner flags: which parameters train and how (LoRA family, full, freeze...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from swift.core.arguments import arg
+
+TrainType = Literal[
+    "lora", "full", "freeze", "adalora", "ia3", "vera", "boft", "fourierft", "prompt", "prefix", "adapter",
+    "reft", "llamapro", "lisa",
+]
+
+
+@dataclass
+class TunerArgs:
+    """Tuner"""
+
+    train_type: TrainType = arg("lora", "what to train", aliases=["tuner_type"], deprecated=["sft_type"])
+    target_modules: list[str] = arg(["all-linear"], "modules to adapt: all-linear, module names, or one regex")
+    modules_to_save: list[str] = arg([], "modules trained in full and saved beside the adapter (e.g. lm_head)")
+    lora_rank: int = arg(8, "LoRA rank r")
+    lora_alpha: int = arg(32, "LoRA alpha (scaling alpha/r, or alpha/sqrt(r) with --use_rslora)")
+    lora_dropout: float = arg(0.05, "dropout on the LoRA input")
+    lora_bias: Literal["none", "all", "lora_only"] = arg("none", "which biases train")
+    use_rslora: bool = arg(False, "rank-stabilised LoRA scaling")
+    use_dora: bool = arg(False, "weight-decomposed LoRA (DoRA)")
+    lorap_lr_ratio: float | None = arg(None, "LoRA+: learning-rate ratio of B to A")
+    init_weights: str = arg("true", "LoRA init: true, gaussian, pissa, pissa_niter_N, olora, loftq")
+    freeze_parameters: list[str] = arg([], "parameter name prefixes to freeze (--train_type freeze/full)")
+    freeze_parameters_ratio: float = arg(0.0, "fraction of the bottom layers to freeze")
+    trainable_parameters: list[str] = arg([], "parameter name prefixes (or regex) trained even when frozen")
+    llamapro_num_new_blocks: int = arg(4, "LLaMA-Pro: decoder blocks added")
+    lisa_activated_layers: int = arg(2, "LISA: layers trained at a time")
+    lisa_step_interval: int = arg(20, "LISA: steps between re-sampling the trained layers")
+    quant_method: Literal["bnb"] | None = arg(None, "quantize the base for QLoRA (needs bitsandbytes and CUDA)")
+    quant_bits: Literal[4, 8] | None = arg(None, "bits of the quantized base")

