@@ -4,14 +4,13 @@
 .PHONY: setup test lint demo clean
 
 VENV := .venv/bin
-UV := $(shell command -v uv || echo $$HOME/.local/bin/uv)
 PYTEST_ARGS ?=
 
 setup:
 	@bash scripts/setup.sh
 
 lint: setup
-	$(UV) lock --check
+	$(VENV)/uv lock --check
 	$(VENV)/ruff check .
 	$(VENV)/lint-imports
 

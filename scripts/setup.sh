@@ -11,11 +11,13 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/swift ];
   echo "setup: .venv is up to date"; exit 0
 fi
 
-# uv: the one on PATH, else a user install from PyPI.
+# uv: the one on PATH, else one bootstrapped from PyPI into an ignored folder (the dev group then puts the locked
+# uv into .venv/bin, which `make test` uses).
 UV=$(command -v uv || true)
 if [ -z "$UV" ]; then
-  [ -x "$HOME/.local/bin/uv" ] || "$PYTHON" -m pip install --quiet --user "uv>=0.9,<0.14"
-  UV="$HOME/.local/bin/uv"
+  UV=.uv-bootstrap/bin/uv
+  [ -x "$UV" ] || "$PYTHON" -m pip install --quiet --disable-pip-version-check --target .uv-bootstrap "uv>=0.9,<0.14"
+  export PYTHONPATH=$PWD/.uv-bootstrap${PYTHONPATH:+:$PYTHONPATH}
 fi
 echo "setup: uv $("$UV" --version | cut -d' ' -f2)"
 
