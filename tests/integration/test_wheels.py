@@ -75,7 +75,8 @@ def test_core_alone_lists_everything_and_says_how_to_install_the_rest(wheels, tm
     assert "swift sft is provided by swift-train, which is not installed" in result.stderr
     assert 'pip install "swift-train"' in result.stderr
     result = subprocess.run([str(env_dir / "bin" / "swift"), "deploy"], capture_output=True, text=True)
-    assert result.returncode == 2 and 'pip install "swift-infer"' in result.stderr
+    assert result.returncode == 2
+    assert 'pip install "swift-infer"' in result.stderr
 
 
 def local_cpu_torch() -> str | None:

@@ -84,7 +84,8 @@ def test_config_errors_name_the_file_and_key(tmp_path):
         parse_args(Command, ["--config", str(config)])
     message = str(e.value)
     assert f"--config {config} key 'modle': unknown flag --modle; did you mean --model?" in message
-    assert f"--config {config} key 'lora_rank'" in message and "INT" in message
+    assert f"--config {config} key 'lora_rank'" in message
+    assert "INT" in message
     broken = tmp_path / "broken.yaml"
     broken.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match=r"broken.yaml:\d+: not valid YAML"):
@@ -113,7 +114,8 @@ def test_help_is_grouped_with_defaults(capsys):
     text = format_help(Command, prog="swift test")
     assert text.index("Model:") < text.index("Data:") < text.index("Run:")
     assert "--train_type, --tuner_type {lora,full}" in text
-    assert "(default: lora)" in text and "[deprecated: --sft_type]" in text
+    assert "(default: lora)" in text
+    assert "[deprecated: --sft_type]" in text
     with pytest.raises(SystemExit) as e:
         parse_args(Command, ["-h"])
     assert e.value.code == 0
@@ -122,4 +124,6 @@ def test_help_is_grouped_with_defaults(capsys):
 
 def test_flat_dict_has_every_flag():
     flat = to_flat_dict(parse_args(Command, ["--model", "m"]))
-    assert flat["model"] == "m" and flat["lora_rank"] == 8 and "dataset" in flat
+    assert flat["model"] == "m"
+    assert flat["lora_rank"] == 8
+    assert "dataset" in flat

