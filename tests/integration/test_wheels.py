@@ -7,18 +7,19 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import BIN, ROOT
 
 MEMBERS = ("core", "tuners", "train", "infer", "megatron", "ui")
 
 
 def find_uv() -> str:
-    for candidate in (shutil.which("uv"), str(Path.home() / ".local" / "bin" / "uv")):
+    for candidate in (str(BIN / "uv"), shutil.which("uv")):  # the dev group locks uv into .venv
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     pytest.fail("uv not found: make setup installs it")
@@ -58,7 +59,7 @@ def test_every_member_wheel_is_a_namespace_part_pinning_core(wheels):
 
 def venv(tmp_path: Path, name: str) -> Path:
     path = tmp_path / name
-    sh(find_uv(), "venv", "-q", "--python", os.environ.get("SWIFT_TEST_PYTHON", "python3.11"), str(path))
+    sh(find_uv(), "venv", "-q", "--python", sys.executable, str(path))
     return path
 
 
