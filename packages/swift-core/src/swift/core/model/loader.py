@@ -75,11 +75,11 @@ def get_model_tokenizer(
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     meta = get_model_meta(model_type) if model_type else find_model_meta(model_id_or_path)
-    model_dir = resolve_model_dir(model_id_or_path, revision=revision, use_hf=use_hf, token=token,
-                                  need_weights=load_model)
     if meta is not None and meta.requires_trust_remote_code and not trust_remote_code:
         raise ConfigError(f"--model {model_id_or_path}: this model runs code from its repository; "
                           "pass --trust_remote_code true if you trust it")
+    model_dir = resolve_model_dir(model_id_or_path, revision=revision, use_hf=use_hf, token=token,
+                                  need_weights=load_model, meta=meta)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     tokenizer.name_or_path = model_id_or_path
     info = ModelInfo(model_id_or_path, model_dir, meta.model_type if meta else model_type, meta)

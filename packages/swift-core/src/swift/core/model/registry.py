@@ -34,7 +34,7 @@ def get_model_meta(model_type: str) -> ModelMeta:
 def find_model_meta(model_id: str) -> ModelMeta | None:
     """The registered family of a hub id (`Qwen/Qwen2.5-7B-Instruct`), or None."""
     model_type = _BY_ID.get(model_id.lower())
-    return MODELS[model_type] if model_type else None
+    return MODELS.get(model_type) if model_type else None
 
 
 def closest_model_ids(model_id: str, n: int = 5) -> list[str]:
