@@ -1,0 +1,110 @@
+"""PEFT configs from our flags: LoRA (rsLoRA, DoRA, PiSSA/OLoRA init), AdaLoRA, IA3, VeRA, BOFT, FourierFT, prompt and
+prefix tuning. Each builder takes the tuner flags and the model and returns a `peft.PeftConfig`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from swift.core.errors import ConfigError
+from swift.tuners.arguments import TunerArgs
+from swift.tuners.targets import linear_module_names, resolve_target_modules
+
+
+def _init_weights(value: str) -> bool | str:
+    text = value.strip().lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    if text in ("gaussian", "pissa", "olora", "loftq", "eva", "corda") or re.fullmatch(r"pissa_niter_\d+", text):
+        return text
+    raise ConfigError(f"--init_weights {value!r}: use true, false, gaussian, pissa, pissa_niter_N, olora or loftq")
+
+
+def lora_config(args: TunerArgs, model: Any):
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM, r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        target_modules=resolve_target_modules(args.target_modules), modules_to_save=args.modules_to_save or None,
+        bias=args.lora_bias, use_rslora=args.use_rslora, use_dora=args.use_dora,
+        init_lora_weights=_init_weights(args.init_weights),
+    )
+
+
+def adalora_config(args: TunerArgs, model: Any, *, total_step: int | None = None):
+    from peft import AdaLoraConfig, TaskType
+
+    if not total_step:
+        raise ConfigError("--train_type adalora needs the number of training steps (set --max_steps or epochs)")
+    return AdaLoraConfig(
+        task_type=TaskType.CAUSAL_LM, init_r=args.lora_rank * 2, target_r=args.lora_rank, lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout, target_modules=resolve_target_modules(args.target_modules),
+        total_step=total_step, modules_to_save=args.modules_to_save or None,
+    )
+
+
+def ia3_config(args: TunerArgs, model: Any):
+    from peft import IA3Config, TaskType
+
+    names = linear_module_names(model)
+    targets = resolve_target_modules(args.target_modules)
+    targets = names if targets == "all-linear" else targets
+    # IA3 scales the feed-forward input: the down projection (or the last MLP linear) is its feed-forward module.
+    feedforward = [n for n in (targets if isinstance(targets, list) else names) if n in ("down_proj", "fc2", "w2")]
+    return IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=targets, feedforward_modules=feedforward,
+                     modules_to_save=args.modules_to_save or None)
+
+
+def vera_config(args: TunerArgs, model: Any):
+    from peft import TaskType, VeraConfig
+
+    return VeraConfig(task_type=TaskType.CAUSAL_LM, r=max(args.lora_rank, 32),
+                      target_modules=_same_shape_targets(args, model), vera_dropout=args.lora_dropout,
+                      modules_to_save=args.modules_to_save or None)
+
+
+def boft_config(args: TunerArgs, model: Any):
+    from peft import BOFTConfig, TaskType
+
+    return BOFTConfig(task_type=TaskType.CAUSAL_LM, boft_block_size=4, boft_n_butterfly_factor=1,
+                      target_modules=resolve_target_modules(args.target_modules), boft_dropout=args.lora_dropout,
+                      modules_to_save=args.modules_to_save or None)
+
+
+def fourierft_config(args: TunerArgs, model: Any):
+    from peft import FourierFTConfig, TaskType
+
+    return FourierFTConfig(task_type=TaskType.CAUSAL_LM, n_frequency=1000,
+                           target_modules=resolve_target_modules(args.target_modules),
+                           modules_to_save=args.modules_to_save or None)
+
+
+def prompt_config(args: TunerArgs, model: Any):
+    from peft import PromptTuningConfig, TaskType
+
+    return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=args.lora_rank * 2)
+
+
+def prefix_config(args: TunerArgs, model: Any):
+    from peft import PrefixTuningConfig, TaskType
+
+    return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=args.lora_rank * 2)
+
+
+def _same_shape_targets(args: TunerArgs, model: Any) -> list[str] | str:
+    """VeRA shares one random projection pair, so every target must have the same shape: keep q/v style layers."""
+    targets = resolve_target_modules(args.target_modules)
+    if targets != "all-linear":
+        return targets
+    names = linear_module_names(model)
+    attention = [n for n in ("q_proj", "v_proj") if n in names]
+    return attention or names
+
+
+BUILDERS: dict[str, Callable[..., Any]] = {
+    "lora": lora_config, "adalora": adalora_config, "ia3": ia3_config, "vera": vera_config, "boft": boft_config,
+    "fourierft": fourierft_config, "prompt": prompt_config, "prefix": prefix_config,
+}
