@@ -37,7 +37,8 @@ def test_hub_id_resolves_through_the_real_hf_cache_offline(tiny_llama_dir, tmp_p
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     model, _ = get_model_tokenizer("acme/tiny-chat", torch_dtype="bfloat16")
     assert model.dtype == torch.bfloat16
-    assert model.config._name_or_path == "acme/tiny-chat"  # what PEFT will record as base_model_name_or_path
+    assert model.config._name_or_path == "acme/tiny-chat"
+    assert model.name_or_path == "acme/tiny-chat"  # what PEFT records as base_model_name_or_path
     assert model.swift_model_info.model_dir == snapshot
 
 

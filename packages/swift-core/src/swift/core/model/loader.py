@@ -97,7 +97,8 @@ def get_model_tokenizer(
     if quantization is not None:
         kwargs["quantization_config"] = quantization
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-    model.config._name_or_path = model_id_or_path
+    # PEFT records `model.name_or_path` as base_model_name_or_path: the id the user gave, never a cache path.
+    model.config._name_or_path = model.name_or_path = model_id_or_path
     model.swift_model_info = info
     tokenizer.swift_model_info = info
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
