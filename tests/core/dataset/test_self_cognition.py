@@ -15,10 +15,14 @@ def answers(dataset) -> list[str]:
 def test_names_are_filled_in_per_language():
     train, _ = load_dataset(["self-cognition"], model_name=["Nova", "诺瓦"], model_author=["Acme", "艾克米"])
     texts = answers(train)
-    assert 90 <= len(texts) <= 120
+    assert 110 <= len(texts) <= 140
     assert not any("{{" in t for t in texts)
-    english = [t for t in texts if t.isascii()]
-    chinese = [t for t in texts if not t.isascii()]
+    general = [t for t in texts if not any(n in t for n in ("Nova", "诺瓦", "Acme", "艾克米"))]
+    assert "The capital of France is Paris." in general  # general rows keep the model answering other questions
+    assert 15 <= len(general) <= 30
+    identity = [t for t in texts if t not in general]
+    english = [t for t in identity if t.isascii()]
+    chinese = [t for t in identity if not t.isascii()]
     assert len(english) >= 40
     assert len(chinese) >= 40
     assert all("Nova" in t and "诺瓦" not in t for t in english)
@@ -34,7 +38,8 @@ def test_one_name_serves_both_languages_and_n_samples():
     train, _ = load_dataset(["self-cognition#500"], model_name="Nova", model_author=["Acme"])
     texts = answers(train)
     assert len(texts) == 500
-    assert all("Nova" in t for t in texts)
+    assert sum("Nova" in t for t in texts) >= 300
+    assert not any("{{" in t for t in texts)
 
 
 def test_without_names_it_asks_for_the_flags():

@@ -9,13 +9,20 @@ from swift.core.errors import ConfigError
 
 
 def fill_identity(row: Row, options: LoadOptions) -> Row:
-    """Self-cognition: put the model's name and author into {{NAME}} / {{AUTHOR}}, in the row's language (`tag`)."""
+    """Self-cognition: put the model's name and author into {{NAME}} / {{AUTHOR}}, in the row's language (`tag`).
+
+    Rows tagged `general` are plain questions with short correct answers, left as they are: trained on identity rows
+    alone, a small model answers *every* question with its identity (measured on SmolLM2-135M: "What is the capital
+    of France?" -> "I am Nova..."); a few general rows keep it answering other questions, held-out ones included.
+    """
     if options.model_name is None or options.model_author is None:
         raise ConfigError("the self-cognition dataset needs --model_name NAME [NAME_ZH] and "
                           "--model_author AUTHOR [AUTHOR_ZH]")
     tag = row.pop("tag", "en")
+    if tag == "general":
+        return row
     if tag not in ("en", "zh"):
-        raise RowProblem("tag", f"must be 'en' or 'zh', got {tag!r}")
+        raise RowProblem("tag", f"must be 'en', 'zh' or 'general', got {tag!r}")
     which = 1 if tag == "zh" else 0
     name, author = options.model_name[which], options.model_author[which]
     for key in ("query", "response"):
@@ -27,7 +34,8 @@ def fill_identity(row: Row, options: LoadOptions) -> Row:
 register_dataset(DatasetMeta(
     "self-cognition", path="self_cognition.jsonl", hf_id="modelscope/self-cognition", ms_id="swift/self-cognition",
     preprocess=fill_identity, requires_identity=True, tags=("chat", "self-cognition", "en", "zh"),
-    help="~100 identity questions and answers (English and Chinese), filled in with --model_name / --model_author"))
+    help="~100 identity questions and answers (English and Chinese), filled in with --model_name / --model_author, "
+         "plus 24 general questions that keep the model answering other questions"))
 
 register_dataset(DatasetMeta(
     "alpaca-gpt4-data-en", hf_id="vicgalle/alpaca-gpt4", ms_id="AI-ModelScope/alpaca-gpt4-data-en",

@@ -1,0 +1,231 @@
+"""`Template`: a tokenizer's chat template plus what its family's `TemplateMeta` adds; `get_template` builds one."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from swift.core.errors import ConfigError
+from swift.core.template import encode as _encode
+from swift.core.template.collate import collate
+from swift.core.template.errors import TemplateError
+from swift.core.template.meta import TemplateMeta
+from swift.core.template.parse import parse_response
+from swift.core.template.registry import detect_template_meta, get_template_meta
+from swift.core.template.spans import find_assistant_spans
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TemplateOptions:
+    """How rows are encoded (the `--system`, `--max_length`, ... flags of `TemplateArgs`)."""
+
+    default_system: str | None = None
+    max_length: int | None = None
+    truncation_strategy: _encode.TruncationStrategy = "delete"
+    loss_scale: _encode.LossScale = "default"
+    enable_thinking: bool | None = None
+
+
+class Template:
+    """Encodes conversations for one tokenizer: token-exact with its chat template, loss on the assistant's turns."""
+
+    def __init__(self, meta: TemplateMeta, tokenizer: Any, options: TemplateOptions | None = None, *,
+                 use_own_chat_template: bool | None = None) -> None:
+        """`use_own_chat_template`: render with the tokenizer's chat template (default: whenever it has one)."""
+        self.meta, self.tokenizer, self.options = meta, tokenizer, options or TemplateOptions()
+        has_own = bool(getattr(tokenizer, "chat_template", None))
+        use_own = has_own if use_own_chat_template is None else use_own_chat_template and has_own
+        if not use_own and meta.chat_template is None:
+            raise ConfigError(f"--template {meta.name}: the tokenizer has no chat_template and this template brings "
+                              "none; pass --template chatml (or another template that has one)")
+        # None: the tokenizer's own template (apply_chat_template picks it, with its named variants for tools)
+        self.chat_template: str | None = None if use_own else meta.chat_template
+        self.default_system = self.options.default_system
+        if self.default_system is None and self.chat_template is not None:
+            self.default_system = meta.default_system  # official templates insert their default themselves
+        self._render_kwargs: dict[str, Any] = {}
+        if self.options.enable_thinking is not None:
+            self._render_kwargs["enable_thinking"] = self.options.enable_thinking
+        self._special: re.Pattern | None = _added_tokens_pattern(tokenizer)
+        self._special_ids = frozenset(getattr(tokenizer, "added_tokens_decoder", {})) | frozenset(
+            getattr(tokenizer, "all_special_ids", []))
+        self._own_apply = _overrides_apply_chat_template(tokenizer)
+        self._warned: set[str] = set()  # what dropped_parts found already, to warn once per template
+        template_text = self.chat_template or getattr(tokenizer, "chat_template", None) or ""
+        if self.options.enable_thinking is not None and "enable_thinking" not in str(template_text):
+            logger.warning("--enable_thinking is ignored: the chat template of %s has no thinking switch", meta.name)
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def stop_words(self) -> list[str]:
+        """Strings that end an answer: the family's end-of-turn tokens and the tokenizer's EOS."""
+        words = list(self.meta.stop_words)
+        eos = getattr(self.tokenizer, "eos_token", None)
+        if eos and eos not in words:
+            words.append(eos)
+        return words
+
+    def render(self, messages: list[dict], tools: list | None = None, *, add_generation_prompt: bool = False) -> str:
+        """The conversation as text, by the tokenizer's own `apply_chat_template` (or the fallback template)."""
+        return self.tokenizer.apply_chat_template(
+            messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt,
+            chat_template=self.chat_template, **self._render_kwargs)
+
+    def encode(self, row: dict) -> dict[str, Any]:
+        """Encode one row: `{"messages", "tools"?}`, a preference row or a KTO row (`label`).
+
+        Returns `input_ids` and `labels` (-100 outside the loss); preference rows give `chosen_input_ids`,
+        `chosen_labels`, `rejected_input_ids`, `rejected_labels`; KTO rows add `label`. A row that ends with a user
+        or tool message is a generation prompt (labels all -100). Raises `RowTooLongError` for a row over
+        `max_length` under `truncation_strategy="delete"`, and `TemplateError` for a row the template refuses.
+        """
+        if not isinstance(row, Mapping):
+            raise TemplateError(f"a row must be a mapping with 'messages', not {type(row).__name__}")
+        row = dict(row)  # datasets hands over lazy row views
+        tools = _encode.read_tools(row)
+        sides = _encode.preference_sides(row)
+        if sides is not None:
+            out: dict[str, Any] = {}
+            for prefix, messages in zip(("chosen_", "rejected_"), sides, strict=True):
+                ids, labels = self._encode_messages(messages, tools)
+                out[prefix + "input_ids"], out[prefix + "labels"] = ids, labels
+            return out
+        ids, labels = self._encode_messages(row.get("messages"), tools)
+        out = {"input_ids": ids, "labels": labels}
+        if row.get("label") is not None:
+            out["label"] = bool(row["label"])
+        return out
+
+    def _encode_messages(self, messages: Any, tools: list | None) -> tuple[list[int], list[int]]:
+        messages = _encode.prepare_messages(messages, default_system=self.default_system,
+                                            tool_call_id_length=self.meta.tool_call_id_length)
+        is_generation = messages[-1]["role"] != "assistant"
+        try:
+            text = self.render(messages, tools, add_generation_prompt=is_generation)
+        except _template_refusals() as e:  # jinja raise_exception, missing fields: the template's own words
+            raise TemplateError(f"the chat template ({self.name}) refuses this conversation: "
+                                f"{type(e).__name__}: {e}") from e
+        spans = [] if is_generation else self._label_spans(messages, tools, text)
+        ids, labels = _encode.tokenize_with_labels(self.tokenizer, text, spans, self._special_ids)
+        if self._own_apply:  # a tokenizer class with its own apply_chat_template: its ids are the reference
+            reference = self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=False,
+                                                           add_generation_prompt=is_generation,
+                                                           chat_template=self.chat_template, **self._render_kwargs)
+            labels, ids = _encode.align_labels(ids, labels, list(reference)), list(reference)
+        return _encode.truncate(ids, labels, self.options.max_length, self.options.truncation_strategy)
+
+    def _label_spans(self, messages: list[dict], tools: list | None, text: str) -> list[tuple[int, int]]:
+        """Character spans of `text` that carry loss, by `loss_scale`."""
+        if self.options.loss_scale == "all":
+            return [(0, len(text))]
+        found = find_assistant_spans(messages, text, lambda prefix, gen: self._render_prefix(prefix, tools, gen),
+                                     self._special)
+        dropped = _encode.dropped_parts(messages, text, found) - self._warned
+        if dropped:
+            self._warned |= dropped
+            logger.warning("the chat template (%s) does not render the assistant's %s of some rows: they carry no "
+                           "loss; use a template that renders them", self.name, " and ".join(sorted(dropped)))
+        if self.options.loss_scale == "last_round":
+            found = found[-1:]
+        return [(start, end) for _, start, end in found]
+
+    def _render_prefix(self, messages: list[dict], tools: list | None, add_generation_prompt: bool) -> str | None:
+        try:
+            return self.render(messages, tools, add_generation_prompt=add_generation_prompt)
+        except _template_refusals() as e:
+            logger.debug("the chat template refuses a prefix of %d messages: %s", len(messages), e)
+            return None  # a prefix the template refuses (roles must alternate...): the span search falls back
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def parse_response(self, text: str) -> dict[str, Any]:
+        """`{"content", "reasoning_content", "tool_calls"}` of a generated answer (trailing stop words removed)."""
+        text = text.rstrip()
+        stripped = True
+        while stripped:
+            stripped = False
+            for word in self.stop_words:
+                if word and text.endswith(word):
+                    text, stripped = text[: -len(word)].rstrip(), True
+        return parse_response(text, self.meta.response_format)
+
+    def data_collator(self, batch: Sequence[dict], padding_free: bool = False, *,
+                      padding_side: Literal["right", "left"] = "right") -> dict[str, Any]:
+        """Tensors for a batch of `encode` outputs (see `collate.collate`)."""
+        return collate(batch, pad_id=self.pad_id, padding_free=padding_free, padding_side=padding_side)
+
+    @property
+    def pad_id(self) -> int:
+        for token_id in (getattr(self.tokenizer, "pad_token_id", None), getattr(self.tokenizer, "eos_token_id", None)):
+            if isinstance(token_id, int):
+                return token_id
+        return 0
+
+    def __repr__(self) -> str:
+        return f"Template({self.name!r}, {type(self.tokenizer).__name__}, {self.options})"
+
+
+def get_template(template_type: str | None, tokenizer: Any, *, default_system: str | None = None,
+                 max_length: int | None = None, truncation_strategy: _encode.TruncationStrategy = "delete",
+                 loss_scale: _encode.LossScale = "default", enable_thinking: bool | None = None) -> Template:
+    """The template named `template_type`, or with None the tokenizer's family (else its own chat template).
+
+    The tokenizer's own chat template renders the text, except where it has none (then the family's fallback
+    template, `chatml` when none is named) or where `template_type` names another family that brings a template
+    of its own (`--template chatml` for a tokenizer whose template is Llama 3's: ChatML it is).
+    """
+    options = TemplateOptions(default_system, max_length, truncation_strategy, loss_scale, enable_thinking)
+    _check_options(options)
+    detected = detect_template_meta(tokenizer)
+    has_own = bool(getattr(tokenizer, "chat_template", None))
+    if template_type is None:
+        return Template(detected or get_template_meta("hf" if has_own else "chatml"), tokenizer, options)
+    meta = get_template_meta(template_type)
+    use_own = has_own and (meta.chat_template is None or (detected is not None and detected.name == meta.name))
+    if has_own and not use_own:
+        logger.info("--template %s: rendering with its template instead of the tokenizer's own (%s)",
+                    meta.name, detected.name if detected else "unregistered")
+    return Template(meta, tokenizer, options, use_own_chat_template=use_own)
+
+
+def _check_options(options: TemplateOptions) -> None:
+    problems = []
+    if options.truncation_strategy not in get_args(_encode.TruncationStrategy):
+        problems.append(f"--truncation_strategy {options.truncation_strategy!r}: choose one of "
+                        f"{', '.join(get_args(_encode.TruncationStrategy))}")
+    if options.loss_scale not in get_args(_encode.LossScale):
+        problems.append(f"--loss_scale {options.loss_scale!r}: choose one of {', '.join(get_args(_encode.LossScale))}")
+    if options.max_length is not None and (not isinstance(options.max_length, int) or options.max_length < 1):
+        problems.append(f"--max_length {options.max_length!r}: give a positive number of tokens")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _template_refusals() -> tuple[type[Exception], ...]:
+    """What rendering a conversation the template does not accept raises (jinja errors, missing fields)."""
+    from jinja2 import TemplateError as JinjaTemplateError
+
+    return (JinjaTemplateError, ValueError, TypeError, LookupError, AttributeError)
+
+
+def _added_tokens_pattern(tokenizer: Any) -> re.Pattern | None:
+    tokens = {str(token) for token in getattr(tokenizer, "added_tokens_decoder", {}).values()}
+    tokens |= {str(token) for token in getattr(tokenizer, "all_special_tokens", [])}
+    tokens = sorted((t for t in tokens if len(t) > 1 and not t.isspace()), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, tokens))) if tokens else None
+
+
+def _overrides_apply_chat_template(tokenizer: Any) -> bool:
+    from transformers import PreTrainedTokenizerBase
+
+    method = getattr(type(tokenizer), "apply_chat_template", None)
+    return method is not None and method is not PreTrainedTokenizerBase.apply_chat_template
