@@ -12,14 +12,16 @@ from swift.core.cli.runner import not_built, resolve_args
 from swift.train.arguments import ExportArguments, PtArguments, RlhfArguments, SftArguments
 
 
-def sft_main(args: SftArguments | Sequence[str] | None = None) -> int:
-    resolve_args(SftArguments, args, prog="swift sft")
-    raise not_built("swift sft", "issue 5")
+def sft_main(args: SftArguments | Sequence[str] | None = None):
+    from swift.train.sft import run_sft
+
+    return run_sft(resolve_args(SftArguments, args, prog="swift sft"))
 
 
-def pt_main(args: PtArguments | Sequence[str] | None = None) -> int:
-    resolve_args(PtArguments, args, prog="swift pt")
-    raise not_built("swift pt", "issue 5")
+def pt_main(args: PtArguments | Sequence[str] | None = None):
+    from swift.train.sft import run_sft
+
+    return run_sft(resolve_args(PtArguments, args, prog="swift pt"), pretrain=True)
 
 
 def rlhf_main(args: RlhfArguments | Sequence[str] | None = None) -> int:
@@ -27,9 +29,10 @@ def rlhf_main(args: RlhfArguments | Sequence[str] | None = None) -> int:
     raise not_built("swift rlhf", "issue 7")
 
 
-def export_main(args: ExportArguments | Sequence[str] | None = None) -> int:
-    resolve_args(ExportArguments, args, prog="swift export")
-    raise not_built("swift export", "issues 5 and 12")
+def export_main(args: ExportArguments | Sequence[str] | None = None):
+    from swift.train.export import run_export
+
+    return run_export(resolve_args(ExportArguments, args, prog="swift export"))
 
 
 def merge_lora_main(args: Sequence[str] | None = None) -> int:

@@ -1,0 +1,201 @@
+"""`swift sft` / `swift pt`: data -> template -> tuner -> transformers.Trainer, in the output layout of DESIGN.md."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swift.core.arguments import to_flat_dict
+from swift.core.errors import ConfigError
+from swift.train.arguments import SftArguments
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 2048
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    last_checkpoint: Path | None
+    train_rows: int
+    metrics: dict[str, Any]
+
+
+def check_args(args: SftArguments) -> None:
+    """Everything that can be checked before a model or dataset loads, all problems at once."""
+    problems = []
+    if not args.model.model:
+        problems.append("--model is required (a hub id or a local directory)")
+    if not args.data.dataset:
+        problems.append("--dataset is required (files, folders, hub ids or registered names)")
+    for spec in [*args.data.dataset, *args.data.val_dataset]:
+        path = spec.split("#")[0]
+        if ("/" in path or path.endswith((".jsonl", ".json", ".csv", ".parquet", ".txt"))) and path.startswith(
+                (".", "/", "~")) and not Path(path.split(":")[0]).expanduser().exists():
+            problems.append(f"--dataset {spec}: no such file or folder")
+    if not 0.0 <= args.data.split_dataset_ratio < 1.0:
+        problems.append(f"--split_dataset_ratio {args.data.split_dataset_ratio}: must be within [0, 1)")
+    if args.template.max_length is not None and args.template.max_length < 8:
+        problems.append(f"--max_length {args.template.max_length}: too short to hold a conversation")
+    train = args.train
+    for flag in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
+        if getattr(train, flag) < 1:
+            problems.append(f"--{flag} {getattr(train, flag)}: must be at least 1")
+    if train.learning_rate is not None and not 0 < train.learning_rate < 1:
+        problems.append(f"--learning_rate {train.learning_rate}: must be within (0, 1)")
+    if train.max_steps == 0 or (train.max_steps < 0 and train.num_train_epochs <= 0):
+        problems.append("nothing to train: set --max_steps > 0 or --num_train_epochs > 0")
+    if args.tuner.lora_rank < 1:
+        problems.append(f"--lora_rank {args.tuner.lora_rank}: must be at least 1")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def use_bf16(requested: bool | None) -> bool:
+    """bf16 autocast where the hardware runs it fast: CUDA with bf16, or a CPU with AMX / AVX512-BF16."""
+    import torch
+
+    if requested is not None:
+        return requested
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
+    import torch
+    from transformers import TrainingArguments, set_seed
+
+    from swift.core import get_model_tokenizer, load_custom_register
+    from swift.core.dataset import encode_dataset, load_dataset, pack_dataset
+    from swift.core.template import get_template
+    from swift.train.callbacks import JsonlLogger, PlotOnSave, SaveAtEnd
+    from swift.train.run_dir import ARGS_FILE, new_run_dir, write_json_atomic
+    from swift.train.trainer import SwiftTrainer
+    from swift.tuners import prepare_model
+
+    check_args(args)
+    load_custom_register(args.model.custom_register_path)
+    set_seed(args.train.seed)
+    targs, data, tmpl = args.train, args.data, args.template
+    max_length = tmpl.max_length or DEFAULT_MAX_LENGTH
+
+    # Data first: a bad file fails in seconds, before any weights load.
+    train_rows, val_rows = load_dataset(
+        data.dataset, split_dataset_ratio=0.0 if data.val_dataset else data.split_dataset_ratio, strict=data.strict,
+        seed=data.data_seed, num_proc=data.dataset_num_proc, streaming=data.streaming,
+        model_name=data.model_name or None, model_author=data.model_author or None)
+    if data.dataset_shuffle and not data.streaming:
+        train_rows = train_rows.shuffle(seed=data.data_seed)
+    if data.val_dataset:
+        val_rows, _ = load_dataset(data.val_dataset, strict=data.strict, seed=data.data_seed,
+                                   num_proc=data.dataset_num_proc)
+
+    model, tokenizer = get_model_tokenizer(
+        args.model.model, args.model.torch_dtype, args.model.device_map, args.model.attn_impl,
+        model_type=args.model.model_type, revision=args.model.model_revision, use_hf=args.model.use_hf,
+        token=args.model.hub_token, trust_remote_code=args.model.trust_remote_code)
+    template = get_template(
+        tmpl.template, tokenizer, default_system=tmpl.system,
+        max_length=None if tmpl.truncation_strategy == "delete" else max_length,
+        truncation_strategy=tmpl.truncation_strategy, loss_scale="all" if pretrain else tmpl.loss_scale,
+        enable_thinking=tmpl.enable_thinking)
+
+    filter_length = max_length if tmpl.truncation_strategy == "delete" else None
+    train_set = encode_dataset(train_rows, template.encode, num_proc=data.dataset_num_proc,
+                               max_length=filter_length, lazy=data.lazy_tokenize)
+    val_set = None if val_rows is None else encode_dataset(val_rows, template.encode, num_proc=data.dataset_num_proc,
+                                                           max_length=filter_length, lazy=data.lazy_tokenize)
+    if not data.streaming and len(train_set) == 0:
+        raise ConfigError(f"--max_length {max_length}: every training row is longer; raise it or use "
+                          "--truncation_strategy left/right")
+    padding_free = tmpl.padding_free or tmpl.packing
+    if tmpl.packing:
+        train_set = pack_dataset(train_set, max_length, num_proc=data.dataset_num_proc)
+
+    run_dir = new_run_dir(targs.output_dir, args.model.model, add_version=targs.add_version)
+    flat = to_flat_dict(args) | {"run_dir": str(run_dir), "template_name": template.name, "command": "pt" if pretrain
+                                 else "sft", "max_length": max_length}
+    write_json_atomic(run_dir / ARGS_FILE, flat)
+
+    steps_per_epoch = None
+    if not data.streaming:
+        per_step = targs.per_device_train_batch_size * targs.gradient_accumulation_steps
+        steps_per_epoch = max(1, math.ceil(len(train_set) / per_step))
+    total_steps = targs.max_steps if targs.max_steps > 0 else math.ceil((steps_per_epoch or 1) * targs.num_train_epochs)
+    prepared = prepare_model(model, args.tuner, total_steps=total_steps, seed=targs.seed)
+    model = prepared.model
+    model.config.use_cache = False  # packed rows need the mask built from position_ids, which a cache disables
+    lr = targs.learning_rate or (1e-5 if args.tuner.train_type in ("full", "freeze", "lisa", "llamapro") else 1e-4)
+    bf16 = use_bf16(targs.bf16)
+    logger.info("run directory %s; %s rows%s; bf16=%s padding_free=%s", run_dir,
+                "streamed" if data.streaming else len(train_set), " (packed)" if tmpl.packing else "", bf16,
+                padding_free)
+
+    training_args = TrainingArguments(
+        output_dir=str(run_dir), num_train_epochs=targs.num_train_epochs, max_steps=total_steps,
+        per_device_train_batch_size=targs.per_device_train_batch_size,
+        per_device_eval_batch_size=targs.per_device_eval_batch_size,
+        gradient_accumulation_steps=targs.gradient_accumulation_steps, learning_rate=lr,
+        lr_scheduler_type=targs.lr_scheduler_type, warmup_steps=targs.warmup_steps or targs.warmup_ratio,
+        weight_decay=targs.weight_decay, max_grad_norm=targs.max_grad_norm, optim=targs.optim, seed=targs.seed,
+        data_seed=data.data_seed, bf16=bf16, fp16=bool(targs.fp16),
+        **_checkpointing_kwargs(targs.gradient_checkpointing),
+        logging_steps=targs.logging_steps, logging_first_step=True, save_strategy="steps",
+        save_steps=targs.save_steps, save_total_limit=targs.save_total_limit, save_only_model=targs.save_only_model,
+        eval_strategy="steps" if val_set is not None else "no", eval_steps=targs.eval_steps or targs.save_steps,
+        report_to=[r for r in targs.report_to if r != "none"],  # tensorboard writes to <run>/runs/
+        dataloader_num_workers=targs.dataloader_num_workers, remove_unused_columns=False,
+        deepspeed=targs.deepspeed, disable_tqdm=False, use_cpu=not torch.cuda.is_available(),
+    )
+    collator = _Collator(template, padding_free)
+    trainer = SwiftTrainer(
+        model=model, args=training_args, train_dataset=train_set, eval_dataset=val_set, data_collator=collator,
+        processing_class=tokenizer, callbacks=[*prepared.callbacks, SaveAtEnd(), PlotOnSave(run_dir)],
+        swift_args=flat)
+    trainer.add_callback(JsonlLogger(run_dir, lambda: trainer.tokens_seen))
+    output = trainer.train(resume_from_checkpoint=targs.resume_from_checkpoint)
+    last = _last_checkpoint(run_dir)
+    logger.info("last checkpoint: %s", last)
+    return TrainResult(run_dir, last, 0 if data.streaming else len(train_set), dict(output.metrics))
+
+
+def _checkpointing_kwargs(enabled: bool) -> dict[str, Any]:
+    """transformers renamed gradient_checkpointing to activation_checkpointing (the old name warns until v6)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    prefix = "activation" if "activation_checkpointing" in names else "gradient"
+    return {f"{prefix}_checkpointing": enabled,
+            f"{prefix}_checkpointing_kwargs": {"use_reentrant": False} if enabled else None}
+
+
+class _Collator:
+    """Batches encoded rows with the template (drops bookkeeping columns such as `length`)."""
+
+    def __init__(self, template: Any, padding_free: bool) -> None:
+        self.template, self.padding_free = template, padding_free
+
+    def __call__(self, rows: list[dict]) -> dict:
+        if "position_ids" in rows[0]:  # packed bins: already padding-free, with their own sequence boundaries
+            import torch
+
+            return {key: torch.tensor([[t for row in rows for t in row[key]]], dtype=torch.long)
+                    for key in ("input_ids", "labels", "position_ids")}
+        keep = [{k: v for k, v in row.items() if k in ("input_ids", "labels")} for row in rows]
+        return self.template.data_collator(keep, padding_free=self.padding_free)
+
+
+def _last_checkpoint(run_dir: Path) -> Path | None:
+    checkpoints = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return checkpoints[-1] if checkpoints else None

@@ -1,0 +1,59 @@
+"""`SwiftTrainer`: transformers.Trainer with atomic checkpoints, args.json in each, and token counting."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from transformers import Trainer
+from transformers.trainer_utils import rotate_checkpoints
+
+from swift.train.run_dir import ARGS_FILE, write_json_atomic
+
+STAGING = ".checkpoint-staging"
+
+
+class SwiftTrainer(Trainer):
+    def __init__(self, *args: Any, swift_args: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.swift_args = swift_args or {}
+        self.tokens_seen = 0
+        self._staging: Path | None = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        mask = inputs.get("attention_mask")
+        self.tokens_seen += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _get_output_dir(self, trial) -> str:
+        return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write the checkpoint into a staging folder, then rename it into place: a kill mid-save never leaves a
+        half-written checkpoint-N that a resume would trust."""
+        run_dir = Path(self.args.output_dir)
+        self._staging = run_dir / STAGING
+        if self.args.should_save:
+            shutil.rmtree(self._staging, ignore_errors=True)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            staged, self._staging = run_dir / STAGING / f"checkpoint-{self.state.global_step}", None
+        if self.args.should_save:
+            final = run_dir / staged.name
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            shutil.rmtree(run_dir / STAGING, ignore_errors=True)
+            if self.state.best_model_checkpoint and STAGING in self.state.best_model_checkpoint:
+                self.state.best_model_checkpoint = str(final)
+            self.state.save_to_json(str(final / "trainer_state.json"))
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save and self.swift_args:
+            write_json_atomic(Path(output_dir or self.args.output_dir) / ARGS_FILE, self.swift_args)
