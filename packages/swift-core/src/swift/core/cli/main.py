@@ -73,7 +73,7 @@ def run_command(fn: Callable[[list[str]], int | None], argv: list[str]) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    return int(code or 0)
+    return code if isinstance(code, int) else 0  # Python API callers get result objects; the CLI, an exit code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
