@@ -18,7 +18,7 @@ test: lint
 	$(VENV)/pytest $(PYTEST_ARGS)
 
 demo: setup
-	@echo "make demo: the training job arrives with issue 5 (swift sft); see README.md" && exit 1
+	@bash scripts/demo.sh
 
 clean:
 	rm -rf .venv build dist

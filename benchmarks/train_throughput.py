@@ -1,0 +1,239 @@
+"""LoRA SFT throughput: `swift sft` against a plain transformers.Trainer + peft loop on the same data.
+
+    .venv/bin/python benchmarks/train_throughput.py [--steps 20] [--rows 400] [--msswift /path/to/venv/bin/swift]
+
+Same model (the packaged SmolLM2-135M-Instruct), same rows (400 chat rows of 30-400 tokens, seeded), batch 4,
+max_length 512, LoRA r=8/alpha=32 on all linear layers, lr 1e-4, same seed. Each variant runs in its own process so
+that peak RSS is its own. Printed per variant: seconds per step, real (non-padding) tokens per second, peak RSS, the
+final loss, and the ratio of tokens/s to the plain Trainer baseline (b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+WORDS = [
+    "model",
+    "data",
+    "train",
+    "token",
+    "layer",
+    "batch",
+    "loss",
+    "value",
+    "river",
+    "stone",
+    "light",
+    "music",
+    "garden",
+    "window",
+    "paper",
+    "number",
+    "city",
+    "forest",
+    "cloud",
+    "engine",
+    "signal",
+    "memory",
+    "answer",
+    "question",
+    "story",
+    "market",
+    "system",
+]
+
+
+def make_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = rng.randint(20, 300)  # ~30-400 tokens with the chat template around them
+        answer = " ".join(rng.choice(WORDS) for _ in range(words))
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"Write note {i} about {rng.choice(WORDS)}."},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+        )
+    return rows
+
+
+BASELINE = r"""
+import json, resource, sys, time, torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+model_dir, data, out, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+rows = [json.loads(l) for l in open(data)]
+tok = AutoTokenizer.from_pretrained(model_dir)
+model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                                         task_type="CAUSAL_LM"))
+pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+def collate(batch):  # pad to the longest row of the batch
+    width = max(len(r["input_ids"]) for r in batch)
+    ids = [r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in batch]
+    labels = [r["labels"] + [-100] * (width - len(r["labels"])) for r in batch]
+    mask = [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch]
+    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
+class Counting(Trainer):
+    tokens = 0
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        Counting.tokens += int(inputs["attention_mask"].sum())
+        return super().training_step(model, inputs, num_items_in_batch)
+args = TrainingArguments(output_dir=out, max_steps=steps, per_device_train_batch_size=4, learning_rate=1e-4,
+                         logging_steps=1, save_strategy="no", report_to=[], seed=42, use_cpu=True,
+                         remove_unused_columns=False, disable_tqdm=True)
+trainer = Counting(model=model, args=args, train_dataset=rows, data_collator=collate)
+result = trainer.train()
+losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+print(json.dumps({"runtime": result.metrics["train_runtime"], "tokens": Counting.tokens, "losses": losses,
+                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}))
+"""
+
+
+def run_baseline(model_dir: Path, encoded: Path, work: Path, steps: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", BASELINE, str(model_dir), str(encoded), str(work / "b"), str(steps)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_swift(data: Path, work: Path, steps: int, name: str, *extra: str, swift: str | None = None) -> dict:
+    swift = swift or str(Path(sys.executable).parent / "swift")
+    out_dir = work / name
+    cmd = [
+        swift,
+        "sft",
+        "--model",
+        MODEL,
+        "--dataset",
+        str(data),
+        "--max_steps",
+        str(steps),
+        "--per_device_train_batch_size",
+        "4",
+        "--max_length",
+        "512",
+        "--lora_rank",
+        "8",
+        "--lora_alpha",
+        "32",
+        "--learning_rate",
+        "1e-4",
+        "--logging_steps",
+        "1",
+        "--save_steps",
+        str(10 * steps),
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(out_dir),
+        "--dataset_num_proc",
+        "1",
+        *extra,
+    ]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate()
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise RuntimeError(f"{name} failed:\n{err[-2000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2  # the largest child so far
+    log = next(out_dir.rglob("logging.jsonl"))
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    end = rows[-1]
+    return {
+        "runtime": end["train_runtime"],
+        "tokens": end["tokens_seen"],
+        "wall": wall,
+        "losses": [r["loss"] for r in rows if "loss" in r],
+        "peak_rss_gib": end.get("peak_rss_gib", peak),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rows", type=int, default=400)
+    parser.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from swift.core import get_model_tokenizer, get_template
+
+    _, tokenizer = get_model_tokenizer(MODEL, load_model=False)
+    model_dir = tokenizer.swift_model_info.model_dir
+    if not (model_dir / "model.safetensors").is_file():
+        get_model_tokenizer(MODEL)  # convert the packaged weights once, outside the timed runs
+    work = Path(tempfile.mkdtemp(prefix="train-bench-"))
+    rows = make_rows(args.rows, seed=0)
+    data = work / "chat.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    template = get_template(None, tokenizer, max_length=512, truncation_strategy="right")
+    encoded = work / "encoded.jsonl"
+    encoded.write_text("\n".join(json.dumps(template.encode(r)) for r in rows))
+    lengths = [len(template.encode(r)["input_ids"]) for r in rows]
+    print(
+        f"data: {len(rows)} rows, {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}); "
+        f"{args.steps} steps of batch 4; CPU threads {os.cpu_count()}"
+    )
+
+    variants = {
+        "b: HF Trainer + peft, fp32, pad to longest": lambda: run_baseline(model_dir, encoded, work, args.steps),
+        "a: swift sft defaults": lambda: run_swift(data, work, args.steps, "a"),
+        "a: swift sft --padding_free true": lambda: run_swift(
+            data, work, args.steps, "pf", "--padding_free", "true", "--gradient_checkpointing", "false"
+        ),
+        "a: swift sft --packing true": lambda: run_swift(
+            data, work, args.steps, "pk", "--packing", "true", "--gradient_checkpointing", "false"
+        ),
+        "a: swift sft --padding_free true --bf16 false": lambda: run_swift(
+            data,
+            work,
+            args.steps,
+            "pf32",
+            "--padding_free",
+            "true",
+            "--gradient_checkpointing",
+            "false",
+            "--bf16",
+            "false",
+        ),
+    }
+    results = {}
+    for name, run in variants.items():
+        if args.only and not any(o in name for o in args.only):
+            continue
+        result = run()
+        result["tokens_per_second"] = result["tokens"] / result["runtime"]
+        result["seconds_per_step"] = result["runtime"] / args.steps
+        results[name] = result
+        print(
+            f"{name:48s} {result['seconds_per_step']:6.2f} s/step {result['tokens_per_second']:7.1f} tokens/s "
+            f"peak RSS {result['peak_rss_gib']:.2f} GiB  final loss {result['losses'][-1]:.4f}",
+            flush=True,
+        )
+    base = next((r for n, r in results.items() if n.startswith("b:")), None)
+    if base:
+        print("\nratio of tokens/s to (b):")
+        for name, result in results.items():
+            print(f"  {name:48s} {result['tokens_per_second'] / base['tokens_per_second']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
