@@ -30,3 +30,21 @@ def hub_offline() -> bool:
 
 def hub_token() -> str | None:
     return os.environ.get("HF_TOKEN") or None
+
+
+def launch_world() -> dict[str, str] | None:
+    """ms-swift's launch variables (NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT) when the user set
+    NPROC_PER_NODE and we are not already a worker (torchrun sets LOCAL_RANK); else None."""
+    if not os.environ.get("NPROC_PER_NODE") or os.environ.get("LOCAL_RANK") is not None:
+        return None
+    return {
+        "nproc_per_node": os.environ["NPROC_PER_NODE"],
+        "nnodes": os.environ.get("NNODES", "1"),
+        "node_rank": os.environ.get("NODE_RANK", "0"),
+        "master_addr": os.environ.get("MASTER_ADDR", "127.0.0.1"),
+        "master_port": os.environ.get("MASTER_PORT", "29500"),
+    }
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))

@@ -44,7 +44,9 @@ class TrainArgs:
     report_to: list[str] = arg(["tensorboard"], "metric sinks: tensorboard, wandb, swanlab, none")
     dataloader_num_workers: int = arg(0, "data loader worker processes")
     deepspeed: str | None = arg(None, "zero0|zero1|zero2|zero3|zero2_offload|zero3_offload or a DeepSpeed JSON")
-    fsdp: str | None = arg(None, "fsdp2|fsdp1 or an FSDP JSON config")
+    fsdp: str | None = arg(None, "fsdp2|fsdp1|fsdp2_offload or an FSDP JSON config")
+    use_liger_kernel: bool = arg(False, "fused Liger kernels for RMSNorm, RoPE, SwiGLU and chunked cross-entropy "
+                                        "(CUDA; pip install \"swift-train[liger]\")")
 
 
 @dataclass

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swift.core import env
 from swift.core.arguments import to_flat_dict
-from swift.core.errors import ConfigError
+from swift.core.errors import ConfigError, MissingBackendError
 from swift.train.arguments import SftArguments
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,12 @@ def check_args(args: SftArguments) -> None:
         problems.append(f"--learning_rate {train.learning_rate}: must be within (0, 1)")
     if train.max_steps == 0 or (train.max_steps < 0 and train.num_train_epochs <= 0):
         problems.append("nothing to train: set --max_steps > 0 or --num_train_epochs > 0")
+    try:
+        from swift.train.strategy import strategy_kwargs
+
+        strategy_kwargs(train.deepspeed, train.fsdp, None)  # a bad preset or a missing deepspeed fails here, early
+    except (ConfigError, MissingBackendError) as e:
+        problems.append(str(e))
     if args.tuner.lora_rank < 1:
         problems.append(f"--lora_rank {args.tuner.lora_rank}: must be at least 1")
     if problems:
@@ -78,7 +85,9 @@ def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
     from swift.core.dataset import encode_dataset, load_dataset, pack_dataset
     from swift.core.template import get_template
     from swift.train.callbacks import JsonlLogger, PlotOnSave, SaveAtEnd
+    from swift.train.launch import shared_run_dir
     from swift.train.run_dir import ARGS_FILE, new_run_dir, write_json_atomic
+    from swift.train.strategy import strategy_kwargs
     from swift.train.trainer import SwiftTrainer
     from swift.tuners import prepare_model
 
@@ -121,10 +130,11 @@ def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
     if tmpl.packing:
         train_set = pack_dataset(train_set, max_length, num_proc=data.dataset_num_proc)
 
-    run_dir = new_run_dir(targs.output_dir, args.model.model, add_version=targs.add_version)
+    run_dir = shared_run_dir(lambda: new_run_dir(targs.output_dir, args.model.model, add_version=targs.add_version))
     flat = to_flat_dict(args) | {"run_dir": str(run_dir), "template_name": template.name, "command": "pt" if pretrain
-                                 else "sft", "max_length": max_length}
-    write_json_atomic(run_dir / ARGS_FILE, flat)
+                                 else "sft", "max_length": max_length, "world_size": env.world_size()}
+    if is_main_process():
+        write_json_atomic(run_dir / ARGS_FILE, flat)
 
     steps_per_epoch = None
     if not data.streaming:
@@ -154,7 +164,8 @@ def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
         eval_strategy="steps" if val_set is not None else "no", eval_steps=targs.eval_steps or targs.save_steps,
         report_to=[r for r in targs.report_to if r != "none"],  # tensorboard writes to <run>/runs/
         dataloader_num_workers=targs.dataloader_num_workers, remove_unused_columns=False,
-        deepspeed=targs.deepspeed, disable_tqdm=False, use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False, use_cpu=not torch.cuda.is_available(), use_liger_kernel=targs.use_liger_kernel,
+        **strategy_kwargs(targs.deepspeed, targs.fsdp, model),
     )
     collator = _Collator(template, padding_free)
     trainer = SwiftTrainer(
@@ -178,6 +189,14 @@ def _checkpointing_kwargs(enabled: bool) -> dict[str, Any]:
     prefix = "activation" if "activation_checkpointing" in names else "gradient"
     return {f"{prefix}_checkpointing": enabled,
             f"{prefix}_checkpointing_kwargs": {"use_reentrant": False} if enabled else None}
+
+
+def is_main_process() -> bool:
+    if env.world_size() <= 1:
+        return True
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 class _Collator:
