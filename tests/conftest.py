@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "tokenizers"
+# Real tokenizers of six families live in the shared folder beside the checkout (CI lays it there too).
+FIXTURES = Path(os.environ.get("SWIFT_TEST_FIXTURES", ROOT.parent / "shared" / "fixtures" / "tokenizers"))
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 # No hub is reachable in development or CI: say so, so that the HF stack fails fast instead of retrying.
