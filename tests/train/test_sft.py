@@ -136,3 +136,18 @@ def test_merged_export_loads_in_plain_transformers_with_the_same_logits(tiny_lla
                             "--output_dir", str(tmp_path / "alias")], capture_output=True, text=True)
     assert alias.returncode == 0, alias.stderr
     assert (tmp_path / "alias" / "model.safetensors").is_file()
+
+
+def test_pt_trains_on_raw_text_and_streams(tiny_llama_dir, tmp_path):
+    from swift.train import pt_main
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(f"Line {i} of a plain corpus about rivers and stones." for i in range(40)))
+    result = pt_main(["--model", str(tiny_llama_dir), "--dataset", str(text), "--output_dir", str(tmp_path / "pt"),
+                      "--max_steps", "2", "--per_device_train_batch_size", "4", "--report_to", "none",
+                      "--bf16", "false", "--logging_steps", "1"])
+    assert json.loads((result.run_dir / "args.json").read_text())["command"] == "pt"
+    assert all(loss > 0 for loss in losses(result.run_dir).values())
+    streamed = sft_main(flags(tiny_llama_dir, tmp_path / "corpus.txt", tmp_path / "stream", "--max_steps", "2",
+                              "--streaming", "true", "--loss_scale", "all"))
+    assert sorted(losses(streamed.run_dir)) == [1, 2]
