@@ -151,3 +151,24 @@ def test_pt_trains_on_raw_text_and_streams(tiny_llama_dir, tmp_path):
     streamed = sft_main(flags(tiny_llama_dir, tmp_path / "corpus.txt", tmp_path / "stream", "--max_steps", "2",
                               "--streaming", "true", "--loss_scale", "all"))
     assert sorted(losses(streamed.run_dir)) == [1, 2]
+
+
+def test_label_only_logits_give_the_model_loss(tiny_llama_dir):
+    """SwiftTrainer computes logits only where labels are; the loss equals the model's own full-logits loss."""
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from swift.train.trainer import SwiftTrainer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    trainer = SwiftTrainer(model=model, args=TrainingArguments(output_dir="/tmp/unused", report_to=[], use_cpu=True))
+    ids = torch.randint(0, 1000, (2, 12))
+    labels = ids.clone()
+    labels[:, :5] = -100
+    labels[1, 9:] = -100  # padding of the shorter row
+    with torch.no_grad():
+        ours = trainer.compute_loss(model, {"input_ids": ids, "labels": labels})
+        reference = model(input_ids=ids, labels=labels).loss
+        assert ours == pytest.approx(reference.item(), rel=1e-5)
+        items = int((labels[:, 1:] != -100).sum())
+        scaled = trainer.compute_loss(model, {"input_ids": ids, "labels": labels}, num_items_in_batch=items * 2)
+        assert scaled == pytest.approx(reference.item() / 2, rel=1e-5)

@@ -22,6 +22,30 @@ class SwiftTrainer(Trainer):
         self.tokens_seen = 0
         self._staging: Path | None = None
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Causal-LM loss with logits only where a label is: the output head (vocab-sized matmul and softmax) skips
+        prompt and padding positions, which saves compute and the largest activation of small models."""
+        labels = inputs.get("labels")
+        if labels is None or return_outputs or labels.dim() != 2:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        import torch
+        import torch.nn.functional as F
+
+        targets = labels[:, 1:]  # logits at position t predict the token at t + 1
+        keep = (targets != -100).any(dim=0).nonzero().squeeze(-1)
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, logits_to_keep=keep)
+        picked = targets[:, keep]
+        loss = F.cross_entropy(outputs.logits.float().flatten(0, 1), picked.flatten(), ignore_index=-100,
+                               reduction="sum")
+        if num_items_in_batch is None:
+            self.loss_is_scaled_for_ga = False
+            return loss / torch.clamp((picked != -100).sum(), min=1)
+        self.loss_is_scaled_for_ga = True  # normalised over the whole accumulated batch already
+        loss = loss / num_items_in_batch
+        if self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes
+        return loss
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         mask = inputs.get("attention_mask")
         self.tokens_seen += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
