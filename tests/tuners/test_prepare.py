@@ -129,3 +129,14 @@ def test_unsupported_tuners_say_so(model):
         prepare_model(model, tuner("--train_type", "adapter"))
     with pytest.raises(ConfigError, match="nothing would train"):
         prepare_model(model, tuner("--train_type", "freeze", "--freeze_parameters", "model", "lm_head"))
+
+
+def test_qlora_without_cuda_says_so():
+    from swift.tuners import quantization_config
+
+    assert quantization_config(tuner()) is None
+    with pytest.raises(ConfigError, match="--quant_bits 4 or 8"):
+        quantization_config(tuner("--quant_method", "bnb"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+            quantization_config(tuner("--quant_method", "bnb", "--quant_bits", "4"))

@@ -21,8 +21,12 @@ class InferArgs:
     top_p: float | None = arg(None, "nucleus sampling")
     top_k: int | None = arg(None, "top-k sampling")
     repetition_penalty: float | None = arg(None, "penalty on repeated tokens")
+    seed: int | None = arg(None, "sampling seed (the same answer for the same request)")
+    stop_words: list[str] = arg([], "extra strings that end an answer", aliases=["stop"])
     stream: bool | None = arg(None, "stream tokens as they come (default: on in a terminal)")
     max_batch_size: int = arg(16, "most sequences decoded together (PyTorch engine)")
+    autocast_dtype: Literal["bfloat16", "float16"] | None = arg(
+        None, "PyTorch engine: run matmuls in this dtype while the weights keep theirs (bfloat16: fast on AMX CPUs)")
     result_path: str | None = arg(None, "jsonl file for the answers to --val_dataset")
     gpu_memory_utilization: float = arg(0.9, "vLLM / SGLang: fraction of GPU memory to use")
     tensor_parallel_size: int = arg(1, "vLLM / SGLang / LMDeploy tensor parallelism")
@@ -36,6 +40,7 @@ class ServerArgs:
     host: str = arg("127.0.0.1", "address to listen on")
     port: int = arg(8000, "port to listen on")
     api_key: str | None = arg(None, "require this bearer key on every request")
+    max_concurrency: int | None = arg(None, "most requests served at once; more get 429 (default: no limit)")
     served_model_name: str | None = arg(None, "model name in /v1/models (default: the model's name)")
     log_interval: int = arg(20, "seconds between throughput log lines (0: never)")
 

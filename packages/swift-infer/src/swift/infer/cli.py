@@ -9,13 +9,19 @@ from swift.infer.arguments import DeployArguments, EvalArguments, InferArguments
 
 
 def infer_main(args: InferArguments | Sequence[str] | None = None) -> int:
-    resolve_args(InferArguments, args, prog="swift infer")
-    raise not_built("swift infer", "issue 6")
+    """`swift infer`: chat in a terminal, answer lines from a pipe, or answer a dataset into --result_path."""
+    parsed = resolve_args(InferArguments, args, prog="swift infer")
+    from swift.infer.frontend.infer import run_infer
+
+    return run_infer(parsed)
 
 
 def deploy_main(args: DeployArguments | Sequence[str] | None = None) -> int:
-    resolve_args(DeployArguments, args, prog="swift deploy")
-    raise not_built("swift deploy", "issue 6")
+    """`swift deploy`: an OpenAI-compatible HTTP server (chat, completions, models, health, metrics)."""
+    parsed = resolve_args(DeployArguments, args, prog="swift deploy")
+    from swift.infer.server.serve import run_server
+
+    return run_server(parsed)
 
 
 def eval_main(args: EvalArguments | Sequence[str] | None = None) -> int:

@@ -56,6 +56,13 @@ def check_args(args: SftArguments) -> None:
         strategy_kwargs(train.deepspeed, train.fsdp, None)  # a bad preset or a missing deepspeed fails here, early
     except (ConfigError, MissingBackendError) as e:
         problems.append(str(e))
+    if args.tuner.quant_method is not None:
+        from swift.tuners import quantization_config
+
+        try:
+            quantization_config(args.tuner)
+        except (ConfigError, MissingBackendError) as e:
+            problems.append(str(e))
     if args.tuner.lora_rank < 1:
         problems.append(f"--lora_rank {args.tuner.lora_rank}: must be at least 1")
     if problems:
@@ -89,7 +96,7 @@ def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
     from swift.train.run_dir import ARGS_FILE, new_run_dir, write_json_atomic
     from swift.train.strategy import strategy_kwargs
     from swift.train.trainer import SwiftTrainer
-    from swift.tuners import prepare_model
+    from swift.tuners import prepare_model, quantization_config
 
     check_args(args)
     load_custom_register(args.model.custom_register_path)
@@ -110,6 +117,7 @@ def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
 
     model, tokenizer = get_model_tokenizer(
         args.model.model, args.model.torch_dtype, args.model.device_map, args.model.attn_impl,
+        quantization_config(args.tuner),
         model_type=args.model.model_type, revision=args.model.model_revision, use_hf=args.model.use_hf,
         token=args.model.hub_token, trust_remote_code=args.model.trust_remote_code)
     template = get_template(

@@ -7,6 +7,7 @@ _EXPORTS = {
     "prepare_model": "swift.tuners.prepare",
     "PreparedModel": "swift.tuners.prepare",
     "count_parameters": "swift.tuners.prepare",
+    "quantization_config": "swift.tuners.prepare",
     "resolve_target_modules": "swift.tuners.targets",
 }
 __all__ = sorted(_EXPORTS)

@@ -86,6 +86,29 @@ def prepare_model(model: Any, args: TunerArgs, *, total_steps: int | None = None
     return prepared
 
 
+def quantization_config(args: TunerArgs) -> Any:
+    """The bitsandbytes config for QLoRA (`--quant_method bnb --quant_bits 4|8`), or None; fails clearly without CUDA
+    or bitsandbytes instead of silently training in full precision."""
+    if args.quant_method is None:
+        return None
+    if args.quant_bits not in (4, 8):
+        raise ConfigError(f"--quant_method {args.quant_method} needs --quant_bits 4 or 8")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("--quant_method bnb (QLoRA) needs a CUDA GPU; bitsandbytes does not quantize on this machine")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise MissingBackendError("bitsandbytes", extra="bitsandbytes") from e
+    from transformers import BitsAndBytesConfig
+
+    if args.quant_bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
 def _check_quantized_base(model: Any, args: TunerArgs) -> None:
     if args.train_type not in BUILDERS:
         raise ConfigError(f"--quant_method {args.quant_method} (QLoRA) needs an adapter --train_type, not {args.train_type}")

@@ -1,0 +1,1 @@
+"""The PyTorch engine: `PtEngine` (chat API) over `PtGenerator` (continuous batching on one thread)."""

@@ -1,0 +1,100 @@
+"""`DecodeBatch`: the sequences decoded together, left-padded, with one KV cache for all of them.
+
+Every row's real tokens sit at the right end of the cache; the attention mask hides the padding on the left and
+each row has its own position ids, so a row computes exactly what it would alone. New rows are prefilled as a
+batch of their own and merged in (the shorter cache is padded on the left); finished rows are dropped and padding
+columns that no row needs any more are cut. transformers' `DynamicCache` holds the tensors; we only reshape its
+layers' `keys` / `values` ([batch, kv_heads, seq, head_dim]) between steps, never during a forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+# forward(input_ids [B, L], attention_mask [B, T], position_ids [B, L], cache, last_only) -> logits [B, V] of the
+# last position of each row
+Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any, Sequence[str] | None], torch.Tensor]
+
+
+def new_cache() -> Any:
+    from transformers import DynamicCache
+
+    # No config: plain full-attention layers for every model, even sliding-window ones (their masks still apply the
+    # window), so that rows of different lengths can be merged and cut the same way in every layer.
+    return DynamicCache()
+
+
+class DecodeBatch:
+    def __init__(self, cache: Any, mask: torch.Tensor, positions: torch.Tensor, next_tokens: torch.Tensor) -> None:
+        self.cache = cache
+        self.mask = mask  # [B, T] 1 for real tokens, 0 for padding; T == cached tokens
+        self.positions = positions  # [B] position id of each row's next input token
+        self.next_tokens = next_tokens  # [B] the token each row feeds next (sampled, not yet cached)
+
+    def __len__(self) -> int:
+        return self.mask.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[1]
+
+    @classmethod
+    def prefill(cls, forward: Forward, prompts: Sequence[Sequence[int]], adapter_names: Sequence[str] | None,
+                pad_id: int, device: torch.device) -> tuple[DecodeBatch, torch.Tensor]:
+        """Run the prompts (left-padded) through the model: the batch, and logits [b, V] for their first token."""
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, width - len(prompt):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = new_cache()
+        logits = forward(ids, mask, position_ids, cache, adapter_names)
+        positions = mask.sum(-1)
+        return cls(cache, mask, positions, torch.zeros_like(positions)), logits
+
+    def step(self, forward: Forward, adapter_names: Sequence[str] | None) -> torch.Tensor:
+        """Feed each row's next token: logits [B, V] for the token after it."""
+        ones = torch.ones((len(self), 1), dtype=self.mask.dtype, device=self.mask.device)
+        self.mask = torch.cat([self.mask, ones], dim=1)
+        logits = forward(self.next_tokens[:, None], self.mask, self.positions[:, None], self.cache, adapter_names)
+        self.positions = self.positions + 1
+        return logits
+
+    def select(self, keep: Sequence[int]) -> None:
+        """Keep only rows `keep` (in that order), then drop padding columns no row needs."""
+        index = torch.tensor(list(keep), dtype=torch.long, device=self.mask.device)
+        self.mask, self.positions, self.next_tokens = self.mask[index], self.positions[index], self.next_tokens[index]
+        unused = int((self.mask.sum(0) == 0).long().cumprod(0).sum())  # leading all-padding columns
+        if unused:
+            self.mask = self.mask[:, unused:]
+        for layer in self.cache.layers:
+            if getattr(layer, "keys", None) is None or layer.keys.numel() == 0:
+                continue
+            layer.keys = layer.keys[index, :, unused:]
+            layer.values = layer.values[index, :, unused:]
+
+    def merge(self, other: DecodeBatch) -> None:
+        """Append `other`'s rows, padding whichever cache is shorter on the left."""
+        width = max(self.width, other.width)
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            mine.keys = torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)], dim=0)
+            mine.values = torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)], dim=0)
+        self.mask = torch.cat([_pad_left(self.mask, width), _pad_left(other.mask, width)], dim=0)
+        self.positions = torch.cat([self.positions, other.positions])
+        self.next_tokens = torch.cat([self.next_tokens, other.next_tokens])
+
+
+def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """Zero-pad the sequence dimension (-1 for masks [B, T], -2 for cache tensors [B, H, T, D]) on the left."""
+    if tensor.dim() == 2:
+        missing = width - tensor.shape[1]
+        return F.pad(tensor, (missing, 0)) if missing else tensor
+    missing = width - tensor.shape[-2]
+    return F.pad(tensor, (0, 0, missing, 0)) if missing else tensor

@@ -1,0 +1,1 @@
+"""Front ends of `swift infer`: interactive chat, pipes, and datasets."""

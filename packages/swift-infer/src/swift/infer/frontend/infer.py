@@ -1,0 +1,52 @@
+"""`swift infer`: pick the front end (dataset, terminal chat or pipe), build the engine, run."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from swift.infer.arguments import InferArguments
+from swift.infer.checkpoint import resolve_serve_spec
+
+logger = logging.getLogger(__name__)
+
+
+def load_rows(args: InferArguments) -> Any:
+    """The rows to answer: --val_dataset, else the held-out part of --dataset (all of it without a split ratio)."""
+    from swift.core.dataset import load_dataset
+
+    data = args.data
+    common = {"strict": data.strict, "seed": data.data_seed, "num_proc": data.dataset_num_proc,
+              "require_answer": False, "model_name": data.model_name or None, "model_author": data.model_author or None}
+    if data.val_dataset:
+        return load_dataset(data.val_dataset, **common)[0]
+    train, val = load_dataset(data.dataset, split_dataset_ratio=data.split_dataset_ratio, **common)
+    return val if val is not None else train
+
+
+def run_infer(args: InferArguments) -> int:
+    from swift.infer.build import build_engine
+    from swift.infer.frontend.batch import default_result_path, run_batch
+    from swift.infer.frontend.chat import run_interactive, run_pipe
+    from swift.infer.protocol import RequestConfig
+
+    resolve_serve_spec(args)  # flag errors before a dataset or a model loads
+    rows = load_rows(args) if args.data.val_dataset or args.data.dataset else None
+    engine = build_engine(args)
+    config = RequestConfig()  # the sampling flags are the engine's defaults
+    try:
+        if rows is not None:
+            base = args.infer.ckpt_dir or (args.infer.adapters[0].partition("=")[2] or args.infer.adapters[0]
+                                           if args.infer.adapters else None)
+            path = Path(args.infer.result_path) if args.infer.result_path else default_result_path(base)
+            run_batch(engine, rows, config, path, window=2 * args.infer.max_batch_size)
+            print(path, file=sys.stderr)
+            return 0
+        if sys.stdin.isatty():
+            stream = args.infer.stream if args.infer.stream is not None else True
+            return run_interactive(engine, config, None, stream=stream)
+        return run_pipe(engine, config, None, sys.stdin, sys.stdout)
+    finally:
+        engine.close()

@@ -1,0 +1,2 @@
+"""`swift deploy`: an OpenAI-compatible HTTP server over any `InferEngine` (FastAPI + uvicorn), one module per
+endpoint under `routes/`."""

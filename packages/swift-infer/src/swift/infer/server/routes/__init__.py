@@ -1,0 +1,1 @@
+"""One module per endpoint; `streaming.py` holds what the generation endpoints share."""
