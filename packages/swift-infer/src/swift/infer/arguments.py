@@ -25,8 +25,6 @@ class InferArgs:
     stop_words: list[str] = arg([], "extra strings that end an answer", aliases=["stop"])
     stream: bool | None = arg(None, "stream tokens as they come (default: on in a terminal)")
     max_batch_size: int = arg(16, "most sequences decoded together (PyTorch engine)")
-    autocast_dtype: Literal["bfloat16", "float16"] | None = arg(
-        None, "PyTorch engine: run matmuls in this dtype while the weights keep theirs (bfloat16: fast on AMX CPUs)")
     result_path: str | None = arg(None, "jsonl file for the answers to --val_dataset")
     gpu_memory_utilization: float = arg(0.9, "vLLM / SGLang: fraction of GPU memory to use")
     tensor_parallel_size: int = arg(1, "vLLM / SGLang / LMDeploy tensor parallelism")

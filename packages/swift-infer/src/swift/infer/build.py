@@ -49,8 +49,6 @@ def load_template(args: InferArguments, spec: ServeSpec, tokenizer: Any) -> Any:
 
 
 def _build_pt(args: InferArguments, spec: ServeSpec, model_name: str | None) -> InferEngine:
-    import torch
-
     from swift.core import get_model_tokenizer
     from swift.infer.engine.pt.engine import PtEngine
 
@@ -65,8 +63,6 @@ def _build_pt(args: InferArguments, spec: ServeSpec, model_name: str | None) -> 
         for path in spec.merge:
             model = PeftModel.from_pretrained(model, path).merge_and_unload()
             logger.info("merged %s into the base model", path)
-    autocast = getattr(torch, args.infer.autocast_dtype) if args.infer.autocast_dtype else None
     return PtEngine(model, tokenizer, template=load_template(args, spec, tokenizer), adapters=spec.adapters,
                     default_adapter=spec.default_adapter, max_batch_size=args.infer.max_batch_size,
-                    default_config=default_request_config(args), autocast_dtype=autocast,
-                    model_name=model_name or spec.model)
+                    default_config=default_request_config(args), model_name=model_name or spec.model)

@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from swift.core.template import Template, TemplateError
@@ -60,8 +60,6 @@ class _Job:
     def generation(self, index: int) -> GenerationRequest:
         params = self.params
         if params.seed is not None and index:
-            from dataclasses import replace
-
             params = replace(params, seed=params.seed + index)  # n choices from one seed must differ
         return GenerationRequest(f"{self.request_id}-{index}", self.prompt_ids, params, self.adapter)
 

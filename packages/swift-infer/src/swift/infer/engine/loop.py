@@ -1,11 +1,12 @@
-"""asyncio plumbing: a private event loop for the synchronous API, and merging several async streams into one."""
+"""asyncio plumbing: a private event loop for the synchronous API, merging async streams, and a bridge to a
+backend that runs on an event loop of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -76,3 +77,51 @@ async def merge_streams(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[tu
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class LoopBridge:
+    """A backend's asyncio API on an event loop of its own (vLLM, SGLang and LMDeploy bind their engines to the
+    loop they start on), used from any other loop: the server's, or the synchronous API's."""
+
+    def __init__(self, name: str) -> None:
+        self.thread = LoopThread(name)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the backend's loop thread (to build an engine there) and return its result."""
+
+        async def run() -> T:
+            return fn()
+
+        return self.thread.run(run())
+
+    async def stream(self, make: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
+        """Iterate `make()` on the backend's loop; closing this iterator cancels it there (which aborts the
+        request in every backend)."""
+        caller = asyncio.get_running_loop()
+        items: asyncio.Queue = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for item in make():
+                    caller.call_soon_threadsafe(items.put_nowait, ("item", item))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001  (re-raised in the consumer)
+                caller.call_soon_threadsafe(items.put_nowait, ("error", e))
+                return
+            caller.call_soon_threadsafe(items.put_nowait, ("end", None))
+
+        future = self.thread.submit(pump())
+        try:
+            while True:
+                kind, item = await items.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise item
+                yield item
+        finally:
+            future.cancel()
+
+    def close(self) -> None:
+        self.thread.close()

@@ -9,6 +9,7 @@ layers' `keys` / `values` ([batch, kv_heads, seq, head_dim]) between steps, neve
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,12 +21,52 @@ import torch.nn.functional as F
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any, Sequence[str] | None], torch.Tensor]
 
 
+SPARE_TOKENS = 64  # room a cache layer keeps for the next steps' keys and values
+
+
 def new_cache() -> Any:
     from transformers import DynamicCache
 
     # No config: plain full-attention layers for every model, even sliding-window ones (their masks still apply the
     # window), so that rows of different lengths can be merged and cut the same way in every layer.
-    return DynamicCache()
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = _slack_layer_class()
+    return cache
+
+
+@functools.cache
+def _slack_layer_class() -> type:
+    from transformers.cache_utils import DynamicLayer
+
+    class SlackLayer(DynamicLayer):
+        """A `DynamicLayer` whose `keys` / `values` are views of buffers with room to grow: a decoding step writes
+        its new keys and values in place, where `DynamicLayer` copies the whole cache (`torch.cat`) in every layer."""
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+                   **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self.set(key_states, value_states)
+                return self.keys, self.values
+            used, new = self.keys.shape[-2], key_states.shape[-2]
+            if used + new > self._key_buffer.shape[-2]:
+                self.set(self.keys, self.values, spare=max(SPARE_TOKENS, new))
+            self._key_buffer[:, :, used:used + new].copy_(key_states)
+            self._value_buffer[:, :, used:used + new].copy_(value_states)
+            self.keys = self._key_buffer[:, :, :used + new]
+            self.values = self._value_buffer[:, :, :used + new]
+            return self.keys, self.values
+
+        def set(self, keys: torch.Tensor, values: torch.Tensor, spare: int = SPARE_TOKENS) -> None:
+            """Hold exactly these keys / values, with `spare` free positions after them."""
+            batch, heads, length, dim = keys.shape
+            self._key_buffer = keys.new_empty((batch, heads, length + spare, dim))
+            self._value_buffer = values.new_empty((batch, heads, length + spare, values.shape[-1]))
+            self._key_buffer[:, :, :length].copy_(keys)
+            self._value_buffer[:, :, :length].copy_(values)
+            self.keys, self.values = self._key_buffer[:, :, :length], self._value_buffer[:, :, :length]
+
+    return SlackLayer
 
 
 class DecodeBatch:
@@ -77,18 +118,24 @@ class DecodeBatch:
         for layer in self.cache.layers:
             if getattr(layer, "keys", None) is None or layer.keys.numel() == 0:
                 continue
-            layer.keys = layer.keys[index, :, unused:]
-            layer.values = layer.values[index, :, unused:]
+            _set_layer(layer, layer.keys[index, :, unused:], layer.values[index, :, unused:])
 
     def merge(self, other: DecodeBatch) -> None:
         """Append `other`'s rows, padding whichever cache is shorter on the left."""
         width = max(self.width, other.width)
         for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-            mine.keys = torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)], dim=0)
-            mine.values = torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)], dim=0)
+            _set_layer(mine, torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)], dim=0),
+                       torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)], dim=0))
         self.mask = torch.cat([_pad_left(self.mask, width), _pad_left(other.mask, width)], dim=0)
         self.positions = torch.cat([self.positions, other.positions])
         self.next_tokens = torch.cat([self.next_tokens, other.next_tokens])
+
+
+def _set_layer(layer: Any, keys: torch.Tensor, values: torch.Tensor) -> None:
+    if hasattr(layer, "set"):
+        layer.set(keys, values)
+    else:
+        layer.keys, layer.values = keys, values
 
 
 def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:

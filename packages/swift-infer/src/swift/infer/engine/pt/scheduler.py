@@ -19,7 +19,6 @@ import queue
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -71,14 +70,13 @@ class PtGenerator:
     """The PyTorch backend behind `PtEngine` (see the module docstring)."""
 
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 16, max_model_len: int | None = None,
-                 autocast_dtype: torch.dtype | None = None, max_prefill_tokens: int = 8192) -> None:
+                 max_prefill_tokens: int = 8192) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.max_batch_size, self.max_prefill_tokens = max_batch_size, max_prefill_tokens
         self._max_model_len = max_model_len
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._adapters = tuple(getattr(model, "peft_config", {}) or ())
-        self._autocast = autocast_dtype
         self._forward_kwargs = _forward_kwarg_names(model)
         self._token_texts: dict[int, str] = {}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -165,7 +163,15 @@ class PtGenerator:
                                      len(self._rows))
                     self._fail(self._rows, EngineError(f"generation failed: {type(e).__name__}: {e}"))
                     self._rows, self._batch = [], None
-        self._fail(self._rows + list(self._waiting), EngineError("the engine was closed"))
+        leftovers = self._rows + list(self._waiting)
+        while True:  # requests that arrived with or after the stop message
+            try:
+                kind, item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "add":
+                leftovers.append(item)
+        self._fail(leftovers, EngineError("the engine was closed"))
 
     def _read_inbox(self, *, block: bool) -> bool:
         """Take in new requests and aborts; False once asked to stop."""
@@ -277,10 +283,7 @@ class PtGenerator:
             kwargs[keep_kw] = 1
         if adapter_names is not None:
             kwargs["adapter_names"] = list(adapter_names)
-        autocast = torch.autocast(self.device.type, dtype=self._autocast) if self._autocast else nullcontext()
-        with autocast:
-            logits = self.model(**kwargs).logits
-        return logits[:, -1, :]
+        return self.model(**kwargs).logits[:, -1, :]
 
 
 def _forward_kwarg_names(model: Any) -> tuple[str, str | None]:

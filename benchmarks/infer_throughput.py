@@ -1,0 +1,212 @@
+"""Inference throughput: 16 concurrent chat requests of 64 new tokens on the packaged SmolLM2-135M-Instruct.
+
+    .venv/bin/python benchmarks/infer_throughput.py [--torch_dtype float32|bfloat16] [--requests 16] [--max_tokens 64]
+                                                    [--variants b,b16,a,d] [--msswift /path/to/venv/bin/python]
+
+Variants, each in its own process (so that peak RSS is its own), same prompts, greedy, at most 64 new tokens:
+  (a) PtEngine: the 16 requests submitted at once (continuous batching, max_batch_size 16);
+  (b) plain transformers `model.generate`, one request at a time (the baseline of the ratios);
+  (b16) plain `model.generate` on the 16 requests as one left-padded batch (what a static-batch engine does);
+  (c) ms-swift's `TransformersEngine` (max_batch_size 16), only with --msswift pointing at a venv that has it;
+  (d) our `swift deploy` with the 16 requests sent concurrently over HTTP (openai client, one thread each).
+Printed: generated tokens, seconds, tokens/s, ratio to (b), peak RSS; and (d)/(a). Timings on a shared machine
+vary run to run (other processes compete for the same 2 cores): compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TOPICS = ["a robot", "the sea", "a lighthouse", "a market", "a violin", "the moon", "a garden", "a train",
+          "a library", "a storm", "a cat", "a bridge", "a volcano", "a clock", "a forest", "a city"]
+
+
+def prompts(n: int) -> list[str]:
+    return [f"Write a short story about {TOPICS[i % len(TOPICS)]} (number {i})." for i in range(n)]
+
+
+COMMON = r"""
+import json, os, resource, sys, time
+import torch
+args = json.loads(sys.argv[1])
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def report(tokens, seconds, **extra):
+    print("RESULT " + json.dumps({"tokens": tokens, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), **extra}))
+"""
+
+ENGINE = COMMON + r"""
+from swift.core import get_model_tokenizer
+from swift.infer.engine import PtEngine
+from swift.infer.protocol import RequestConfig
+model, tokenizer = get_model_tokenizer(args["model"], args["torch_dtype"])
+engine = PtEngine(model, tokenizer, max_batch_size=args["requests"])
+requests = [{"messages": [{"role": "user", "content": p}]} for p in args["prompts"]]
+config = RequestConfig(temperature=0, max_tokens=args["max_tokens"])
+engine.infer(requests[:2], RequestConfig(temperature=0, max_tokens=4))  # warm-up
+start = time.perf_counter()
+responses = engine.infer(requests, config)
+seconds = time.perf_counter() - start
+report(sum(r.usage.completion_tokens for r in responses), seconds, steps=engine.generator.steps,
+       sample=responses[0].choices[0].message.content[:80])
+engine.close()
+"""
+
+GENERATE = COMMON + r"""
+from swift.core import get_model_tokenizer, get_template
+model, tokenizer = get_model_tokenizer(args["model"], args["torch_dtype"])
+template = get_template(None, tokenizer)
+ids = [template.encode({"messages": [{"role": "user", "content": p}]})["input_ids"] for p in args["prompts"]]
+kwargs = dict(max_new_tokens=args["max_tokens"], do_sample=False, pad_token_id=tokenizer.pad_token_id)
+with torch.inference_mode():
+    model.generate(torch.tensor([ids[0]]), max_new_tokens=4, do_sample=False)  # warm-up
+    start = time.perf_counter()
+    tokens = 0
+    if args["batched"]:
+        width = max(map(len, ids))
+        input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(i)) + i for i in ids])
+        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+        out = model.generate(input_ids, attention_mask=mask, **kwargs)[:, width:]
+        eos = tokenizer.eos_token_id
+        for row in out.tolist():  # count up to and with the first EOS, as the engine counts
+            tokens += row.index(eos) + 1 if eos in row else len(row)
+    else:
+        for i in ids:
+            tokens += model.generate(torch.tensor([i]), **kwargs).shape[1] - len(i)
+    seconds = time.perf_counter() - start
+report(tokens, seconds)
+"""
+
+MSSWIFT = COMMON + r"""
+from swift.infer_engine import TransformersEngine, InferRequest, RequestConfig
+engine = TransformersEngine(args["model"], max_batch_size=args["requests"])
+requests = [InferRequest(messages=[{"role": "user", "content": p}]) for p in args["prompts"]]
+config = RequestConfig(temperature=0, max_tokens=args["max_tokens"])
+engine.infer(requests[:2], RequestConfig(temperature=0, max_tokens=4))
+start = time.perf_counter()
+responses = engine.infer(requests, config)
+seconds = time.perf_counter() - start
+report(sum(r.usage.completion_tokens for r in responses), seconds)
+"""
+
+CLIENTS = COMMON + r"""
+import concurrent.futures, openai
+client = openai.OpenAI(base_url=args["url"], api_key="bench", max_retries=0, timeout=600)
+model = client.models.list().data[0].id
+def ask(prompt):
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                          temperature=0, max_tokens=args["max_tokens"])
+ask("Hi")  # warm-up
+start = time.perf_counter()
+with concurrent.futures.ThreadPoolExecutor(len(args["prompts"])) as pool:
+    answers = list(pool.map(ask, args["prompts"]))
+seconds = time.perf_counter() - start
+report(sum(a.usage.completion_tokens for a in answers), seconds)
+"""
+
+
+def run_variant(python: str, code: str, args: dict) -> dict:
+    out = subprocess.run([python, "-c", code, json.dumps(args)], capture_output=True, text=True, timeout=1800)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"variant failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_server_variant(args: dict) -> dict:
+    port = free_port()
+    swift = str(Path(sys.executable).parent / "swift")
+    command = [swift, "deploy", "--model", args["model"], "--port", str(port), "--torch_dtype", args["torch_dtype"],
+               "--max_batch_size", str(args["requests"]), "--log_interval", "0"]
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}/v1"
+            _wait_ready(port, server, log)
+            result = run_variant(sys.executable, CLIENTS, {**args, "url": url})
+            result["peak_rss_mb"] = _peak_rss_mb(server.pid)
+            return result
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+
+def _wait_ready(port: int, server: subprocess.Popen, log) -> None:
+    for _ in range(600):
+        if server.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"swift deploy exited {server.returncode}:\n{log.read()[-3000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise RuntimeError("swift deploy did not listen within 300 s")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=MODEL)
+    parser.add_argument("--torch_dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--max_tokens", type=int, default=64)
+    parser.add_argument("--variants", default="b,b16,a,d", help="which variants to run (b is the ratios' base)")
+    parser.add_argument("--msswift", help="python of a separate venv with ms-swift 4.x, for variant (c)")
+    options = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = {"model": options.model, "torch_dtype": options.torch_dtype, "requests": options.requests,
+            "max_tokens": options.max_tokens, "prompts": prompts(options.requests)}
+    print(f"{options.requests} chat requests, <= {options.max_tokens} new tokens each, greedy, "
+          f"{options.torch_dtype}, torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}", flush=True)
+    wanted = set(options.variants.split(","))
+    results: dict[str, dict] = {}
+    if "b" in wanted:
+        results["(b) generate, one at a time"] = run_variant(sys.executable, GENERATE, {**args, "batched": False})
+    if "b16" in wanted:
+        results["(b16) generate, one padded batch"] = run_variant(sys.executable, GENERATE, {**args, "batched": True})
+    if "a" in wanted:
+        results["(a) PtEngine"] = run_variant(sys.executable, ENGINE, args)
+    if options.msswift:
+        results["(c) ms-swift TransformersEngine"] = run_variant(options.msswift, MSSWIFT, args)
+    if "d" in wanted:
+        results["(d) swift deploy, concurrent clients"] = run_server_variant(args)
+    base = results.get("(b) generate, one at a time")
+    base_rate = base["tokens"] / base["seconds"] if base else float("nan")
+    print(f"{'variant':<40}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'x (b)':>8}{'peak RSS MB':>13}")
+    for name, r in results.items():
+        rate = r["tokens"] / r["seconds"]
+        print(f"{name:<40}{r['tokens']:>8}{r['seconds']:>10.2f}{rate:>10.1f}{rate / base_rate:>8.2f}"
+              f"{r['peak_rss_mb']:>13.0f}")
+    engine, server = results.get("(a) PtEngine"), results.get("(d) swift deploy, concurrent clients")
+    if engine and server:
+        ratio = (server["tokens"] / server["seconds"]) / (engine["tokens"] / engine["seconds"])
+        print(f"server / engine: {ratio:.2f}")
+    if not options.msswift:
+        print("(c) skipped: no --msswift venv given (the issue measured ms-swift 4.6 here at 197 tokens/s, 7.2x (b))")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
