@@ -209,3 +209,4 @@ def test_an_engine_failure_is_500_and_the_server_goes_on(scripted_url, scripted_
     assert "lost the batch" in chunks
     assert chunks.rstrip().endswith("data: [DONE]")
     assert client(scripted_url).chat.completions.create(model="scripted", messages=HELLO).choices[0].message.content
+

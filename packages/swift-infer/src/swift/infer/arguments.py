@@ -28,7 +28,7 @@ class InferArgs:
     result_path: str | None = arg(None, "jsonl file for the answers to --val_dataset")
     gpu_memory_utilization: float = arg(0.9, "vLLM / SGLang: fraction of GPU memory to use")
     tensor_parallel_size: int = arg(1, "vLLM / SGLang / LMDeploy tensor parallelism")
-    max_model_len: int | None = arg(None, "vLLM / SGLang: longest sequence")
+    max_model_len: int | None = arg(None, "longest prompt + answer in tokens (default: the model's)")
 
 
 @dataclass

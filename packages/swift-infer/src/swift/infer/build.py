@@ -65,4 +65,5 @@ def _build_pt(args: InferArguments, spec: ServeSpec, model_name: str | None) -> 
             logger.info("merged %s into the base model", path)
     return PtEngine(model, tokenizer, template=load_template(args, spec, tokenizer), adapters=spec.adapters,
                     default_adapter=spec.default_adapter, max_batch_size=args.infer.max_batch_size,
-                    default_config=default_request_config(args), model_name=model_name or spec.model)
+                    default_config=default_request_config(args), model_name=model_name or spec.model,
+                    max_model_len=args.infer.max_model_len)

@@ -29,18 +29,19 @@ def error_response(status: int, message: str, *, param: str | None = None, code:
     return JSONResponse(error_body(status, message, param=param, code=code), status_code=status, headers=headers)
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "bytes", "dict", "list"}
+
+
 def field_path(loc: tuple | list) -> str:
-    """pydantic's location ("body", "messages", 0, "role") -> "messages[0].role"."""
+    """pydantic's location ("body", "messages", 0, "role") -> "messages[0].role"; union member tags such as
+    "str" or "list[TextPart]" (which name a type, not a field) are left out."""
     out = ""
     for part in loc:
         if part == "body" and not out:
             continue
         if isinstance(part, int):
             out += f"[{part}]"
-        elif str(part).startswith(("function-", "literal[", "str", "list[", "dict[", "int", "float", "bool",
-                                   "function-after", "function-before", "tagged-union", "json-or-python")):
-            continue  # pydantic's name of a union member, not a field
-        else:
+        elif "[" not in str(part) and str(part) not in _TYPE_TAGS:
             out += ("." if out else "") + str(part)
     return out
 

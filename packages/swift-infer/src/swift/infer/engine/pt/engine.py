@@ -27,12 +27,13 @@ class PtEngine(InferEngine):
     `template`: a template name, a `Template`, or None for the model family's. `adapters`: name -> LoRA checkpoint;
     `default_adapter`: the one requests use when they name none. `torch_dtype` (with a model id): the weights'
     dtype; bfloat16 is ~1.3-1.6x faster than the float32 default on CPUs with AMX (see benchmarks/).
+    `max_model_len`: the longest prompt + answer (default: the model's max_position_embeddings).
     """
 
     def __init__(self, model: str | Any, tokenizer: Any = None, *, template: Any = None,
                  adapters: Mapping[str, str | Path] | None = None, default_adapter: str | None = None,
                  max_batch_size: int = 16, default_config: RequestConfig | None = None,
-                 torch_dtype: Any = None, model_name: str | None = None) -> None:
+                 torch_dtype: Any = None, model_name: str | None = None, max_model_len: int | None = None) -> None:
         from swift.core import get_model_tokenizer, get_template
 
         if max_batch_size < 1:
@@ -47,7 +48,7 @@ class PtEngine(InferEngine):
         if template is None or isinstance(template, str):
             template = get_template(template, tokenizer)
         config = model.config
-        max_model_len = getattr(config, "max_position_embeddings", None)
+        max_model_len = max_model_len or getattr(config, "max_position_embeddings", None)
         generator = PtGenerator(model, tokenizer, max_batch_size=max_batch_size, max_model_len=max_model_len)
         generation_config = model.generation_config.to_diff_dict() if model.generation_config else {}
         name = model_name or getattr(config, "_name_or_path", None) or "model"

@@ -211,18 +211,18 @@ class PtGenerator:
             batch, logits = DecodeBatch.prefill(self._forward, [r.prompt for r in rows], self._adapter_names(rows),
                                                 self.pad_id, self.device)
             keep, batch.next_tokens = self._advance(rows, logits)
-        except Exception as e:
+            if not keep:
+                return
+            if len(keep) < len(rows):
+                batch.select(keep)
+            if self._batch is None:
+                self._batch = batch
+            else:
+                self._batch.merge(batch)
+        except Exception as e:  # the new rows fail; the running ones go on
             logger.exception("prefill failed for %d requests", len(rows))
             self._fail(rows, EngineError(f"prefill failed: {type(e).__name__}: {e}"))
             return
-        if not keep:
-            return
-        if len(keep) < len(rows):
-            batch.select(keep)
-        if self._batch is None:
-            self._batch = batch
-        else:
-            self._batch.merge(batch)
         self._rows += [rows[i] for i in keep]
         self.max_rows_seen = max(self.max_rows_seen, len(self._rows))
 
