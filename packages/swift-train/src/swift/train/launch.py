@@ -15,13 +15,14 @@ from swift.core import env
 logger = logging.getLogger(__name__)
 
 
-def relaunch_under_torchrun(command: str, argv: Sequence[str]) -> int | None:
-    """Re-run `swift <command> argv` under torch.distributed.run when NPROC_PER_NODE asks for it; else None."""
+def relaunch_under_torchrun(command: str, argv: Sequence[str], *, module: str = "swift.train.cli") -> int | None:
+    """Re-run `<module> <command> argv` under torch.distributed.run when NPROC_PER_NODE asks for it; else None.
+    `module` is the worker entry (`python -m module command ...`); swift-megatron passes its own."""
     world = env.launch_world()
     if world is None:
         return None
     cmd = [sys.executable, "-m", "torch.distributed.run", *(f"--{key}={value}" for key, value in world.items()),
-           "-m", "swift.train.cli", command, *argv]
+           "-m", module, command, *argv]
     logger.info("launching %s processes per node: %s", world["nproc_per_node"], " ".join(cmd))
     return subprocess.call(cmd)
 
