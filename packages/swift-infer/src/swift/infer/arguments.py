@@ -47,13 +47,19 @@ class ServerArgs:
 class EvalArgs:
     """Evaluation"""
 
-    eval_dataset: list[str] = arg([], "EvalScope datasets, e.g. general_mcq general_qa gsm8k arc")
-    dataset_args: dict | None = arg(None, "JSON of per-dataset options, e.g. local_path and subset_list")
-    eval_limit: int | None = arg(None, "rows per dataset")
-    eval_generation_config: dict | None = arg(None, "JSON of generation options for eval requests")
-    eval_output_dir: str = arg("eval_output", "where results go")
+    eval_dataset: list[str] = arg([], "EvalScope datasets, e.g. general_mcq general_qa ARC_c gsm8k mmlu")
+    dataset_args: dict | None = arg(None, "JSON of per-dataset options, e.g. "
+                                    '{"general_mcq": {"local_path": "DIR", "subset_list": ["NAME"]}}')
+    eval_limit: int | None = arg(None, "rows per dataset subset (default: all)")
+    eval_generation_config: dict | None = arg(None, "JSON of generation options for eval requests "
+                                              '(default: {"temperature": 0, "max_tokens": 512})')
+    eval_output_dir: str = arg("eval_output", "where results go: <eval_output_dir>/<run>/results.json")
     eval_backend: Literal["Native"] = arg("Native", "EvalScope backend")
-    eval_url: str | None = arg(None, "evaluate this OpenAI-compatible server instead of starting ours")
+    eval_url: str | None = arg(None, "evaluate this OpenAI-compatible server (http://HOST:PORT/v1) instead of "
+                               "starting ours; the model is --model, else the first one it lists")
+    eval_num_proc: int = arg(8, "requests sent at once")
+    eval_prompt_lang: Literal["en", "zh"] = arg("en", "prompt language of general_mcq / general_qa (zh: EvalScope's "
+                                                "own Chinese prompts); dataset_args' prompt_template wins")
 
 
 @dataclass

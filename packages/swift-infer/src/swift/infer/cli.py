@@ -25,8 +25,14 @@ def deploy_main(args: DeployArguments | Sequence[str] | None = None) -> int:
 
 
 def eval_main(args: EvalArguments | Sequence[str] | None = None) -> int:
-    resolve_args(EvalArguments, args, prog="swift eval")
-    raise not_built("swift eval", "issue 9")
+    """`swift eval`: EvalScope on our own server (started in process) or on --eval_url; a table and results.json."""
+    parsed = resolve_args(EvalArguments, args, prog="swift eval")
+    from swift.infer.eval import format_table, run_eval
+
+    result = run_eval(parsed)
+    print(format_table(result.rows, result.models), flush=True)
+    print(f"results: {result.results_path}", flush=True)
+    return 0
 
 
 def rollout_main(args: RolloutArguments | Sequence[str] | None = None) -> int:
