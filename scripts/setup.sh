@@ -5,6 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+
+# The browser tests of swift web-ui / swift app drive Debian's chromium through Playwright (Playwright's own browser
+# download is not reachable everywhere). Checked on every run, even when .venv is up to date.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium for the browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-liberation >/dev/null
+  else
+    echo "setup: no chromium, so the browser tests will be skipped; install it with: sudo apt-get install -y chromium"
+  fi
+fi
+
 stamp=.venv/.swift-setup
 want=$(cat uv.lock pyproject.toml packages/*/pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/swift ]; then
