@@ -6,9 +6,9 @@ import pytest
 
 pytest.importorskip("evalscope", reason='swift eval needs the eval extra: pip install "swift-infer[eval]"')
 
-from evalscope.utils.multi_choices import MultipleChoiceTemplate  # noqa: E402
+from evalscope.utils.multi_choices import MultipleChoiceTemplate
 
-from swift.infer.eval.worker import ENGLISH_QA_PROMPT, dataset_args  # noqa: E402
+from swift.infer.eval.worker import ENGLISH_QA_PROMPT, dataset_args
 
 
 def plan(name, **options):
