@@ -78,14 +78,46 @@ def report_rows(reports: dict[str, Any], plans: list[dict[str, Any]]) -> list[di
                     if subset.is_aggregate:
                         continue
                     rows.append({"dataset": shown.get(name, {}).get(subset.name, name), "subset": subset.name,
-                                 "metric": metric.name, "score": float(subset.score), "num": int(subset.num)})
+                                 "metric": metric_name(metric), "score": float(subset.score),
+                                 "num": int(subset.num)})
     return rows
+
+
+class QuietConsole(logging.Filter):
+    """EvalScope logs every step at INFO to the console (its tables, its config), drowning the progress bars and our
+    table: its INFO records go to a file of the run instead; warnings and errors still reach the console."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = logging.FileHandler(path, encoding="utf-8")
+        self.file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        self.file.handle(record)
+        return False
+
+
+def metric_name(metric: Any) -> str:
+    """`accuracy`, `rouge[variant=l,statistic=recall]`: EvalScope's metric identity without its default `:mean`."""
+    identity = getattr(metric, "identity", None)
+    if identity is None:
+        return str(metric.name)
+    name = identity.name
+    if identity.dimensions:
+        name += "[" + ",".join(f"{k}={v}" for k, v in identity.dimensions.items()) + "]"
+    return name if identity.aggregation == "mean" else f"{name}:{identity.aggregation}"
 
 
 def run(plan_path: str) -> int:
     from evalscope.run import run_task
 
     plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
+    logging.getLogger("evalscope").addFilter(QuietConsole(Path(plan["run_dir"]) / "evalscope.log"))
+    for name in ("httpx", "httpx2", "openai"):  # one INFO line per request otherwise
+        logging.getLogger(name).setLevel(logging.WARNING)
     args = dataset_args(plan["benchmarks"], plan["prompt_lang"])
     for task in plan["tasks"]:
         config = {
