@@ -1,71 +1,77 @@
-"""`megatron sft|pt|rlhf|export`: Swift on Megatron-Core (console script of swift-megatron)."""
+"""`megatron sft|pt|rlhf|export`: Swift on Megatron-Core (console script of swift-megatron).
+
+Flags are checked before anything heavy loads; `NPROC_PER_NODE` (with NNODES, NODE_RANK, MASTER_ADDR,
+MASTER_PORT) makes `sft`/`pt` start torchrun itself, as ms-swift users expect.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-from swift.core.arguments import DataArgs, ModelArgs, TemplateArgs, arg
 from swift.core.cli.main import EXIT_USAGE, run_command
 from swift.core.cli.runner import not_built, resolve_args
-from swift.tuners.arguments import TunerArgs
-
-
-@dataclass
-class MegatronArgs:
-    """Megatron"""
-
-    train_iters: int | None = arg(None, "optimizer steps")
-    micro_batch_size: int = arg(1, "rows per micro-batch")
-    global_batch_size: int = arg(16, "rows per optimizer step across data-parallel ranks")
-    lr: float = arg(1e-5, "peak learning rate")
-    min_lr: float = arg(0.0, "final learning rate")
-    lr_warmup_iters: int = arg(0, "warm-up steps")
-    save: str | None = arg(None, "output directory", aliases=["output_dir"])
-    load: str | None = arg(None, "mcore checkpoint to start from")
-    save_interval: int = arg(500, "checkpoint every N steps")
-    log_interval: int = arg(5, "log every N steps")
-    seed: int = arg(42, "random seed")
-    tensor_model_parallel_size: int = arg(1, "tensor parallel ranks")
-    pipeline_model_parallel_size: int = arg(1, "pipeline parallel ranks")
-    sequence_parallel: bool = arg(False, "sequence parallelism (with tensor parallelism)")
-    context_parallel_size: int = arg(1, "context parallel ranks")
-    expert_model_parallel_size: int = arg(1, "expert parallel ranks (MoE)")
-    recompute_granularity: str | None = arg(None, "activation recompute: full or selective")
-    use_distributed_optimizer: bool = arg(True, "shard optimizer state across data-parallel ranks")
-    to_mcore: bool = arg(False, "export: HF -> mcore")
-    to_hf: bool = arg(False, "export: mcore -> HF")
-    mcore_model: str | None = arg(None, "export: the mcore checkpoint to convert")
-
-
-@dataclass
-class MegatronArguments:
-    """Swift on Megatron-Core."""
-
-    model: ModelArgs = field(default_factory=ModelArgs)
-    data: DataArgs = field(default_factory=DataArgs)
-    template: TemplateArgs = field(default_factory=TemplateArgs)
-    tuner: TunerArgs = field(default_factory=TunerArgs)
-    megatron: MegatronArgs = field(default_factory=MegatronArgs)
-
+from swift.megatron.arguments import MegatronArgs, MegatronArguments  # noqa: F401  (MegatronArgs: public name)
 
 SUBCOMMANDS = {"sft": "Megatron supervised fine-tuning", "pt": "Megatron pre-training",
-               "rlhf": "Megatron DPO", "export": "HF <-> mcore conversion"}
+               "rlhf": "Megatron DPO (not built yet)", "export": "HF <-> mcore conversion"}
 
 
-def _run(sub: str, argv: list[str]) -> int:
-    resolve_args(MegatronArguments, argv, prog=f"megatron {sub}")
-    raise not_built(f"megatron {sub}", "issue 11")
+def sft_main(args: MegatronArguments | Sequence[str] | None = None):
+    return _train("sft", args)
+
+
+def pt_main(args: MegatronArguments | Sequence[str] | None = None):
+    return _train("pt", args)
+
+
+def _train(command: str, args: MegatronArguments | Sequence[str] | None):
+    parsed = resolve_args(MegatronArguments, args, prog=f"megatron {command}")
+    if not isinstance(args, MegatronArguments):
+        from swift.train.launch import relaunch_under_torchrun
+
+        argv = list(sys.argv[2:] if args is None else args)
+        if (code := relaunch_under_torchrun(command, argv, module="swift.megatron.cli")) is not None:
+            return code
+    _require_megatron()
+    from swift.megatron.train import run_train
+
+    return run_train(parsed, pretrain=command == "pt")
+
+
+def export_main(args: MegatronArguments | Sequence[str] | None = None):
+    parsed = resolve_args(MegatronArguments, args, prog="megatron export")
+    _require_megatron()
+    from swift.megatron.export import run_export
+
+    return run_export(parsed)
+
+
+def rlhf_main(args: MegatronArguments | Sequence[str] | None = None):
+    resolve_args(MegatronArguments, args, prog="megatron rlhf")
+    raise not_built("megatron rlhf", "issue 11: DPO on mcore comes after sft")
+
+
+def _require_megatron() -> None:
+    from swift.core.errors import require_backend
+
+    require_backend("megatron.core", extra="swift-train[megatron]")
+
+
+COMMANDS = {"sft": sft_main, "pt": pt_main, "rlhf": rlhf_main, "export": export_main}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: megatron {sft,pt,rlhf,export} [--FLAG VALUE ...]\n")
+        print("usage: megatron {sft,pt,rlhf,export} [--FLAG VALUE ...]      megatron <command> --help\n")
         print("\n".join(f"  {name:<8}{text}" for name, text in SUBCOMMANDS.items()))
         return 0
-    if argv[0] not in SUBCOMMANDS:
-        print(f"error: unknown megatron command {argv[0]!r}; choose from {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+    if argv[0] not in COMMANDS:
+        print(f"error: unknown megatron command {argv[0]!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return EXIT_USAGE
-    return run_command(lambda rest: _run(argv[0], rest), argv[1:])
+    return run_command(COMMANDS[argv[0]], argv[1:])
+
+
+if __name__ == "__main__":  # torchrun workers: python -m swift.megatron.cli <command> <flags>
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Flags of `megatron sft|pt|rlhf|export`: Swift's shared groups plus the Megatron-LM names its users know."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from swift.core.arguments import DataArgs, ModelArgs, TemplateArgs, arg
+from swift.core.errors import ConfigError
+from swift.tuners.arguments import TunerArgs
+
+
+@dataclass
+class MegatronArgs:
+    """Megatron"""
+
+    train_iters: int | None = arg(None, "optimizer steps (default: one epoch of --global_batch_size rows)")
+    micro_batch_size: int = arg(1, "rows per micro-batch")
+    global_batch_size: int = arg(16, "rows per optimizer step across data-parallel ranks")
+    lr: float | None = arg(None, "peak learning rate (default 1e-5 full, 1e-4 LoRA)", aliases=["learning_rate"])
+    min_lr: float = arg(0.0, "final learning rate")
+    lr_warmup_iters: int = arg(0, "warm-up steps")
+    lr_decay_style: Literal["cosine", "linear", "constant"] = arg("cosine", "learning-rate decay after warm-up")
+    weight_decay: float = arg(0.1, "AdamW weight decay (not on biases and norms)")
+    clip_grad: float = arg(1.0, "gradient clipping norm", aliases=["max_grad_norm"])
+    adam_beta1: float = arg(0.9, "AdamW beta1")
+    adam_beta2: float = arg(0.95, "AdamW beta2")
+    bf16: bool | None = arg(None, "bfloat16 weights and compute (default: on CUDA with bf16, off on CPU)")
+    save: str | None = arg(None, "output directory: runs go to <save>/v<N>-<timestamp>/", aliases=["output_dir"])
+    add_version: bool = arg(True, "put each run in a new v<N>-<timestamp> directory under --save")
+    load: str | None = arg(None, "mcore checkpoint to start from (resumes exactly unless --finetune)")
+    finetune: bool = arg(False, "with --load: weights only; iteration, optimizer and RNG start afresh")
+    no_load_optim: bool = arg(False, "with --load: do not restore the optimizer state")
+    no_load_rng: bool = arg(False, "with --load: do not restore the RNG states")
+    save_interval: int = arg(500, "checkpoint every N steps (and always at the end)")
+    log_interval: int = arg(5, "log every N steps (and step 1)")
+    seed: int = arg(42, "random seed")
+    tensor_model_parallel_size: int = arg(1, "tensor parallel ranks")
+    pipeline_model_parallel_size: int = arg(1, "pipeline parallel ranks")
+    sequence_parallel: bool = arg(False, "sequence parallelism (with tensor parallelism)")
+    context_parallel_size: int = arg(1, "context parallel ranks (needs TransformerEngine)")
+    expert_model_parallel_size: int = arg(1, "expert parallel ranks (MoE)")
+    recompute_granularity: Literal["full", "selective"] | None = arg(None, "activation recompute")
+    use_distributed_optimizer: bool = arg(True, "shard optimizer state across data-parallel ranks")
+    to_mcore: bool = arg(False, "export: HF (--model) -> mcore checkpoint in --output_dir")
+    to_hf: bool = arg(False, "export: mcore (--mcore_model) -> HF model in --output_dir")
+    mcore_model: str | None = arg(None, "export: the mcore checkpoint to convert")
+    rlhf_type: Literal["dpo"] = arg("dpo", "rlhf: the preference method (DPO is planned; rlhf does not run yet)")
+    merge_lora: bool = arg(True, "export of a LoRA checkpoint: merged HF model (false: a PEFT adapter)")
+
+
+@dataclass
+class MegatronArguments:
+    """Swift on Megatron-Core."""
+
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    template: TemplateArgs = field(default_factory=TemplateArgs)
+    tuner: TunerArgs = field(default_factory=TunerArgs)
+    megatron: MegatronArgs = field(default_factory=MegatronArgs)
+
+
+def check_train_args(args: MegatronArguments) -> None:
+    """Everything checkable before weights load, all problems at once, each naming its flag."""
+    m, problems = args.megatron, []
+    if not args.model.model and not m.load:
+        problems.append("--model is required (a hub id or a local HF directory), or --load an mcore checkpoint")
+    if not args.data.dataset:
+        problems.append("--dataset is required (files, folders, hub ids or registered names)")
+    for spec in args.data.dataset:
+        path = spec.split("#")[0].split(":")[0]
+        if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
+            problems.append(f"--dataset {spec}: no such file or folder")
+    if args.tuner.train_type not in ("full", "lora"):
+        problems.append(f"--train_type {args.tuner.train_type}: megatron trains full or lora")
+    for flag in ("micro_batch_size", "global_batch_size", "save_interval", "log_interval",
+                 "tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size",
+                 "expert_model_parallel_size"):
+        if getattr(m, flag) < 1:
+            problems.append(f"--{flag} {getattr(m, flag)}: must be at least 1")
+    if m.train_iters is not None and m.train_iters < 1:
+        problems.append(f"--train_iters {m.train_iters}: must be at least 1")
+    if m.micro_batch_size >= 1 and m.global_batch_size % m.micro_batch_size:
+        problems.append(f"--global_batch_size {m.global_batch_size} must be a multiple of --micro_batch_size "
+                        f"{m.micro_batch_size} (times the data-parallel size)")
+    if m.lr is not None and not 0 < m.lr < 1:
+        problems.append(f"--lr {m.lr}: must be within (0, 1)")
+    if m.min_lr < 0 or (m.lr is not None and m.min_lr > m.lr):
+        problems.append(f"--min_lr {m.min_lr}: must be within [0, --lr]")
+    if m.context_parallel_size > 1:
+        problems.append("--context_parallel_size > 1 needs TransformerEngine's attention (a CUDA build); "
+                        "it is not wired yet")
+    if m.sequence_parallel and args.tuner.train_type == "lora":
+        problems.append("--sequence_parallel with --train_type lora is not supported; drop one")
+    if args.tuner.lora_rank < 1:
+        problems.append(f"--lora_rank {args.tuner.lora_rank}: must be at least 1")
+    if problems:
+        raise ConfigError("\n".join(problems))

@@ -1,0 +1,90 @@
+"""Rows -> global batches -> this data-parallel rank's micro-batches, as mcore's schedules consume them.
+
+The rows are `swift sft`'s: same datasets, template, loss masks, truncation and packing (swift.core). Every rank
+computes the same order (seeded), takes its slice of each global batch and pads all micro-batches of a step to the
+step's longest row, so pipeline stages agree on the activation shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+IGNORE = -100
+
+
+@dataclass
+class BatchPlan:
+    global_batch_size: int
+    micro_batch_size: int
+    data_parallel_size: int
+    data_parallel_rank: int
+    seed: int
+    pad_multiple: int = 1
+
+    @property
+    def num_microbatches(self) -> int:
+        return self.global_batch_size // (self.micro_batch_size * self.data_parallel_size)
+
+
+def epoch_order(num_rows: int, epoch: int, seed: int) -> list[int]:
+    """Epoch 0 keeps the (already shuffled) dataset order; later epochs reshuffle with seed + epoch."""
+    if epoch == 0:
+        return list(range(num_rows))
+    import numpy as np
+
+    return np.random.RandomState(seed + epoch).permutation(num_rows).tolist()
+
+
+def global_batch_indices(num_rows: int, step: int, plan: BatchPlan) -> list[int]:
+    """Row indices of global batch `step` (0-based), cycling epochs as needed."""
+    start = step * plan.global_batch_size
+    out, cache = [], {}
+    for position in range(start, start + plan.global_batch_size):
+        epoch, offset = divmod(position, num_rows)
+        if epoch not in cache:
+            cache[epoch] = epoch_order(num_rows, epoch, plan.seed)
+        out.append(cache[epoch][offset])
+    return out
+
+
+def step_microbatches(rows: Sequence[dict], step: int, plan: BatchPlan) -> tuple[list[dict], int]:
+    """This rank's micro-batches of `step` and their common sequence length."""
+    indices = global_batch_indices(len(rows), step, plan)
+    length = max(len(rows[i]["input_ids"]) for i in indices)
+    length = -(-length // plan.pad_multiple) * plan.pad_multiple
+    per_rank = plan.global_batch_size // plan.data_parallel_size
+    mine = indices[plan.data_parallel_rank * per_rank:(plan.data_parallel_rank + 1) * per_rank]
+    micro = [collate([rows[i] for i in mine[j:j + plan.micro_batch_size]], length)
+             for j in range(0, per_rank, plan.micro_batch_size)]
+    return micro, length
+
+
+def collate(batch: Sequence[dict], length: int) -> dict[str, Any]:
+    """Right-padded tokens, labels shifted for mcore (label[t] is the token after t), the loss mask, and for packed
+    rows a block-diagonal causal mask (True = masked) so each packed sequence attends to itself only."""
+    import torch
+
+    tokens = torch.zeros(len(batch), length, dtype=torch.long)
+    labels = torch.full((len(batch), length), IGNORE, dtype=torch.long)
+    packed = any("position_ids" in row for row in batch)
+    mask = torch.ones(len(batch), 1, length, length, dtype=torch.bool) if packed else None
+    for b, row in enumerate(batch):
+        n = len(row["input_ids"])
+        tokens[b, :n] = torch.tensor(row["input_ids"])
+        row_labels = torch.tensor(row["labels"])
+        labels[b, : n - 1] = row_labels[1:]  # HF models shift internally; mcore takes shifted labels
+        if packed:
+            positions = row.get("position_ids") or list(range(n))
+            start = 0
+            for t in range(1, n + 1):
+                if t == n or positions[t] == 0:
+                    mask[b, 0, start:t, start:t] = ~torch.ones(t - start, t - start, dtype=torch.bool).tril()
+                    if t < n:
+                        labels[b, t - 1] = IGNORE  # the last token of one sequence does not predict the next one
+                    start = t
+    loss_mask = (labels != IGNORE).float()
+    return {"tokens": tokens, "labels": labels.clamp(min=0), "loss_mask": loss_mask,
+            "position_ids": torch.arange(length).unsqueeze(0).expand(len(batch), -1).contiguous(),
+            "attention_mask": mask}

@@ -1,0 +1,156 @@
+"""`megatron export --to_mcore true` (HF -> mcore checkpoint, any TP/PP/EP) and `--to_hf true` (an mcore
+checkpoint of any layout -> one HF directory, or a PEFT adapter for LoRA with `--merge_lora false`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from swift.core.errors import ConfigError
+from swift.core.run_args import ARGS_FILE, write_json_atomic
+from swift.megatron.arguments import MegatronArguments
+
+logger = logging.getLogger(__name__)
+
+
+def run_export(args: MegatronArguments) -> Path:
+    m = args.megatron
+    if m.to_mcore == m.to_hf:
+        raise ConfigError("megatron export: pass exactly one of --to_mcore true (with --model) or --to_hf true "
+                          "(with --mcore_model)")
+    return to_mcore(args) if m.to_mcore else to_hf(args)
+
+
+def _empty_output(path: Path, flag: str = "--output_dir") -> Path:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ConfigError(f"{flag} {path} exists and is not empty; choose another or remove it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _dtype(name: str | None):
+    import torch
+
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(name or "float32", torch.float32)
+
+
+def to_mcore(args: MegatronArguments) -> Path:
+    import torch
+
+    from swift.core import get_model_tokenizer
+    from swift.megatron import checkpoint as ckpt
+    from swift.megatron.convert import ModelShape, hf_to_mcore, pad_vocab, padded_vocab_size, shard
+    from swift.train.run_dir import model_folder_name
+
+    m = args.megatron
+    if not args.model.model:
+        raise ConfigError("--to_mcore true needs --model (a hub id or a local HF directory)")
+    output = _empty_output(Path(m.save or f"{model_folder_name(args.model.model)}-mcore"))
+    dtype = _dtype(args.model.torch_dtype)
+    model, tokenizer = get_model_tokenizer(args.model.model, "float32", "cpu",
+                                           trust_remote_code=args.model.trust_remote_code)
+    shape = ModelShape.from_hf(model.config)
+    tp, pp, ep = m.tensor_model_parallel_size, m.pipeline_model_parallel_size, m.expert_model_parallel_size
+    if shape.num_layers % pp or shape.num_kv_heads % tp or (shape.num_experts and shape.num_experts % ep):
+        raise ConfigError(f"tp={tp} pp={pp} ep={ep} does not divide this model (KV heads {shape.num_kv_heads}, "
+                          f"layers {shape.num_layers}, experts {shape.num_experts})")
+    full = hf_to_mcore({k: v.detach().to(dtype) for k, v in model.state_dict().items()}, shape)
+    full = pad_vocab(full, padded_vocab_size(shape.vocab_size, tp))
+    stage = ckpt.staging_dir(output, 0)
+    shutil.rmtree(stage, ignore_errors=True)
+    for tp_rank in range(tp):
+        for pp_rank in range(pp):
+            for ep_rank in range(ep):
+                folder = stage / ckpt.rank_dir_name(tp_rank, pp_rank, ep_rank, pp=pp, ep=ep)
+                folder.mkdir(parents=True)
+                piece = shard(full, shape, tp=tp, pp=pp, ep=ep, tp_rank=tp_rank, pp_rank=pp_rank, ep_rank=ep_rank)
+                torch.save({"model": piece, "iteration": 0}, folder / ckpt.MODEL_FILE)
+    ckpt.write_hf_files(stage / "hf", model.config, tokenizer)
+    ckpt.write_meta(stage, {"iteration": 0, "tp": tp, "pp": pp, "ep": ep, "train_type": "full",
+                            "model": args.model.model, "family": shape.family, "has_optimizer": False, "lora": None})
+    final = ckpt.publish(output, 0)
+    logger.info("HF %s -> mcore %s (tp=%d pp=%d ep=%d)", args.model.model, final, tp, pp, ep)
+    return output
+
+
+def to_hf(args: MegatronArguments) -> Path:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from swift.megatron import checkpoint as ckpt
+    from swift.megatron.convert import ModelShape, mcore_to_hf, merge
+
+    m = args.megatron
+    if not m.mcore_model:
+        raise ConfigError("--to_hf true needs --mcore_model DIR (an iter_* folder, or the folder holding them)")
+    checkpoint = ckpt.find_checkpoint(m.mcore_model, "--mcore_model")
+    meta = ckpt.read_meta(checkpoint)
+    output = _empty_output(Path(m.save or f"{checkpoint}-hf"))
+    hf_config = AutoConfig.from_pretrained(checkpoint / "hf")
+    shape = ModelShape.from_hf(hf_config)
+    full = merge(ckpt.read_pieces(checkpoint), shape, tp=meta["tp"], pp=meta["pp"], ep=meta.get("ep", 1))
+    work = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        if meta.get("lora"):
+            _lora_to_hf(args, meta, full, shape, hf_config, work)
+        else:
+            model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+            fused = any(k.endswith("mlp.experts.gate_up_proj") for k in model.state_dict())
+            _load_exact(model, mcore_to_hf(full, shape, fused_experts=fused))
+            dtype = next(iter(full.values())).dtype
+            model.to(_dtype(args.model.torch_dtype) if args.model.torch_dtype else dtype).save_pretrained(work)
+        AutoTokenizer.from_pretrained(checkpoint / "hf").save_pretrained(work)
+        record = {"model": str(output.resolve()), "megatron_checkpoint": str(checkpoint.resolve()),
+                  "base_model": meta.get("model"), "train_type": meta.get("train_type")}
+        write_json_atomic(work / ARGS_FILE, record)
+        if output.exists():
+            output.rmdir()
+        os.replace(work, output)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    logger.info("mcore %s -> HF %s", checkpoint, output)
+    return output
+
+
+def _load_exact(model, state: dict) -> None:
+    mine = set(model.state_dict())
+    missing, surplus = sorted(mine - set(state)), sorted(set(state) - mine)
+    if missing or surplus:
+        raise ConfigError(f"converted weights do not fit {type(model).__name__}: missing {missing[:4]}, "
+                          f"unexpected {surplus[:4]}")
+    model.load_state_dict(state, strict=True)
+
+
+def _lora_to_hf(args: MegatronArguments, meta: dict, lora_full: dict, shape, hf_config, work: Path) -> None:
+    """A LoRA checkpoint: merged into its base (default) or written as a PEFT adapter (`--merge_lora false`)."""
+    import torch
+
+    from swift.core import get_model_tokenizer
+    from swift.megatron.convert import hf_to_mcore, mcore_to_hf
+    from swift.megatron.lora import LoraSpec, merge_lora_full, peft_targets, to_peft
+
+    spec_dict = meta["lora"]
+    spec = LoraSpec(spec_dict["rank"], spec_dict["alpha"], spec_dict["dropout"], tuple(spec_dict["targets"]))
+    base_id = args.model.model or meta["model"]
+    if not args.megatron.merge_lora:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in to_peft(lora_full, shape).items()},
+                  str(work / "adapter_model.safetensors"))
+        config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": spec.rank, "lora_alpha": spec.alpha,
+                  "lora_dropout": spec.dropout, "target_modules": peft_targets(spec), "bias": "none",
+                  "base_model_name_or_path": base_id, "fan_in_fan_out": False, "inference_mode": True}
+        (work / "adapter_config.json").write_text(json.dumps(config, indent=2))
+        return
+    model, _ = get_model_tokenizer(base_id, "float32", "cpu")
+    full = hf_to_mcore({k: v.detach() for k, v in model.state_dict().items()}, shape) | lora_full
+    merged = mcore_to_hf(merge_lora_full(full, spec), shape,
+                         fused_experts=any(k.endswith("mlp.experts.gate_up_proj") for k in model.state_dict()))
+    _load_exact(model, merged)
+    if hasattr(model, "hf_quantizer") and model.hf_quantizer is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    model.to(torch.float32).save_pretrained(work)
