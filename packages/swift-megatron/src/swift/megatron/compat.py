@@ -10,6 +10,10 @@ after p2p. Upstream supports CUDA only (NVIDIA/Megatron-LM has no CPU backend), 
   device to the CPU, and whose `torch.cuda.current_device/synchronize/empty_cache` are CPU-safe;
 - `Tensor.type()` (no argument) and `Tensor.cuda()` answer as if on CUDA, for callers inside `megatron.*` only.
 
+Independently of CUDA: without TransformerEngine, megatron-core 0.16's `moe_utils` never defines
+`te_general_gemm` yet tests `if te_general_gemm is not None` in the router's gating (a NameError on every MoE
+forward); `cpu_shims()` defines it as None while active.
+
 Each shim turns what would raise ("Torch not compiled with CUDA enabled") into the CPU equivalent, so a run
 inside `cpu_shims()` is the CUDA code path on CPU tensors. `UPSTREAM_MARKERS` lists the upstream lines the shims
 exist for; `tests/megatron/test_compat.py` fails when the pinned version changes under them.
@@ -36,6 +40,7 @@ UPSTREAM_MARKERS = (
     ("megatron.core.models.common.embeddings.rotary_pos_embedding", "torch.cuda.current_device()"),
     ("megatron.core.models.common.language_module.language_module", "weight.data = weight.data.cuda()"),
     ("megatron.core.utils", "device=torch.cuda.current_device()"),
+    ("megatron.core.transformer.moe.moe_utils", "if te_general_gemm is not None and router_dtype != torch.float64:"),
 )
 
 _FACTORIES = ("zeros", "ones", "empty", "full", "tensor", "arange", "rand", "randn", "randint", "zeros_like",
@@ -119,7 +124,24 @@ def _called_from_megatron() -> bool:
 
 @contextlib.contextmanager
 def cpu_shims() -> Iterator[None]:
-    """Run megatron.core's CUDA code paths on CPU tensors; does nothing where CUDA exists."""
+    """Run megatron.core's CUDA code paths on CPU tensors (only where no CUDA device exists), and define the
+    `te_general_gemm` that MoE routing reads when TransformerEngine is absent."""
+    from megatron.core.transformer.moe import moe_utils
+
+    if hasattr(moe_utils, "te_general_gemm"):
+        with _cuda_on_cpu():
+            yield
+        return
+    moe_utils.te_general_gemm = None
+    try:
+        with _cuda_on_cpu():
+            yield
+    finally:
+        del moe_utils.te_general_gemm
+
+
+@contextlib.contextmanager
+def _cuda_on_cpu() -> Iterator[None]:
     if not is_cpu_only():
         yield
         return
