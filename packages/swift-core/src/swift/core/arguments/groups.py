@@ -61,5 +61,6 @@ class TemplateArgs:
         "delete", "what to do with rows longer than --max_length")
     loss_scale: str = arg("default", "where the loss is taken: default (every assistant turn), last_round, all")
     enable_thinking: bool | None = arg(None, "render the thinking part for models that have one")
-    padding_free: bool = arg(False, "flatten each batch into one row with position_ids, no padding")
+    padding_free: bool = arg(True, "flatten each batch into one row with position_ids: no padding compute, each row "
+                                   "attends only to itself (no flash-attention needed); false pads to the longest")
     packing: bool = arg(False, "pack rows into --max_length bins (padding-free, each row attends to itself)")
