@@ -48,6 +48,9 @@ def prepare_model(model: Any, args: TunerArgs, *, total_steps: int | None = None
         builder = BUILDERS[kind]
         config = builder(args, model, total_step=total_steps) if kind == "adalora" else builder(args, model)
         model = get_peft_model(model, config)
+        from swift.tuners.dropout import speed_up_lora_dropout
+
+        speed_up_lora_dropout(model)
         if args.trainable_parameters:
             for name, parameter in model.named_parameters():
                 if any(name.startswith(p) or p in name for p in args.trainable_parameters):
