@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from swift.core.cli.main import run_command
-from swift.core.cli.runner import not_built, resolve_args
+from swift.core.cli.runner import resolve_args
 from swift.train.arguments import ExportArguments, PtArguments, RlhfArguments, SftArguments
 from swift.train.launch import relaunch_under_torchrun
 
@@ -36,9 +36,13 @@ def _argv(args: Sequence[str] | None) -> list[str]:
     return list(sys.argv[1:] if args is None else args)
 
 
-def rlhf_main(args: RlhfArguments | Sequence[str] | None = None) -> int:
-    resolve_args(RlhfArguments, args, prog="swift rlhf")
-    raise not_built("swift rlhf", "issue 7")
+def rlhf_main(args: RlhfArguments | Sequence[str] | None = None):
+    parsed = resolve_args(RlhfArguments, args, prog="swift rlhf")
+    if not isinstance(args, RlhfArguments) and (code := relaunch_under_torchrun("rlhf", _argv(args))) is not None:
+        return code
+    from swift.train.rlhf import run_rlhf
+
+    return run_rlhf(parsed)
 
 
 def export_main(args: ExportArguments | Sequence[str] | None = None):

@@ -12,6 +12,15 @@ from swift.tuners.arguments import TunerArgs
 from swift.tuners.targets import linear_module_names, resolve_target_modules
 
 
+def task_type(model: Any) -> str:
+    """peft's task type from the model's head: a sequence-classification model (reward models) keeps its score head
+    trainable (peft adds it to modules_to_save); everything else is a causal LM."""
+    from peft import TaskType
+
+    name = type(model).__name__
+    return TaskType.SEQ_CLS if name.endswith("ForSequenceClassification") else TaskType.CAUSAL_LM
+
+
 def _init_weights(value: str) -> bool | str:
     text = value.strip().lower()
     if text in ("true", "1"):
@@ -24,10 +33,10 @@ def _init_weights(value: str) -> bool | str:
 
 
 def lora_config(args: TunerArgs, model: Any):
-    from peft import LoraConfig, TaskType
+    from peft import LoraConfig
 
     return LoraConfig(
-        task_type=TaskType.CAUSAL_LM, r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        task_type=task_type(model), r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         target_modules=resolve_target_modules(args.target_modules), modules_to_save=args.modules_to_save or None,
         bias=args.lora_bias, use_rslora=args.use_rslora, use_dora=args.use_dora,
         init_lora_weights=_init_weights(args.init_weights),
@@ -35,63 +44,63 @@ def lora_config(args: TunerArgs, model: Any):
 
 
 def adalora_config(args: TunerArgs, model: Any, *, total_step: int | None = None):
-    from peft import AdaLoraConfig, TaskType
+    from peft import AdaLoraConfig
 
     if not total_step:
         raise ConfigError("--train_type adalora needs the number of training steps (set --max_steps or epochs)")
     return AdaLoraConfig(
-        task_type=TaskType.CAUSAL_LM, init_r=args.lora_rank * 2, target_r=args.lora_rank, lora_alpha=args.lora_alpha,
+        task_type=task_type(model), init_r=args.lora_rank * 2, target_r=args.lora_rank, lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout, target_modules=resolve_target_modules(args.target_modules),
         total_step=total_step, modules_to_save=args.modules_to_save or None,
     )
 
 
 def ia3_config(args: TunerArgs, model: Any):
-    from peft import IA3Config, TaskType
+    from peft import IA3Config
 
     names = linear_module_names(model)
     targets = resolve_target_modules(args.target_modules)
     targets = names if targets == "all-linear" else targets
     # IA3 scales the feed-forward input: the down projection (or the last MLP linear) is its feed-forward module.
     feedforward = [n for n in (targets if isinstance(targets, list) else names) if n in ("down_proj", "fc2", "w2")]
-    return IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=targets, feedforward_modules=feedforward,
+    return IA3Config(task_type=task_type(model), target_modules=targets, feedforward_modules=feedforward,
                      modules_to_save=args.modules_to_save or None)
 
 
 def vera_config(args: TunerArgs, model: Any):
-    from peft import TaskType, VeraConfig
+    from peft import VeraConfig
 
-    return VeraConfig(task_type=TaskType.CAUSAL_LM, r=max(args.lora_rank, 32),
+    return VeraConfig(task_type=task_type(model), r=max(args.lora_rank, 32),
                       target_modules=_same_shape_targets(args, model), vera_dropout=args.lora_dropout,
                       modules_to_save=args.modules_to_save or None)
 
 
 def boft_config(args: TunerArgs, model: Any):
-    from peft import BOFTConfig, TaskType
+    from peft import BOFTConfig
 
-    return BOFTConfig(task_type=TaskType.CAUSAL_LM, boft_block_size=4, boft_n_butterfly_factor=1,
+    return BOFTConfig(task_type=task_type(model), boft_block_size=4, boft_n_butterfly_factor=1,
                       target_modules=resolve_target_modules(args.target_modules), boft_dropout=args.lora_dropout,
                       modules_to_save=args.modules_to_save or None)
 
 
 def fourierft_config(args: TunerArgs, model: Any):
-    from peft import FourierFTConfig, TaskType
+    from peft import FourierFTConfig
 
-    return FourierFTConfig(task_type=TaskType.CAUSAL_LM, n_frequency=1000,
+    return FourierFTConfig(task_type=task_type(model), n_frequency=1000,
                            target_modules=resolve_target_modules(args.target_modules),
                            modules_to_save=args.modules_to_save or None)
 
 
 def prompt_config(args: TunerArgs, model: Any):
-    from peft import PromptTuningConfig, TaskType
+    from peft import PromptTuningConfig
 
-    return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=args.lora_rank * 2)
+    return PromptTuningConfig(task_type=task_type(model), num_virtual_tokens=args.lora_rank * 2)
 
 
 def prefix_config(args: TunerArgs, model: Any):
-    from peft import PrefixTuningConfig, TaskType
+    from peft import PrefixTuningConfig
 
-    return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=args.lora_rank * 2)
+    return PrefixTuningConfig(task_type=task_type(model), num_virtual_tokens=args.lora_rank * 2)
 
 
 def _same_shape_targets(args: TunerArgs, model: Any) -> list[str] | str:

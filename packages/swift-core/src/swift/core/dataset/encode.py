@@ -25,10 +25,15 @@ IGNORE_INDEX = -100
 
 
 def encoded_length(encoded: Mapping[str, Any]) -> int:
-    """Tokens in an encoded row: len(input_ids), or the longest `*input_ids` (chosen/rejected pairs)."""
+    """Tokens in an encoded row: len(input_ids), or the longest `*input_ids` (chosen/rejected pairs), or the prompt
+    plus the longest answer (`prompt_ids` + `chosen_ids`/`rejected_ids`/`completion_ids`: trl's layouts)."""
     if "input_ids" in encoded:
         return len(encoded["input_ids"])
     lengths = [len(v) for k, v in encoded.items() if k.endswith("input_ids")]
+    if not lengths and "prompt_ids" in encoded:
+        answers = [len(v) for k, v in encoded.items() if k.endswith("_ids") and k != "prompt_ids"]
+        return len(encoded["prompt_ids"]) + max(answers, default=0)
+    lengths = lengths or [len(v) for k, v in encoded.items() if k.endswith("_ids")]
     if not lengths:
         raise ValueError(f"encode_fn returned no input_ids (keys: {sorted(encoded)})")
     return max(lengths)

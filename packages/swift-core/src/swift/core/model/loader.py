@@ -52,6 +52,14 @@ def _read_config_json(model_dir: Path) -> dict:
         return {}
 
 
+def _lone_gguf(model_dir: Path) -> dict[str, str]:
+    """`{"gguf_file": name}` for a directory holding one GGUF and no config.json (`swift export --to_gguf`)."""
+    if not model_dir.is_dir() or (model_dir / "config.json").is_file():
+        return {}
+    files = sorted(model_dir.glob("*.gguf"))
+    return {"gguf_file": files[0].name} if len(files) == 1 else {}
+
+
 def get_model_tokenizer(
     model_id_or_path: str,
     torch_dtype: Any = None,
@@ -65,14 +73,16 @@ def get_model_tokenizer(
     use_hf: bool | None = None,
     token: str | None = None,
     trust_remote_code: bool = False,
+    num_labels: int | None = None,
 ) -> tuple[Any, Any]:
     """Load `(model, tokenizer)`; `model` is None with `load_model=False` (fast: no weights are read).
 
     The id is resolved to a local directory (a path, the HF/ModelScope hub, or a packaged model). The model's
     `config._name_or_path` keeps the id the user gave, so checkpoints (PEFT's base_model_name_or_path) record it
-    rather than a cache path. `trust_remote_code` is never on unless asked for.
+    rather than a cache path. `trust_remote_code` is never on unless asked for. `num_labels` loads a sequence
+    classification head instead of the LM head (reward models: `num_labels=1`).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     meta = get_model_meta(model_type) if model_type else find_model_meta(model_id_or_path)
     if meta is not None and meta.requires_trust_remote_code and not trust_remote_code:
@@ -80,23 +90,31 @@ def get_model_tokenizer(
                           "pass --trust_remote_code true if you trust it")
     model_dir = resolve_model_dir(model_id_or_path, revision=revision, use_hf=use_hf, token=token,
                                   need_weights=load_model, meta=meta)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    gguf = _lone_gguf(model_dir)  # transformers reads a GGUF export through its gguf reader
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, **gguf)
     tokenizer.name_or_path = model_id_or_path
     info = ModelInfo(model_id_or_path, model_dir, meta.model_type if meta else model_type, meta)
     if not load_model:
         tokenizer.swift_model_info = info
         return None, tokenizer
 
-    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code, **gguf)
     raw = _read_config_json(model_dir)
     dtype = _resolve_dtype(torch_dtype, raw.get("dtype") or raw.get("torch_dtype"), device_map)
     kwargs: dict[str, Any] = {"config": config, "dtype": dtype, "trust_remote_code": trust_remote_code,
                               "attn_implementation": attn_impl or (meta.default_attn_impl if meta else None) or "sdpa"}
+    kwargs |= gguf
     if device_map is not None:
         kwargs["device_map"] = device_map
     if quantization is not None:
         kwargs["quantization_config"] = quantization
-    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    if num_labels is not None:
+        config.num_labels = num_labels
+        if getattr(config, "pad_token_id", None) is None:
+            config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     # PEFT records `model.name_or_path` as base_model_name_or_path: the id the user gave, never a cache path.
     model.config._name_or_path = model.name_or_path = model_id_or_path
     model.swift_model_info = info

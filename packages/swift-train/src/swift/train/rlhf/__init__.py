@@ -1,0 +1,12 @@
+"""`swift rlhf`: DPO, KTO, CPO, SimPO, ORPO, reward models, GKD and GRPO on trl's trainers, with our data, templates,
+tuners, output layout, logging and resume (see `run_rlhf`)."""
+
+from swift.train.rlhf.rewards import REWARDS, register_reward
+
+__all__ = ["REWARDS", "register_reward", "run_rlhf"]
+
+
+def run_rlhf(args):
+    from swift.train.rlhf.run import run_rlhf as run
+
+    return run(args)
