@@ -193,27 +193,15 @@ def main() -> None:
         f"{args.steps} steps of batch 4; CPU threads {os.cpu_count()}"
     )
 
+    nogc = ("--gradient_checkpointing", "false")
     variants = {
         "b: HF Trainer + peft, fp32, pad to longest": lambda: run_baseline(model_dir, encoded, work, args.steps),
         "a: swift sft defaults": lambda: run_swift(data, work, args.steps, "a"),
-        "a: swift sft --padding_free true": lambda: run_swift(
-            data, work, args.steps, "pf", "--padding_free", "true", "--gradient_checkpointing", "false"
-        ),
-        "a: swift sft --packing true": lambda: run_swift(
-            data, work, args.steps, "pk", "--packing", "true", "--gradient_checkpointing", "false"
-        ),
-        "a: swift sft --padding_free true --bf16 false": lambda: run_swift(
-            data,
-            work,
-            args.steps,
-            "pf32",
-            "--padding_free",
-            "true",
-            "--gradient_checkpointing",
-            "false",
-            "--bf16",
-            "false",
-        ),
+        "a: swift sft --gradient_checkpointing false": lambda: run_swift(data, work, args.steps, "pf", *nogc),
+        "a: ... --packing true": lambda: run_swift(data, work, args.steps, "pk", "--packing", "true", *nogc),
+        "a: ... --bf16 false": lambda: run_swift(data, work, args.steps, "pf32", "--bf16", "false", *nogc),
+        "a: ... --padding_free false": lambda: run_swift(data, work, args.steps, "pad", "--padding_free", "false",
+                                                         *nogc),
     }
     results = {}
     for name, run in variants.items():
