@@ -44,7 +44,10 @@ for dir in $find_links; do
   [ -n "$cpu_wheel" ] && break
 done
 
-sync=("$UV" sync --all-packages --locked --python "$PYTHON")
+# Every member with every extra that runs beside torch 2.13 (eval, deepspeed, ray, liger, modelscope...): the dev
+# environment tests all of them. The engine extras need other torch releases and live in their own forks.
+sync=("$UV" sync --all-packages --all-extras --no-extra vllm --no-extra sglang --no-extra lmdeploy --locked
+      --python "$PYTHON")
 if [ -n "$cpu_wheel" ]; then
   echo "setup: torch $torch_version from the local CPU build $cpu_wheel"
   # Every CUDA-only package of the lock (torch's nvidia-*, cuda-*, triton), skipped along with torch itself.
