@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,12 +133,20 @@ def start_run(runs_dir: Path, kind: str, argv: list[str], *, output_dir: str | N
     (run_dir / "command.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     log = (run_dir / "log.txt").open("ab")
     run_env = {**(env or os.environ), "RUN_DIR": str(run_dir.resolve()), "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(["bash", "-c", _WRAPPER, "swift-run", str(cwd), *argv], stdout=log,
+    process = subprocess.Popen(["bash", "-c", _WRAPPER, "swift-run", str(cwd), *executable_argv(argv)], stdout=log,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=run_env,
                                start_new_session=True)
     log.close()
     (run_dir / "pid").write_text(str(process.pid), encoding="utf-8")
     return Run(run_dir)
+
+
+def executable_argv(argv: list[str]) -> list[str]:
+    """`swift ...` runs the `swift` of this environment, also when its bin directory is not on PATH."""
+    beside = Path(sys.executable).parent / "swift"
+    if argv and argv[0] == "swift" and beside.is_file():
+        return [str(beside), *argv[1:]]
+    return list(argv)
 
 
 def list_runs(runs_dir: Path, kind: str | None = None) -> list[Run]:
