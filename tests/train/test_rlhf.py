@@ -109,6 +109,16 @@ def test_dpo_first_step_is_log2_and_resume_continues_exactly(tiny_llama_dir, dat
     assert again[4] == pytest.approx(losses[4], rel=1e-5)
 
 
+def test_an_explicit_reference_model_is_used(tiny_llama_dir, data_dir, tmp_path):
+    result = rlhf_main(flags(tiny_llama_dir, data_dir / "preference.jsonl", tmp_path, "dpo", "--max_steps", "1",
+                             "--per_device_train_batch_size", "2", "--ref_model", str(tiny_llama_dir)))
+    first = next(row for row in logged(result.run_dir) if "loss" in row)
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-4)  # the same weights as the untouched policy
+    with pytest.raises(ConfigError, match="--ref_model"):
+        rlhf_main(flags(tiny_llama_dir, data_dir / "preference.jsonl", tmp_path, "orpo", "--ref_model",
+                        str(tiny_llama_dir)))
+
+
 def test_grpo_rollouts_run_on_the_pytorch_engine(tiny_llama_dir, data_dir, tmp_path, monkeypatch):
     from swift.infer.engine.pt import scheduler
 

@@ -60,6 +60,8 @@ def check_rlhf_args(args: RlhfArguments) -> None:
             problems.append(f"--loss_type {loss}: not a {r.rlhf_type} loss (choose from {', '.join(losses)})")
     if r.rlhf_type in ("cpo", "simpo", "grpo") and len(r.loss_type) > 1:
         problems.append(f"--loss_type: {r.rlhf_type} takes one loss type, got {len(r.loss_type)}")
+    if r.ref_model and r.rlhf_type not in ("dpo", "kto"):
+        problems.append(f"--ref_model: --rlhf_type {r.rlhf_type} uses no reference model (dpo and kto do)")
     if r.rlhf_type == "gkd" and not r.teacher_model:
         problems.append("--rlhf_type gkd needs --teacher_model (a model with the same vocabulary)")
     if r.rlhf_type == "grpo":
@@ -123,6 +125,18 @@ def _setup(run: Any, n_rows: int | None, config_cls: Any, has_eval: bool, **extr
     return training_arguments(run, steps, config_cls=config_cls, has_eval=has_eval, **extra)
 
 
+def _ref_model(run: Any) -> Any:
+    """--ref_model, loaded frozen; None lets trl use the base without the adapter (LoRA) or a frozen copy (full)."""
+    r, margs = run.args.rlhf, run.args.model
+    if not r.ref_model:
+        return None
+    from swift.core import get_model_tokenizer
+
+    model, _ = get_model_tokenizer(r.ref_model, margs.torch_dtype, use_hf=margs.use_hf, token=margs.hub_token,
+                                   trust_remote_code=margs.trust_remote_code)
+    return model.eval().requires_grad_(False)
+
+
 def _dpo(run: Any) -> tuple[Any, int]:
     from trl import DPOConfig
 
@@ -138,7 +152,8 @@ def _dpo(run: Any) -> tuple[Any, int]:
     config = _setup(run, len(train), DPOConfig, val is not None, beta=_beta(run), loss_type=losses,
                     loss_weights=weights, max_length=run.max_length, dataset_num_proc=None)
     trainer = dpo_trainer_class()(
-        model=run.model, args=config, train_dataset=train, eval_dataset=val, processing_class=run.tokenizer,
+        model=run.model, ref_model=_ref_model(run), args=config, train_dataset=train, eval_dataset=val,
+        processing_class=run.tokenizer,
         swift_args=run.flat)
     return trainer, len(train)
 
@@ -177,7 +192,8 @@ def _kto(run: Any) -> tuple[Any, int]:
                     desirable_weight=r.desirable_weight, undesirable_weight=r.undesirable_weight,
                     dataset_num_proc=None)
     trainer = kto_trainer_class()(
-        model=run.model, args=config, train_dataset=train, eval_dataset=val, processing_class=run.tokenizer,
+        model=run.model, ref_model=_ref_model(run), args=config, train_dataset=train, eval_dataset=val,
+        processing_class=run.tokenizer,
         swift_args=run.flat)
     return trainer, len(train)
 
