@@ -60,6 +60,8 @@ class EvalArgs:
     eval_num_proc: int = arg(8, "requests sent at once")
     eval_prompt_lang: Literal["en", "zh"] = arg("en", "prompt language of general_mcq / general_qa (zh: EvalScope's "
                                                 "own Chinese prompts); dataset_args' prompt_template wins")
+    eval_mcq_fallback: bool = arg(True, "multiple choice: when a reply has no 'ANSWER: X', read the label it opens "
+                                        "with ('A) Tokyo') or the one option it names (false: EvalScope's scoring)")
 
 
 @dataclass

@@ -99,6 +99,7 @@ def evaluate(args: EvalArguments, endpoint: Endpoint, models: list[str], plans: 
                                                              **(args.eval.eval_generation_config or {})},
         "num_proc": args.eval.eval_num_proc, "dataset_hub": "huggingface" if args.model.use_hf else "modelscope",
         "dataset_dir": str(eval_cache() / "datasets"), "tasks": tasks, "run_dir": str(run_dir),
+        "mcq_fallback": args.eval.eval_mcq_fallback,
     }
     plan_path = run_dir / "eval_plan.json"
     plan_path.write_text(json.dumps({**plan, "api_key": "***"}, indent=2), encoding="utf-8")

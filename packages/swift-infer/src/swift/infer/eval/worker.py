@@ -7,6 +7,7 @@ The child writes one JSON list of result rows per model and exits non-zero with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -114,6 +115,8 @@ def metric_name(metric: Any) -> str:
 def run(plan_path: str) -> int:
     from evalscope.run import run_task
 
+    from swift.infer.eval.compat import mcq_label_fallback
+
     plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
     logging.getLogger("evalscope").addFilter(QuietConsole(Path(plan["run_dir"]) / "evalscope.log"))
     for name in ("httpx", "httpx2", "openai"):  # one INFO line per request otherwise
@@ -128,7 +131,8 @@ def run(plan_path: str) -> int:
             "dataset_dir": plan["dataset_dir"],
         }
         try:
-            reports = run_task(config)
+            with mcq_label_fallback() if plan["mcq_fallback"] else contextlib.nullcontext():
+                reports = run_task(config)
         except Exception as e:  # noqa: BLE001 -- any EvalScope failure: one line here, the traceback in the log
             log = Path(task["work_dir"]) / "swift_eval_error.log"
             log.parent.mkdir(parents=True, exist_ok=True)
