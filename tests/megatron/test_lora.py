@@ -24,7 +24,9 @@ def _checkpoint(save: Path) -> Path:
 
 
 def test_lora_checkpoint_exports_merged_and_as_peft(tiny_untied_dir, tmp_path):
-    check(run_megatron("sft", "--model", str(tiny_untied_dir), *LORA, "--save", str(tmp_path / "lora")))
+    from swift.megatron import export_main, sft_main
+
+    sft_main(["--model", str(tiny_untied_dir), *LORA, "--save", str(tmp_path / "lora")])
     losses = logged_losses(tmp_path / "lora")
     assert losses[3] < losses[1]
     ckpt = _checkpoint(tmp_path / "lora")
@@ -33,9 +35,9 @@ def test_lora_checkpoint_exports_merged_and_as_peft(tiny_untied_dir, tmp_path):
     assert all(".lora_" in k for k in saved)
     assert json.loads((ckpt / "swift_mcore.json").read_text())["lora"]["rank"] == 4
 
-    check(run_megatron("export", "--mcore_model", str(ckpt), "--to_hf", "true", "--output_dir", str(tmp_path / "m")))
-    check(run_megatron("export", "--mcore_model", str(ckpt), "--to_hf", "true", "--merge_lora", "false",
-                       "--output_dir", str(tmp_path / "peft")))
+    export_main(["--mcore_model", str(ckpt), "--to_hf", "true", "--output_dir", str(tmp_path / "m")])
+    export_main(["--mcore_model", str(ckpt), "--to_hf", "true", "--merge_lora", "false", "--output_dir",
+                 str(tmp_path / "peft")])
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -50,18 +52,19 @@ def test_lora_checkpoint_exports_merged_and_as_peft(tiny_untied_dir, tmp_path):
     assert (merged_logits - base_logits).abs().max().item() > 1e-3  # the adapter changed the model
 
 
+@pytest.mark.slow
 def test_lora_under_tensor_parallelism_gives_the_one_process_losses(tiny_untied_dir, tmp_path):
-    check(run_megatron("sft", "--model", str(tiny_untied_dir), *LORA, "--save", str(tmp_path / "one")))
+    from swift.megatron import export_main, sft_main
+
+    sft_main(["--model", str(tiny_untied_dir), *LORA, "--save", str(tmp_path / "one")])
     check(run_megatron("sft", "--model", str(tiny_untied_dir), *LORA, "--tensor_model_parallel_size", "2",
                        "--save", str(tmp_path / "tp2"), nproc=2))
     one, two = logged_losses(tmp_path / "one"), logged_losses(tmp_path / "tp2")
     assert sorted(two) == [1, 2, 3]
     for step in one:
         assert abs(one[step] - two[step]) < 1e-4, (step, one[step], two[step])
-    check(run_megatron("export", "--mcore_model", str(tmp_path / "tp2"), "--to_hf", "true", "--output_dir",
-                       str(tmp_path / "hf2")))
-    check(run_megatron("export", "--mcore_model", str(tmp_path / "one"), "--to_hf", "true", "--output_dir",
-                       str(tmp_path / "hf1")))
+    export_main(["--mcore_model", str(tmp_path / "tp2"), "--to_hf", "true", "--output_dir", str(tmp_path / "hf2")])
+    export_main(["--mcore_model", str(tmp_path / "one"), "--to_hf", "true", "--output_dir", str(tmp_path / "hf1")])
     from transformers import AutoModelForCausalLM
 
     a = AutoModelForCausalLM.from_pretrained(tmp_path / "hf1", dtype=torch.float32).state_dict()

@@ -97,3 +97,19 @@ def check_train_args(args: MegatronArguments) -> None:
         problems.append(f"--lora_rank {args.tuner.lora_rank}: must be at least 1")
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def check_export_args(args: MegatronArguments) -> None:
+    """`megatron export`: one direction, with its input named and present."""
+    m = args.megatron
+    if m.to_mcore == m.to_hf:
+        raise ConfigError("megatron export: pass exactly one of --to_mcore true (with --model) or --to_hf true "
+                          "(with --mcore_model)")
+    if m.to_mcore and not args.model.model:
+        raise ConfigError("--to_mcore true needs --model (a hub id or a local HF directory)")
+    if m.to_hf:
+        if not m.mcore_model:
+            raise ConfigError("--to_hf true needs --mcore_model DIR (an iter_* folder, or the folder holding them)")
+        from swift.megatron.checkpoint import find_checkpoint
+
+        find_checkpoint(m.mcore_model, "--mcore_model")

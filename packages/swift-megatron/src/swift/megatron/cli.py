@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from swift.core.cli.main import EXIT_USAGE, run_command
 from swift.core.cli.runner import not_built, resolve_args
-from swift.megatron.arguments import MegatronArgs, MegatronArguments  # noqa: F401  (MegatronArgs: public name)
+from swift.megatron.arguments import MegatronArguments, check_export_args, check_train_args
 
 SUBCOMMANDS = {"sft": "Megatron supervised fine-tuning", "pt": "Megatron pre-training",
                "rlhf": "Megatron DPO (not built yet)", "export": "HF <-> mcore conversion"}
@@ -27,6 +27,7 @@ def pt_main(args: MegatronArguments | Sequence[str] | None = None):
 
 def _train(command: str, args: MegatronArguments | Sequence[str] | None):
     parsed = resolve_args(MegatronArguments, args, prog=f"megatron {command}")
+    check_train_args(parsed)  # bad flags fail in a second, before megatron.core loads or processes start
     if not isinstance(args, MegatronArguments):
         from swift.train.launch import relaunch_under_torchrun
 
@@ -41,6 +42,7 @@ def _train(command: str, args: MegatronArguments | Sequence[str] | None):
 
 def export_main(args: MegatronArguments | Sequence[str] | None = None):
     parsed = resolve_args(MegatronArguments, args, prog="megatron export")
+    check_export_args(parsed)
     _require_megatron()
     from swift.megatron.export import run_export
 

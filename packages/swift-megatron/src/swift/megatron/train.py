@@ -208,6 +208,7 @@ def _train(args, parallel: Parallel, source: Source, shape, rows, *, dtype, temp
         out = forward_backward(forward_step_func=_forward_step, data_iterator=iter(micro), model=[model],
                                num_microbatches=len(micro), seq_length=seq_length,
                                micro_batch_size=m.micro_batch_size, forward_only=False)
+        step_lr = optimizer.param_groups[0]["lr"]  # the rate this step used (the scheduler moves it next)
         _, grad_norm, _ = optimizer.step()
         scheduler.step(increment=1)
         loss = _reduce_loss(out)
@@ -217,7 +218,7 @@ def _train(args, parallel: Parallel, source: Source, shape, rows, *, dtype, temp
         losses[iteration] = loss
         if iteration == 1 or iteration % m.log_interval == 0 or iteration == train_iters:
             now = time.perf_counter()
-            row = {"step": iteration, "loss": round(loss, 8), "lr": optimizer.param_groups[0]["lr"],
+            row = {"step": iteration, "loss": round(loss, 8), "lr": step_lr,
                    "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),
                    "tokens_per_second": round(window_tokens / max(now - clock, 1e-9), 2), "tokens_seen": tokens_seen}
             clock, window_tokens = now, 0
@@ -314,10 +315,10 @@ def _global_tokens(rows, step: int, plan) -> int:
 
 def _append_log(path: Path, row: dict) -> None:
     import json
+    import resource
 
-    from swift.train.callbacks import peak_rss_gib
-
-    row["peak_rss_gib"] = round(peak_rss_gib(), 3)
+    # swift.train.callbacks has the same one-liner, but importing it pulls transformers' Trainer stack (~20 s CPU)
+    row["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
 
