@@ -48,3 +48,12 @@ def launch_world() -> dict[str, str] | None:
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs whose matmuls run bf16 natively (AMX or AVX512-BF16: oneDNN uses them), read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags

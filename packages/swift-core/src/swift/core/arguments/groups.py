@@ -21,7 +21,8 @@ class ModelArgs:
     model_type: str | None = arg(None, "registered model family, when the id alone does not say it")
     model_revision: str | None = arg(None, "hub revision (branch, tag or commit)")
     torch_dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = arg(
-        None, "weights dtype; default: the config's dtype, float32 on CPU", aliases=["dtype"])
+        None, "weights dtype; default: the config's dtype on GPU; on CPU float32 for training (bf16 comes from "
+              "autocast) and bfloat16 for serving where the CPU has AMX/AVX512-BF16", aliases=["dtype"])
     attn_impl: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None = arg(
         None, "attention implementation; default: sdpa, or flash attention when installed on CUDA")
     device_map: str | None = arg(None, "device map: auto, cpu, cuda, or a JSON mapping")
