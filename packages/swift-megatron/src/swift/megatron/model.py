@@ -107,13 +107,41 @@ def build_gpt(hf_config: Any, shape: ModelShape, config: Any, *, tp: int, use_te
     from megatron.core.models.gpt import GPTModel
 
     use_te = has_transformer_engine() if use_te is None else use_te
-    return GPTModel(
+    model = GPTModel(
         config=config, transformer_layer_spec=layer_spec(shape, use_te=use_te),
         vocab_size=padded_vocab_size(shape.vocab_size, tp),
         max_sequence_length=int(getattr(hf_config, "max_position_embeddings", 4096)),
         pre_process=parallel_state.is_pipeline_first_stage(), post_process=parallel_state.is_pipeline_last_stage(),
         parallel_output=True, share_embeddings_and_output_weights=shape.tied, position_embedding_type="rope",
         rotary_percent=1.0, **rope_settings(hf_config))
+    mark_tensor_parallel(model)
+    return model
+
+
+def mark_tensor_parallel(model: Any) -> None:
+    """Tag the split weights as TP-parallel. mcore sets these attributes only inside its weight initialisation,
+    which we skip (`perform_initialization=False`: the weights are loaded anyway); untagged, TP rank 1's shards
+    would be left out of the gradient norm (clipping and the logged norm would differ from TP=1)."""
+    import torch
+
+    from megatron.core.tensor_parallel import (
+        ColumnParallelLinear,
+        RowParallelLinear,
+        VocabParallelEmbedding,
+        set_tensor_model_parallel_attributes,
+    )
+
+    for module in model.modules():
+        if isinstance(module, ColumnParallelLinear | VocabParallelEmbedding):
+            dims = {"weight": 0, "bias": 0}
+        elif isinstance(module, RowParallelLinear):
+            dims = {"weight": 1}  # a row-parallel bias is whole on every rank
+        else:
+            continue
+        for name, dim in dims.items():
+            param = getattr(module, name, None)
+            if isinstance(param, torch.nn.Parameter) and not getattr(param, "tensor_model_parallel", False):
+                set_tensor_model_parallel_attributes(param, True, dim, 1)
 
 
 def rank_position() -> dict[str, int]:
