@@ -67,3 +67,78 @@ def test_strategy_flags_fail_early_and_clearly(tiny_llama_dir, small_file, tmp_p
     except ImportError:
         with pytest.raises(ConfigError, match=r"swift-train\[deepspeed\]"):
             sft_main(["--model", str(tiny_llama_dir), "--dataset", str(small_file), "--deepspeed", "zero2"])
+
+
+def test_presets_name_the_strategy_they_ask_for(tmp_path):
+    from swift.train.distributed import requested_strategy
+
+    assert requested_strategy(None, None, 1) == "single"
+    assert requested_strategy(None, None, 2) == "ddp"
+    assert [requested_strategy(f"zero{n}", None, 2) for n in range(4)] == [f"deepspeed_zero{n}" for n in range(4)]
+    assert requested_strategy("zero3_offload", None, 2) == "deepspeed_zero3"
+    assert (requested_strategy(None, "fsdp2", 2), requested_strategy(None, "fsdp1", 2)) == ("fsdp2", "fsdp1")
+    bad = tmp_path / "ds.json"
+    bad.write_text(json.dumps({"zero_optimization": {"stage": 4}}))
+    with pytest.raises(ConfigError, match=r"--deepspeed .*ds.json: zero_optimization.stage 4"):
+        requested_strategy(str(bad), None, 2)
+
+
+def test_bf16_under_deepspeed_is_autocast_with_fp32_weights(tmp_path):
+    from swift.train.strategy import strategy_kwargs
+
+    kwargs = strategy_kwargs("zero3", None, None, bf16=True)
+    assert kwargs["bf16"] is False  # the Trainer must not also ask DeepSpeed for bf16 weights
+    config = kwargs["deepspeed"]
+    assert config["torch_autocast"]["enabled"]
+    assert "bf16" not in config
+    assert "fp16" not in config
+    assert "bf16" not in strategy_kwargs("zero3", None, None, bf16=False)
+    own = tmp_path / "ds.json"  # a config that sets its own precision is left as written
+    own.write_text(json.dumps({"zero_optimization": {"stage": 2}, "bf16": {"enabled": True}}))
+    assert strategy_kwargs(str(own), None, None, bf16=True) == {"deepspeed": json.loads(own.read_text())}
+
+
+def test_srun_tasks_get_torch_ranks(monkeypatch):
+    from swift.train.launch import _first_host, slurm_worker_env
+
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_TASKS_PER_NODE", "4(x2)")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[07-08]")
+    got = slurm_worker_env()
+    assert {k: got[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK")} == {
+        "RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4", "NODE_RANK": "1"}
+    assert got["MASTER_ADDR"] == "gpu07"
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # one task per node: that task launches torchrun or trains alone
+    assert slurm_worker_env() is None
+    assert _first_host("node[1,3-5],login") == "node1"
+    assert _first_host("a01,a02") == "a01"
+
+
+def test_a_run_that_is_not_what_was_asked_for_stops(tiny_llama_dir, small_file, tmp_path):
+    """A real Trainer in one process, told that DDP was asked for: the check stops it before the first step and
+    env.json says what it found."""
+    from transformers import TrainingArguments
+
+    from swift.core import get_model_tokenizer
+    from swift.core.template import get_template
+    from swift.train.distributed import StrategyCheck, StrategyFallbackError
+    from swift.train.trainer import SwiftTrainer
+
+    model, tokenizer = get_model_tokenizer(str(tiny_llama_dir))
+    template = get_template(None, tokenizer)
+    rows = [template.encode({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})]
+    trainer = SwiftTrainer(model=model, args=TrainingArguments(str(tmp_path), max_steps=1, use_cpu=True,
+                                                               report_to=[], remove_unused_columns=False),
+                           train_dataset=rows, data_collator=lambda batch: template.data_collator(
+                               [{k: r[k] for k in ("input_ids", "labels")} for r in batch]))
+    trainer.add_callback(StrategyCheck(trainer, tmp_path, "ddp"))
+    with pytest.raises(StrategyFallbackError, match="asked for ddp but the Trainer wrapped the model as single"):
+        trainer.train()
+    info = json.loads((tmp_path / "env.json").read_text())
+    assert (info["strategy"], info["requested_strategy"], info["world_size"]) == ("single", "ddp", 1)
+    assert trainer.state.global_step == 0

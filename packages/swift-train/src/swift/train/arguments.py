@@ -45,6 +45,9 @@ class TrainArgs:
     dataloader_num_workers: int = arg(0, "data loader worker processes")
     deepspeed: str | None = arg(None, "zero0|zero1|zero2|zero3|zero2_offload|zero3_offload or a DeepSpeed JSON")
     fsdp: str | None = arg(None, "fsdp2|fsdp1|fsdp2_offload or an FSDP JSON config")
+    use_ray: bool = arg(False, "run the training on Ray Train workers (pip install \"swift-train[ray]\")")
+    ray_num_workers: int | None = arg(None, "Ray Train workers (default: one per GPU of the Ray cluster)")
+    ray_address: str | None = arg(None, "Ray cluster to join, e.g. ray://head:10001 or auto (default: a local Ray)")
     use_liger_kernel: bool = arg(False, "fused Liger kernels for RMSNorm, RoPE, SwiGLU and chunked cross-entropy "
                                         "(CUDA; pip install \"swift-train[liger]\")")
 

@@ -16,7 +16,8 @@ from swift.train.launch import relaunch_under_torchrun
 
 def sft_main(args: SftArguments | Sequence[str] | None = None):
     parsed = resolve_args(SftArguments, args, prog="swift sft")  # flags are checked before any process starts
-    if not isinstance(args, SftArguments) and (code := relaunch_under_torchrun("sft", _argv(args))) is not None:
+    if not isinstance(args, SftArguments) and (
+            code := relaunch_under_torchrun("sft", _argv(args), parsed=parsed)) is not None:
         return code
     from swift.train.sft import run_sft
 
@@ -25,7 +26,8 @@ def sft_main(args: SftArguments | Sequence[str] | None = None):
 
 def pt_main(args: PtArguments | Sequence[str] | None = None):
     parsed = resolve_args(PtArguments, args, prog="swift pt")
-    if not isinstance(args, PtArguments) and (code := relaunch_under_torchrun("pt", _argv(args))) is not None:
+    if not isinstance(args, PtArguments) and (
+            code := relaunch_under_torchrun("pt", _argv(args), parsed=parsed)) is not None:
         return code
     from swift.train.sft import run_sft
 
@@ -38,7 +40,8 @@ def _argv(args: Sequence[str] | None) -> list[str]:
 
 def rlhf_main(args: RlhfArguments | Sequence[str] | None = None):
     parsed = resolve_args(RlhfArguments, args, prog="swift rlhf")
-    if not isinstance(args, RlhfArguments) and (code := relaunch_under_torchrun("rlhf", _argv(args))) is not None:
+    if not isinstance(args, RlhfArguments) and (
+            code := relaunch_under_torchrun("rlhf", _argv(args), parsed=parsed)) is not None:
         return code
     from swift.train.rlhf import run_rlhf
 

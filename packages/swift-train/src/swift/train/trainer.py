@@ -28,6 +28,13 @@ class SwiftTrainerMixin:
         self._staging: Path | None = None
         super().__init__(*args, **kwargs)
 
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        from swift.train.distributed import enable_fsdp_on_cpu
+
+        if enable_fsdp_on_cpu(self.accelerator, self.args):  # else FSDP on CPU silently trains as DDP
+            self.is_fsdp_enabled = True
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.tokens_seen += count_tokens(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
@@ -42,10 +49,13 @@ class SwiftTrainerMixin:
         self._staging = run_dir / STAGING
         if self.args.should_save:
             shutil.rmtree(self._staging, ignore_errors=True)
+        self.accelerator.wait_for_everyone()  # no rank writes into the staging folder before it is emptied
         try:
             super()._save_checkpoint(model, trial)
         finally:
             staged, self._staging = run_dir / STAGING / f"checkpoint-{self.state.global_step}", None
+        # every rank's files (its rng_state_<rank>.pth, its ZeRO / FSDP shards) are written before the rename
+        self.accelerator.wait_for_everyone()
         if self.args.should_save:
             final = run_dir / staged.name
             if final.exists():
