@@ -92,19 +92,25 @@ class RlhfArgs:
 class ExportArgs:
     """Export"""
 
-    adapters: list[str] = arg([], "LoRA checkpoint(s) to merge; the base and template come from their args.json")
+    adapters: list[str] = arg([], "LoRA checkpoint(s); merged into their base first (base and template from args.json)")
     ckpt_dir: str | None = arg(None, "checkpoint directory (adapter or full weights)")
     merge_lora: bool = arg(False, "merge the adapters into the base and save a plain transformers model")
-    output_dir: str | None = arg(None, "where the export goes (default: beside the checkpoint)")
-    quant_method: Literal["gptq", "awq", "fp8", "bnb"] | None = arg(None, "quantization method")
-    quant_bits: int | None = arg(None, "quantization bits (4 or 8)")
-    group_size: int = arg(128, "quantization group size")
-    quant_n_samples: int = arg(256, "calibration rows")
-    to_gguf: bool = arg(False, "write a GGUF file")
-    gguf_quant: Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"] = arg("f16", "GGUF type")
-    to_ollama: bool = arg(False, "write an Ollama Modelfile beside the GGUF")
-    push_to_hub: bool = arg(False, "upload the export to the hub")
-    hub_model_id: str | None = arg(None, "hub repository for --push_to_hub")
+    output_dir: str | None = arg(None, "where the export goes (default: beside the checkpoint, or output/<model>-<kind>)")
+    quant_method: Literal["gptq", "awq", "fp8", "bnb"] | None = arg(
+        None, "quantize: gptq / awq (int4|int8 weights, compressed-tensors), fp8 (dynamic, no calibration), "
+              "bnb (bitsandbytes int8 / nf4)")
+    quant_bits: int | None = arg(None, "weight bits: 4 or 8 (gptq, awq, bnb); fp8 is always 8")
+    group_size: int | None = arg(None, "quantization group size along the input dimension; must divide every "
+                                       "quantized layer's input size (default: the largest of 128, 64, 32 that does)")
+    quant_n_samples: int = arg(256, "calibration rows sampled (seeded by --data_seed) from --dataset")
+    to_gguf: bool = arg(False, "write a GGUF file (llama.cpp / Ollama; transformers reads it back)")
+    gguf_quant: Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"] = arg(
+        "f16", "GGUF tensor type of the 2-D weights (norms stay f32)")
+    to_ollama: bool = arg(False, "write an Ollama Modelfile beside the GGUF (implies --to_gguf)")
+    quant_report: bool = arg(True, "measure what the export kept (next-token agreement, logit gap, perplexity) "
+                                   "into quant_report.json")
+    push_to_hub: bool = arg(False, "upload the export to the hub (HF_ENDPOINT picks the hub)")
+    hub_model_id: str | None = arg(None, "hub repository for --push_to_hub, e.g. user/model-gptq")
     hub_private_repo: bool = arg(False, "create the hub repository private")
 
 

@@ -49,9 +49,14 @@ def rlhf_main(args: RlhfArguments | Sequence[str] | None = None):
 
 
 def export_main(args: ExportArguments | Sequence[str] | None = None):
-    from swift.train.export import run_export
+    from swift.train.export import ExportResult, run_export
 
-    return run_export(resolve_args(ExportArguments, args, prog="swift export"))
+    result = run_export(resolve_args(ExportArguments, args, prog="swift export"))
+    if isinstance(result, ExportResult) and result.report is not None and not isinstance(args, ExportArguments):
+        import json
+
+        print(json.dumps(result.report, indent=2, ensure_ascii=False))  # the CLI shows what the export kept
+    return result
 
 
 def merge_lora_main(args: Sequence[str] | None = None) -> int:
