@@ -199,3 +199,21 @@ def test_deepspeed_op_cache_lives_in_the_checkout():
     assert cache.is_relative_to(ROOT / ".swift-cache")
     assert subprocess.run(["git", "check-ignore", "-q", str(cache)], cwd=ROOT).returncode == 0
     assert env["PATH"].split(os.pathsep)[0] == str(BIN)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["ddp", "fsdp2", "zero2", "zero3"])
+def test_gpu_strategy_matches_one_process_in_bf16(runs, name):
+    """The same matrix on GPUs: nccl, bf16 (autocast; DeepSpeed in torch_autocast mode). bf16 rounds each rank's
+    partial gradients separately, so the bound is bf16's, not fp32's."""
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA devices")
+    base = runs.get("gpu-single", "full", "--bf16", "true", nproc=1)
+    run = runs.get(f"gpu-{name}", "full", "--bf16", "true", *STRATEGIES[name][0])
+    got, want = losses(run), losses(base)
+    assert max(abs(got[s] - want[s]) for s in want) < 2e-2, (got, want)
+    info = read_env(run)
+    assert (info["backend"], info["strategy"]) == ("nccl", STRATEGIES[name][1]), info
+    assert info["mixed_precision"] != "no", info

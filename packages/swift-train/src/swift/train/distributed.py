@@ -76,7 +76,7 @@ def describe(trainer: Any, requested: str) -> dict[str, Any]:
         "requested_strategy": requested,
         "model_wrapper": f"{wrapper.__module__}.{wrapper.__qualname__}",
         "device": str(trainer.args.device),
-        "mixed_precision": mixed_precision(model, trainer.args),
+        "mixed_precision": mixed_precision(trainer),
         "launcher": launcher(),
         "versions": versions(),
     }
@@ -97,7 +97,12 @@ def backend_of(device: Any) -> str:
     return pairs.get(getattr(device, "type", str(device).split(":")[0]), dist.get_backend_config())
 
 
-def mixed_precision(model: Any, args: Any) -> str:
+def mixed_precision(trainer: Any) -> str:
+    model, args = trainer.model_wrapped, trainer.args
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    policy = getattr(plugin, "mixed_precision_policy", None)
+    if policy is not None and getattr(policy, "param_dtype", None) is not None:
+        return f"{str(policy.param_dtype).removeprefix('torch.')} params (FSDP mixed precision)"
     if type(model).__name__ == "DeepSpeedEngine":
         if model.torch_autocast_enabled():
             return f"{str(model.torch_autocast_dtype()).removeprefix('torch.')} autocast (fp32 weights)"
