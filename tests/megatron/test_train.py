@@ -85,7 +85,6 @@ def test_tensor_parallel_two_processes_gives_the_one_process_losses(tiny_untied_
     (("--use_distributed_optimizer", "true"), 2),  # DP=2, optimizer state sharded over the two ranks
     (("--use_distributed_optimizer", "false"), 2),
     (("--tensor_model_parallel_size", "2", "--pipeline_model_parallel_size", "2"), 4),
-    (("--tensor_model_parallel_size", "2", "--sequence_parallel", "true"), 2),
 ])
 def test_parallel_layouts_give_the_one_process_losses(tiny_untied_dir, one_process, tmp_path, flags, nproc):
     check(run_megatron("sft", "--model", str(tiny_untied_dir), *COMMON, *flags, "--save", str(tmp_path / "many"),
@@ -166,6 +165,17 @@ def test_bad_input_fails_before_megatron_loads():
     assert result.stdout.strip() == "2 []", result.stderr
 
 
+def test_sequence_parallel_without_transformer_engine_is_refused(tiny_untied_dir, tmp_path):
+    from swift.core.errors import ConfigError
+    from swift.megatron import sft_main
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only refusal")
+    with pytest.raises(ConfigError, match="--sequence_parallel needs TransformerEngine"):
+        sft_main(["--model", str(tiny_untied_dir), *COMMON, "--tensor_model_parallel_size", "2",
+                  "--sequence_parallel", "true", "--save", str(tmp_path / "sp")])
+
+
 def test_tensor_parallel_size_must_divide_the_heads(tiny_untied_dir, tmp_path):
     from swift.core.errors import ConfigError
     from swift.megatron import export_main
@@ -173,3 +183,28 @@ def test_tensor_parallel_size_must_divide_the_heads(tiny_untied_dir, tmp_path):
     with pytest.raises(ConfigError, match="does not divide this model"):
         export_main(["--model", str(tiny_untied_dir), "--to_mcore", "true", "--tensor_model_parallel_size", "4",
                      "--output_dir", str(tmp_path / "x")])
+
+
+@pytest.fixture(scope="module")
+def tiny_moe_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
+    from tests.megatron.conftest import save_tiny, tiny_config
+
+    return save_tiny(tmp_path_factory.mktemp("tiny-moe"), tiny_config("qwen3_moe", len(smollm2_tokenizer)),
+                     smollm2_tokenizer)
+
+
+@pytest.mark.slow
+def test_moe_trains_and_expert_parallel_gives_the_one_process_losses(tiny_moe_dir, tmp_path):
+    from swift.megatron import export_main, sft_main
+
+    model = ("--model", str(tiny_moe_dir))
+    sft_main([*model, *COMMON, "--save", str(tmp_path / "one")])
+    check(run_megatron("sft", *model, *COMMON, "--expert_model_parallel_size", "2", "--save", str(tmp_path / "ep"),
+                       nproc=2))
+    one, ep = logged_losses(tmp_path / "one"), logged_losses(tmp_path / "ep")
+    assert sorted(ep) == [1, 2, 3, 4]
+    assert all(abs(one[s] - ep[s]) < 1e-4 for s in one), (one, ep)
+    export_main(["--mcore_model", str(tmp_path / "ep"), "--to_hf", "true", "--output_dir", str(tmp_path / "hf")])
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "hf").config.num_experts == 4

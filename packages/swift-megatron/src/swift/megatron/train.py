@@ -55,6 +55,11 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
     parallel = Parallel(tp=m.tensor_model_parallel_size, pp=m.pipeline_model_parallel_size,
                         ep=m.expert_model_parallel_size, cp=m.context_parallel_size,
                         sequence_parallel=m.sequence_parallel)
+    from swift.megatron.model import has_transformer_engine
+
+    if parallel.sequence_parallel and parallel.tp > 1 and not has_transformer_engine():
+        raise ConfigError("--sequence_parallel needs TransformerEngine's norms (CUDA with transformer_engine "
+                          "installed); the local layer spec's torch norms do not support it")
     rows_raw = _load_rows(args)  # a bad data file fails here, before any weights load
     source = _load_source(args)
     shape = ModelShape.from_hf(source.hf_config)
