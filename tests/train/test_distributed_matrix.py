@@ -125,29 +125,21 @@ def test_one_process_env_json(runs):
     assert info["model_wrapper"].endswith("LlamaForCausalLM"), info
 
 
-@pytest.mark.parametrize("name", ["fsdp2", "zero3"])
-def test_sharded_checkpoints_are_whole_hf_models(runs, name):
-    """ZeRO-3 / FSDP2 full checkpoints load in plain transformers with one process's logits; the sharded state to
-    resume from is kept beside them."""
-    run, base = runs.strategy(name, "full"), runs.single("full")
+@pytest.mark.parametrize(("name", "train_type"), [("fsdp2", "full"), ("zero3", "full"), ("fsdp2", "lora"),
+                                                   ("zero3", "lora")])
+def test_sharded_checkpoints_are_whole_hf_and_peft_checkpoints(runs, name, train_type):
+    """ZeRO-3 / FSDP2 checkpoints are gathered on rank 0: whole weights that plain transformers loads, or a PEFT
+    adapter that plain peft loads, with one process's logits; ZeRO keeps its sharded state to resume from beside."""
+    run, base = runs.strategy(name, train_type), runs.single(train_type)
     checkpoint = run / f"checkpoint-{STEPS}"
-    assert (checkpoint / "config.json").is_file()
-    assert (checkpoint / "model.safetensors").is_file()
+    weights = ("config.json", "model.safetensors") if train_type == "full" else (
+        "adapter_config.json", "adapter_model.safetensors")
+    assert all((checkpoint / f).is_file() for f in weights), sorted(p.name for p in checkpoint.iterdir())
     gap = (logits_of_checkpoint(checkpoint) - logits_of_checkpoint(base / f"checkpoint-{STEPS}")).abs().max().item()
     assert gap < 1e-4, gap
     if name == "zero3":
         assert (checkpoint / "latest").is_file()
         assert list(checkpoint.glob("global_step*/*optim_states.pt"))
-
-
-@pytest.mark.parametrize("name", ["fsdp2", "zero3"])
-def test_sharded_lora_checkpoints_are_peft_adapters(runs, name):
-    run, base = runs.strategy(name, "lora"), runs.single("lora")
-    checkpoint = run / f"checkpoint-{STEPS}"
-    assert (checkpoint / "adapter_config.json").is_file()
-    assert (checkpoint / "adapter_model.safetensors").is_file()
-    gap = (logits_of_checkpoint(checkpoint) - logits_of_checkpoint(base / f"checkpoint-{STEPS}")).abs().max().item()
-    assert gap < 1e-4, gap
 
 
 @pytest.mark.parametrize("name", ["ddp", "fsdp2", "zero3"])

@@ -50,8 +50,11 @@ def run_with_ray(command: str, parsed: Any) -> int:
                 scaling_config=scaling, torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
                 run_config=RunConfig(name=f"swift-{command}", storage_path=storage))
             logger.info("Ray Train: %d worker(s), %s, %d CPU(s) each", workers, "GPU" if use_gpu else "CPU", cpus)
-            result = trainer.fit()
-        if result.error is not None:
+            try:
+                result = trainer.fit()
+            except ray.train.TrainingFailedError as e:  # Ray Train v2 raises; its message names the failed worker
+                raise SwiftError(f"a Ray Train worker failed: {e}") from e
+        if getattr(result, "error", None) is not None:  # Ray Train v1 returns the error instead
             raise SwiftError(f"a Ray Train worker failed: {result.error}")
         if result.metrics and result.metrics.get("run_dir"):
             logger.info("run directory %s", result.metrics["run_dir"])

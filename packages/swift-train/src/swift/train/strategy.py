@@ -76,7 +76,7 @@ def _precision_is_auto(config: dict[str, Any]) -> bool:
 def with_torch_autocast(config: dict[str, Any]) -> dict[str, Any]:
     """`--bf16` under DeepSpeed as in one process: fp32 weights, gradients and reductions, bf16 autocast in the
     forward (DeepSpeed's `torch_autocast`). DeepSpeed's own `bf16` mode keeps bf16 weights and reduces bf16 gradients,
-    which moves the losses away from one process's (measured on a tiny llama, 4 steps: 1e-2 at loss 10 against 5e-7).
+    which moves the losses away from one process's (tiny llama, 4 steps: ~1e-2 at loss 10; docs/benchmarks.md).
     Autocast stays on in TrainingArguments' place, so the Trainer gets bf16=False."""
     config = {k: v for k, v in config.items() if k not in ("bf16", "fp16")}
     config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
