@@ -62,13 +62,12 @@ def test_in_process_eval_scores_local_data_and_adapters_side_by_side(local_data,
     dataset_args = {"general_mcq": {"local_path": str(local_data / "mcq"), "subset_list": ["quiz"]},
                     "general_qa": {"local_path": str(local_data / "qa"), "subset_list": ["facts"]},
                     "ARC_c": {"local_path": str(local_data / "arc")}}
-    done = swift("eval", "--model", str(tiny_llama_dir), "--adapters", f"a={adapter_dirs[0]}",
-                 f"b={adapter_dirs[1]}", "--eval_dataset", "general_mcq", "general_qa", "ARC_c",
+    done = swift("eval", "--model", str(tiny_llama_dir), "--adapters", f"a={adapter_dirs[0]}", "--eval_dataset", "general_mcq", "general_qa", "ARC_c",
                  "--dataset_args", json.dumps(dataset_args), "--eval_generation_config", '{"max_tokens": 8}',
                  "--eval_output_dir", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     rows = results(out)
-    models = [str(tiny_llama_dir), "a", "b"]
+    models = [str(tiny_llama_dir), "a"]
     mcq = [r for r in rows if r["dataset"] == "general_mcq"]
     assert sorted(r["model"] for r in mcq) == sorted(models)
     assert all(r["subset"] == "quiz" and r["num"] == 4 and 0 <= r["score"] <= 1 for r in mcq)
@@ -89,24 +88,43 @@ def test_in_process_eval_scores_local_data_and_adapters_side_by_side(local_data,
     assert not list(run_dir.glob(".eval_plan.json"))  # the key-bearing plan is removed
 
 
-def test_eval_url_scores_a_running_deploy_like_the_in_process_path(local_data, tiny_llama_dir, tmp_path):
-    dataset_args = json.dumps({"general_mcq": {"local_path": str(local_data / "mcq"), "subset_list": ["quiz"]}})
-    common = ["--eval_dataset", "general_mcq", "--dataset_args", dataset_args,
-              "--eval_generation_config", '{"max_tokens": 8}']
-    own = swift("eval", "--model", str(tiny_llama_dir), *common, "--eval_output_dir", str(tmp_path / "own"))
-    assert own.returncode == 0, own.stderr[-3000:]
+def run_against_deploy(model_dir: Path, common: list[str], out: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     port = free_port()
     log = (tmp_path / "deploy.log").open("wb")
-    deploy = subprocess.Popen([SWIFT, "deploy", "--model", str(tiny_llama_dir), "--port", str(port), "--api_key",
+    deploy = subprocess.Popen([SWIFT, "deploy", "--model", str(model_dir), "--port", str(port), "--api_key",
                                "sk-test"], stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_models(port, "sk-test")
-        remote = swift("eval", "--eval_url", f"http://127.0.0.1:{port}/v1", "--api_key", "sk-test", *common,
-                       "--eval_output_dir", str(tmp_path / "remote"))
-        assert remote.returncode == 0, remote.stderr[-3000:]
+        return swift("eval", "--eval_url", f"http://127.0.0.1:{port}", "--api_key", "sk-test", *common,
+                     "--eval_output_dir", str(out))
     finally:
         deploy.terminate()
         deploy.wait(timeout=30)
+
+
+def mcq_args(local_data: Path) -> list[str]:
+    dataset_args = json.dumps({"general_mcq": {"local_path": str(local_data / "mcq"), "subset_list": ["quiz"]}})
+    return ["--eval_dataset", "general_mcq", "--dataset_args", dataset_args,
+            "--eval_generation_config", '{"max_tokens": 8}']
+
+
+def test_eval_url_scores_a_running_deploy_named_by_its_v1_models(local_data, tiny_llama_dir, tmp_path):
+    remote = run_against_deploy(tiny_llama_dir, mcq_args(local_data), tmp_path / "remote", tmp_path)
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    (row,) = results(tmp_path / "remote")
+    assert (row["dataset"], row["subset"], row["num"]) == ("general_mcq", "quiz", 4)
+    assert 0 <= row["score"] <= 1
+    (plan,) = list((tmp_path / "remote").glob("*/eval_plan.json"))
+    assert [task["model"] for task in json.loads(plan.read_text())["tasks"]] == [str(tiny_llama_dir)]
+
+
+@pytest.mark.slow
+def test_eval_url_and_in_process_give_the_same_greedy_scores(local_data, tiny_llama_dir, tmp_path):
+    own = swift("eval", "--model", str(tiny_llama_dir), *mcq_args(local_data), "--eval_output_dir",
+                str(tmp_path / "own"))
+    assert own.returncode == 0, own.stderr[-3000:]
+    remote = run_against_deploy(tiny_llama_dir, mcq_args(local_data), tmp_path / "remote", tmp_path)
+    assert remote.returncode == 0, remote.stderr[-3000:]
     (own_row,), (remote_row,) = results(tmp_path / "own"), results(tmp_path / "remote")
     assert own_row["num"] == remote_row["num"] == 4
     assert abs(own_row["score"] - remote_row["score"]) * 4 <= 1.01
