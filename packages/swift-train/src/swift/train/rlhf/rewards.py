@@ -14,12 +14,9 @@ completion (None: no opinion). A plugin file registers its own with the decorato
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from swift.core.errors import ConfigError
@@ -168,21 +165,9 @@ def soft_overlong(completions: list, completion_ids: list | None = None, max_len
 
 def load_plugins(paths: list[str]) -> None:
     """Run each `--external_plugins` file once (it registers reward functions with `register_reward`)."""
-    for path in paths:
-        file = Path(path).expanduser()
-        if not file.is_file():
-            raise ConfigError(f"--external_plugins {path}: no such file")
-        name = f"swift_plugin_{abs(hash(str(file.resolve())))}"
-        if name in sys.modules:
-            continue
-        spec = importlib.util.spec_from_file_location(name, file)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as e:
-            del sys.modules[name]
-            raise ConfigError(f"--external_plugins {path}: {type(e).__name__}: {e}") from e
+    from swift.core import load_custom_register
+
+    load_custom_register(paths, flag="--external_plugins")
 
 
 LENGTH_AWARE = ("cosine", "soft_overlong")

@@ -89,13 +89,15 @@ def check_rlhf_args(args: RlhfArguments) -> None:
 
 
 def run_rlhf(args: RlhfArguments) -> TrainResult:
-    from swift.train.rlhf.rewards import load_plugins
+    from swift.train.rlhf.rewards import load_plugins, resolve_rewards
 
     r = args.rlhf
     check_args(args)
     check_rlhf_args(args)
     load_plugins(r.external_plugins)
     kind = r.rlhf_type
+    if kind == "grpo":  # unknown reward names fail before any weights load
+        resolve_rewards(r.reward_funcs, max_completion_length=r.max_completion_length)
     run = start_run(args, f"rlhf {kind}", require_answer=kind != "grpo", num_labels=1 if kind == "rm" else None)
     builder = {"dpo": _dpo, "cpo": _paired, "simpo": _paired, "orpo": _paired, "kto": _kto, "rm": _reward,
                "gkd": _gkd, "grpo": _grpo}[kind]
