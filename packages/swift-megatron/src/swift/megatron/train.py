@@ -60,6 +60,11 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
     if parallel.sequence_parallel and parallel.tp > 1 and not has_transformer_engine():
         raise ConfigError("--sequence_parallel needs TransformerEngine's norms (CUDA with transformer_engine "
                           "installed); the local layer spec's torch norms do not support it")
+    from swift.megatron.compat import is_cpu_only
+
+    if parallel.ep > 1 and is_cpu_only():
+        raise ConfigError("--expert_model_parallel_size > 1 needs CUDA: mcore's all-to-all token dispatcher uses "
+                          "CUDA streams (the EP weight layout is still exported and converted on CPU)")
     rows_raw = _load_rows(args)  # a bad data file fails here, before any weights load
     source = _load_source(args)
     shape = ModelShape.from_hf(source.hf_config)
