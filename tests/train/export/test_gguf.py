@@ -89,7 +89,7 @@ def test_lora_becomes_one_gguf_equal_to_base_plus_adapter_with_a_modelfile(tiny_
 
     out = tmp_path / "lora"
     export_main(["--adapters", str(tiny_lora_dir), "--to_gguf", "true", "--gguf_quant", "f32", "--to_ollama", "true",
-                 "--output_dir", str(out)])
+                 "--output_dir", str(out), "--quant_report", "false"])
     path = _gguf(out)
     back = AutoModelForCausalLM.from_pretrained(out, gguf_file=path.name, dtype=torch.float32).eval()
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tiny_lora_dir).eval()

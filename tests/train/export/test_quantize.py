@@ -65,12 +65,14 @@ def test_gptq_report_and_calibration_record(gptq_export):
 
 
 def test_calibration_is_seeded(gptq_export, tiny_llama_dir, calib_file, tmp_path):
-    again = _export(tiny_llama_dir, calib_file, tmp_path / "again", "--quant_method", "gptq", "--group_size", "32")
+    again = _export(tiny_llama_dir, calib_file, tmp_path / "again", "--quant_method", "gptq", "--group_size", "32",
+                    "--quant_report", "false")
     assert again.report["calibration"]["digest"] == gptq_export.report["calibration"]["digest"]
     first, second = load_file(gptq_export.output_dir / "model.safetensors"), load_file(again.output_dir / "model.safetensors")
     assert all(torch.equal(first[k], second[k]) for k in first)
     other = _export(tiny_llama_dir, calib_file, tmp_path / "other", "--quant_method", "gptq", "--group_size", "32",
-                    "--data_seed", "7")
+                    "--data_seed", "7", "--quant_report", "false")
+    assert "next_token_agreement" not in other.report  # --quant_report false: nothing measured
     assert other.report["calibration"]["digest"] != gptq_export.report["calibration"]["digest"]
 
 
@@ -97,7 +99,8 @@ def test_gptq_reconstructs_correlated_inputs_better_than_round_to_nearest():
 
 def test_awq_and_fp8_load_and_run(tiny_llama_dir, calib_file, tmp_path):
     original = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
-    awq = _export(tiny_llama_dir, calib_file, tmp_path / "awq", "--quant_method", "awq", "--group_size", "32")
+    awq = _export(tiny_llama_dir, calib_file, tmp_path / "awq", "--quant_method", "awq", "--group_size", "32",
+                  "--quant_report", "false")
     fp8 = export_main(["--model", str(tiny_llama_dir), "--quant_method", "fp8", "--output_dir", str(tmp_path / "fp8")])
     config = json.loads((tmp_path / "fp8" / "config.json").read_text())["quantization_config"]
     assert config["format"] == "float-quantized"
