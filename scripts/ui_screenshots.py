@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -76,15 +77,20 @@ def main() -> int:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         for lang in ("en", "zh"):
-            with serve(["web-ui"], {**env, "SWIFT_UI_LANG": lang}) as url:
+            runs = tempfile.mkdtemp(prefix="swift-ui-shots-")  # an empty runs list, not the user's
+            with serve(["web-ui", "--runs_dir", str(runs)], {**env, "SWIFT_UI_LANG": lang}) as url:
                 page.goto(url)
                 page.locator("#model").wait_for(timeout=60000)
-                for elem_id, value in (("model", opts.model), ("dataset", "swift/self-cognition#500"),
+                for elem_id, value in (("model", opts.model), ("dataset", "self-cognition#500"),
                                        ("max_steps", "30"), ("output_dir", "output/demo")):
                     box = page.locator(f"#{elem_id}").locator("input, textarea").first
                     box.fill(value)
                     box.press("Tab")
-                page.wait_for_timeout(800)
+                # Wait until the command box shows every value and no event is pending (no spinners on the shot).
+                page.wait_for_function("document.querySelector('#command textarea').value.includes('--max_steps 30')",
+                                       timeout=60000)
+                page.locator(".pending, .generating").first.wait_for(state="detached", timeout=60000)
+                page.wait_for_timeout(1000)
                 shoot(page, out / ("web-ui.png" if lang == "en" else "web-ui-zh.png"))
         with serve(["app", "--model", opts.model, "--temperature", "0", "--max_new_tokens", "64"], env) as url:
             page.goto(url)

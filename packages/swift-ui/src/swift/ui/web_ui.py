@@ -130,7 +130,7 @@ def build_command_tab(gr: Any, demo: Any, tab: CommandTab, cls: type, lang: str,
 
     def run_choices(selected: str | None = None) -> Any:
         found = list_runs(runs_dir, tab.key)
-        choices = [(f"{r.id} · {r.status()}", r.id) for r in found]
+        choices = [(f"{r.id} · {status_label(r.status(), lang)}", r.id) for r in found]
         value = selected or (found[0].id if found else None)
         return gr.update(choices=choices, value=value)
 
@@ -138,14 +138,14 @@ def build_command_tab(gr: Any, demo: Any, tab: CommandTab, cls: type, lang: str,
         argv = argv_of(command_word, *values)
         output_dir = values[[f.flag.name for f in ordered].index("output_dir")] if "output_dir" in by_name else None
         run = start_run(runs_dir, tab.key, argv, output_dir=output_dir or None)
-        return run_choices(run.id), command_line(argv), t("running", lang)
+        return run_choices(run.id), command_line(argv), status_label("running", lang)
 
     def stop_clicked(run_id: str | None) -> str:
         if not run_id:
             return t("no_run", lang)
         run = Run(runs_dir / run_id)
         run.stop()
-        return run.status()
+        return status_label(run.status(), lang)
 
     def poll(run_id: str | None) -> tuple[str, Any, str]:
         if not run_id or not (runs_dir / run_id / "command.json").is_file():
@@ -156,7 +156,7 @@ def build_command_tab(gr: Any, demo: Any, tab: CommandTab, cls: type, lang: str,
             import pandas as pd
 
             plot = pd.DataFrame(run.loss_points(), columns=["step", "loss"])
-        return run.log_tail(), plot, run.status()
+        return run.log_tail(), plot, status_label(run.status(), lang)
 
     gr.on([kind.change, *(c.change for c in inputs)], show_command, [kind, *inputs], command)
     start.click(start_clicked, [kind, *inputs], [runs, command, status])
@@ -164,6 +164,11 @@ def build_command_tab(gr: Any, demo: Any, tab: CommandTab, cls: type, lang: str,
     refresh.click(lambda value: run_choices(value), runs, runs)
     gr.Timer(1.5).tick(poll, runs, [log, loss_plot, status])
     demo.load(run_choices, None, runs)  # runs recorded on disk, also those from before a restart
+
+
+def status_label(status: str, lang: str) -> str:
+    """running / finished / stopped in the page's language; `failed (exit N)` and `gone` as they are."""
+    return t(status, lang) if status in ("running", "finished", "stopped") else status
 
 
 def build_web_ui(args: WebUiArguments, lang: str) -> Any:
