@@ -12,7 +12,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing Debian's chromium for the browser tests"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-liberation >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-liberation fonts-wqy-zenhei >/dev/null
   else
     echo "setup: no chromium, so the browser tests will be skipped; install it with: sudo apt-get install -y chromium"
   fi
