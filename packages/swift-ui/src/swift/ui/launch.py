@@ -57,10 +57,9 @@ def launch(build: Callable[[str], Any], ui: Any) -> int:
     lang = resolve_lang(ui.lang)
     import_gradio()
     if ui.server_name not in LOCAL_NAMES and auth is None:
-        logger.warning("--server_name %s without --auth: anyone who reaches this address can use the page (and "
-                       "start processes on this machine)", ui.server_name)
+        # Printed, not logged: it must reach the terminal whatever the logging setup.
         print(f"WARNING: --server_name {ui.server_name} without --auth user:password: the page is open to anyone "
-              "who reaches this address", file=sys.stderr, flush=True)
+              "who reaches this address (and can start processes on this machine)", file=sys.stderr, flush=True)
     demo = build(lang)
     port = ui.server_port or None
     demo.queue(default_concurrency_limit=8).launch(
