@@ -83,5 +83,5 @@ def test_import_swift_core_is_light():
 
 
 def test_unbuilt_command_says_so_instead_of_pretending(capsys):
-    assert main(["rlhf", "--model", "m", "--dataset", "d.jsonl"]) == 1
+    assert main(["sample", "--model", "m"]) == 1
     assert "does not run yet" in capsys.readouterr().err
