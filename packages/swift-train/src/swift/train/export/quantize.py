@@ -51,8 +51,13 @@ def round_to_nearest(w: Any, spec: QuantSpec) -> tuple[Any, Any]:
     return quantize_with(w, expanded, spec), scale
 
 
-def gptq(w: Any, hessian: Any, spec: QuantSpec, *, damp: float = 0.01) -> tuple[Any, Any]:
-    """GPTQ one weight `[out, in]` given the Hessian `[in, in]` of its inputs; returns (dequantized, scales)."""
+def gptq(w: Any, hessian: Any, spec: QuantSpec, *, damp: float = 0.1) -> tuple[Any, Any]:
+    """GPTQ one weight `[out, in]` given the Hessian `[in, in]` of its inputs; returns (dequantized, scales).
+
+    `damp` (times the mean diagonal, added to H): the paper's 1 % overfits small calibration sets. On SmolLM2 with 16
+    chat rows (~840 tokens, mostly one system prompt) 1 % kept 86 % of next tokens but broke greedy answers
+    ("Lux Languis, la France, la France..."); 10 % answers "The capital of France is Paris." like the original.
+    """
     import torch
 
     w = w.detach().clone().float()
