@@ -127,16 +127,30 @@ def _setup(run: Any, n_rows: int | None, config_cls: Any, has_eval: bool, **extr
     return training_arguments(run, steps, config_cls=config_cls, has_eval=has_eval, **extra)
 
 
-def _ref_model(run: Any) -> Any:
-    """--ref_model, loaded frozen; None lets trl use the base without the adapter (LoRA) or a frozen copy (full)."""
-    r, margs = run.args.rlhf, run.args.model
-    if not r.ref_model:
-        return None
+def _train_on(run: Any, row_fn: Any, config_cls: Any, trainer_cls: Any, config: dict[str, Any],
+              **trainer_kwargs: Any) -> tuple[Any, int]:
+    """The path every offline method shares: encode rows with `row_fn`, apply the tuner, build trl's config (our
+    training flags + `config`) and the trainer (with `trainer_kwargs`: ref/teacher model, collator)."""
+    train, val = _encode(run, rows.encoder(row_fn, run.template))
+    args = _setup(run, len(train), config_cls, val is not None, dataset_num_proc=None, **config)
+    trainer = trainer_cls(model=run.model, args=args, train_dataset=train, eval_dataset=val,
+                          processing_class=run.tokenizer, swift_args=run.flat, **trainer_kwargs)
+    return trainer, len(train)
+
+
+def _load_frozen(run: Any, model_id: str) -> Any:
+    """A reference or teacher model, with the policy's dtype and hub flags, frozen."""
     from swift.core import get_model_tokenizer
 
-    model, _ = get_model_tokenizer(r.ref_model, margs.torch_dtype, use_hf=margs.use_hf, token=margs.hub_token,
+    margs = run.args.model
+    model, _ = get_model_tokenizer(model_id, margs.torch_dtype, use_hf=margs.use_hf, token=margs.hub_token,
                                    trust_remote_code=margs.trust_remote_code)
     return model.eval().requires_grad_(False)
+
+
+def _ref_model(run: Any) -> Any:
+    """--ref_model, loaded frozen; None lets trl use the base without the adapter (LoRA) or a frozen copy (full)."""
+    return _load_frozen(run, run.args.rlhf.ref_model) if run.args.rlhf.ref_model else None
 
 
 def _dpo(run: Any) -> tuple[Any, int]:
@@ -145,42 +159,29 @@ def _dpo(run: Any) -> tuple[Any, int]:
     from swift.train.rlhf.trainers import dpo_trainer_class
 
     r = run.args.rlhf
-    train, val = _encode(run, rows.encoder(rows.preference_row, run.template))
     losses = list(r.loss_type) or ["sigmoid"]
     weights = None
     if r.rpo_alpha is not None:  # RPO: the DPO loss plus rpo_alpha x the NLL of the chosen answer
         weights = [1.0] * len(losses) + [r.rpo_alpha]
         losses.append("sft")
-    config = _setup(run, len(train), DPOConfig, val is not None, beta=_beta(run), loss_type=losses,
-                    loss_weights=weights, max_length=run.max_length, dataset_num_proc=None)
-    trainer = dpo_trainer_class()(
-        model=run.model, ref_model=_ref_model(run), args=config, train_dataset=train, eval_dataset=val,
-        processing_class=run.tokenizer,
-        swift_args=run.flat)
-    return trainer, len(train)
+    return _train_on(run, rows.preference_row, DPOConfig, dpo_trainer_class(),
+                     dict(beta=_beta(run), loss_type=losses, loss_weights=weights, max_length=run.max_length),
+                     ref_model=_ref_model(run))
 
 
 def _paired(run: Any) -> tuple[Any, int]:
     from swift.train.rlhf.trainers import paired_trainer_class
 
     r = run.args.rlhf
-    train, val = _encode(run, rows.encoder(rows.paired_labels_row, run.template))
-    common = dict(max_length=run.max_length, max_completion_length=r.max_completion_length, beta=_beta(run),
-                  dataset_num_proc=None)
+    config = dict(max_length=run.max_length, max_completion_length=r.max_completion_length, beta=_beta(run))
     if r.rlhf_type == "orpo":
-        from trl.experimental.orpo import ORPOConfig
-
-        config = _setup(run, len(train), ORPOConfig, val is not None, **common)
+        from trl.experimental.orpo import ORPOConfig as config_cls
     else:
-        from trl.experimental.cpo import CPOConfig
+        from trl.experimental.cpo import CPOConfig as config_cls
 
         loss = "simpo" if r.rlhf_type == "simpo" else (r.loss_type[0] if r.loss_type else "sigmoid")
-        config = _setup(run, len(train), CPOConfig, val is not None, loss_type=loss, cpo_alpha=r.cpo_alpha,
-                        simpo_gamma=r.simpo_gamma, **common)
-    trainer = paired_trainer_class(r.rlhf_type)(
-        model=run.model, args=config, train_dataset=train, eval_dataset=val, processing_class=run.tokenizer,
-        swift_args=run.flat)
-    return trainer, len(train)
+        config |= dict(loss_type=loss, cpo_alpha=r.cpo_alpha, simpo_gamma=r.simpo_gamma)
+    return _train_on(run, rows.paired_labels_row, config_cls, paired_trainer_class(r.rlhf_type), config)
 
 
 def _kto(run: Any) -> tuple[Any, int]:
@@ -189,15 +190,10 @@ def _kto(run: Any) -> tuple[Any, int]:
     from swift.train.rlhf.trainers import kto_trainer_class
 
     r = run.args.rlhf
-    train, val = _encode(run, rows.encoder(rows.kto_row, run.template))
-    config = _setup(run, len(train), KTOConfig, val is not None, beta=_beta(run), max_length=run.max_length,
-                    desirable_weight=r.desirable_weight, undesirable_weight=r.undesirable_weight,
-                    dataset_num_proc=None)
-    trainer = kto_trainer_class()(
-        model=run.model, ref_model=_ref_model(run), args=config, train_dataset=train, eval_dataset=val,
-        processing_class=run.tokenizer,
-        swift_args=run.flat)
-    return trainer, len(train)
+    return _train_on(run, rows.kto_row, KTOConfig, kto_trainer_class(),
+                     dict(beta=_beta(run), max_length=run.max_length, desirable_weight=r.desirable_weight,
+                          undesirable_weight=r.undesirable_weight),
+                     ref_model=_ref_model(run))
 
 
 def _reward(run: Any) -> tuple[Any, int]:
@@ -205,35 +201,20 @@ def _reward(run: Any) -> tuple[Any, int]:
 
     from swift.train.rlhf.trainers import reward_trainer_class
 
-    train, val = _encode(run, rows.encoder(rows.reward_row, run.template))
-    config = _setup(run, len(train), RewardConfig, val is not None, max_length=run.max_length,
-                    dataset_num_proc=None)
-    trainer = reward_trainer_class()(
-        model=run.model, args=config, train_dataset=train, eval_dataset=val, processing_class=run.tokenizer,
-        swift_args=run.flat)
-    return trainer, len(train)
+    return _train_on(run, rows.reward_row, RewardConfig, reward_trainer_class(), dict(max_length=run.max_length))
 
 
 def _gkd(run: Any) -> tuple[Any, int]:
     from trl.experimental.gkd import GKDConfig
 
-    from swift.core import get_model_tokenizer
     from swift.train.rlhf.trainers import gkd_trainer_class
 
     r = run.args.rlhf
-    train, val = _encode(run, rows.encoder(rows.distill_row, run.template))
-    teacher, _ = get_model_tokenizer(r.teacher_model, run.args.model.torch_dtype, use_hf=run.args.model.use_hf,
-                                     token=run.args.model.hub_token,
-                                     trust_remote_code=run.args.model.trust_remote_code)
-    teacher.eval()
-    config = _setup(run, len(train), GKDConfig, val is not None, beta=_beta(run), lmbda=r.lmbda,
-                    temperature=r.temperature, max_new_tokens=r.max_completion_length, seq_kd=r.seq_kd,
-                    max_length=run.max_length, dataset_num_proc=None)
-    trainer = gkd_trainer_class()(
-        model=run.model, teacher_model=teacher, args=config, train_dataset=train, eval_dataset=val,
-        processing_class=run.tokenizer, data_collator=rows.DistillCollator(run.template.pad_id),
-        swift_args=run.flat)
-    return trainer, len(train)
+    return _train_on(run, rows.distill_row, GKDConfig, gkd_trainer_class(),
+                     dict(beta=_beta(run), lmbda=r.lmbda, temperature=r.temperature,
+                          max_new_tokens=r.max_completion_length, seq_kd=r.seq_kd, max_length=run.max_length),
+                     teacher_model=_load_frozen(run, r.teacher_model),
+                     data_collator=rows.DistillCollator(run.template.pad_id))
 
 
 def _grpo(run: Any) -> tuple[Any, int]:
