@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -87,6 +88,23 @@ def fill(page, elem_id: str, value: str) -> None:
     box = page.locator(f"#{elem_id}").locator("input, textarea").first
     box.fill(value)
     box.press("Tab")
+
+
+def fill_flag(page, flag: str, value: str, *, tries: int = 5) -> None:
+    """Fill the first tab's `--flag` field and wait until the command box shows `--flag value`.
+
+    Under load the page may re-render a field of a freshly opened accordion after it was typed into; Start sends
+    what the page holds, so the test waits for the server's echo (and types again) instead of racing it.
+    """
+    for _ in range(tries):
+        fill(page, flag, value)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            argv = shlex.split(page.locator("#command textarea").input_value())
+            if f"--{flag}" in argv and argv[argv.index(f"--{flag}") + 1] == value:
+                return
+            page.wait_for_timeout(250)
+    raise AssertionError(f"the command box never showed --{flag} {value}: {argv}")
 
 
 def box_text(page, elem_id: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SMOLLM2
-from tests.ui.conftest import box_text, fill, serve
+from tests.ui.conftest import box_text, fill_flag, serve
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -49,14 +49,14 @@ def test_a_lora_run_started_from_the_form_trains_and_shows_log_loss_and_command(
     page = browser.new_page()
     page.goto(url)
     page.locator("#model").wait_for(timeout=60000)
-    fill(page, "model", str(tiny_llama_dir))
-    fill(page, "dataset", str(train_file))
-    fill(page, "max_steps", "2")
-    fill(page, "save_steps", "2")
-    fill(page, "output_dir", str(out))
+    fill_flag(page, "model", str(tiny_llama_dir))
+    fill_flag(page, "dataset", str(train_file))
+    fill_flag(page, "max_steps", "2")
+    fill_flag(page, "save_steps", "2")
+    fill_flag(page, "output_dir", str(out))
     page.get_by_role("button", name="More settings").click()
     page.get_by_role("button", name="Training").click()
-    fill(page, "logging_steps", "1")
+    fill_flag(page, "logging_steps", "1")
     page.wait_for_timeout(500)
     page.locator("#start").click()
     wait_until(lambda: list(out.glob("**/checkpoint-2/adapter_model.safetensors")), 240, "checkpoint-2")
@@ -78,10 +78,10 @@ def test_stop_ends_the_run_and_its_process_group(browser, web_ui, tiny_llama_dir
     page = browser.new_page()
     page.goto(url)
     page.locator("#model").wait_for(timeout=60000)
-    fill(page, "model", str(tiny_llama_dir))
-    fill(page, "dataset", str(train_file))
-    fill(page, "max_steps", "100000")
-    fill(page, "output_dir", str(tmp_path / "long"))
+    fill_flag(page, "model", str(tiny_llama_dir))
+    fill_flag(page, "dataset", str(train_file))
+    fill_flag(page, "max_steps", "100000")
+    fill_flag(page, "output_dir", str(tmp_path / "long"))
     page.wait_for_timeout(500)
     page.locator("#start").click()
     pid_file = wait_until(lambda: next(iter(runs_dir.glob("*/pid")), None), 30, "the run's pid file")

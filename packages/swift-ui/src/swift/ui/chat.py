@@ -138,6 +138,6 @@ def build_chat(gr: Any, get_backend: Any, lang: str, *, prefix: str = "", defaul
 
     inputs = [chat_input, conversation, system_box, temperature, top_p, max_new]
     outputs = [chat_input, conversation, chatbot]
-    chat_input.submit(respond, inputs, outputs)
-    send.click(respond, inputs, outputs)
-    clear.click(lambda: ("", [], []), None, outputs)
+    replies = [chat_input.submit(respond, inputs, outputs), send.click(respond, inputs, outputs)]
+    # Clear also stops an answer still streaming: otherwise its next chunk would write the old turn back.
+    clear.click(lambda: ("", [], []), None, outputs, cancels=replies)
