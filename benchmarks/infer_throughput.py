@@ -88,7 +88,10 @@ report(tokens, seconds)
 
 MSSWIFT = COMMON + r"""
 from swift.infer_engine import TransformersEngine, InferRequest, RequestConfig
-engine = TransformersEngine(args["model"], max_batch_size=args["requests"])
+# Offline: ms-swift gets the local directory (it cannot resolve the packaged model's id), SmolLM2's llama
+# architecture and its ChatML template, and the dtype our engine uses.
+engine = TransformersEngine(args["model_dir"], max_batch_size=args["requests"], model_type="llama",
+                            template_type="chatml", torch_dtype=getattr(torch, args["torch_dtype"]))
 requests = [InferRequest(messages=[{"role": "user", "content": p}]) for p in args["prompts"]]
 config = RequestConfig(temperature=0, max_tokens=args["max_tokens"])
 engine.infer(requests[:2], RequestConfig(temperature=0, max_tokens=4))
@@ -168,7 +171,8 @@ def _peak_rss_mb(pid: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=MODEL)
-    parser.add_argument("--torch_dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--torch_dtype", choices=["float32", "bfloat16"],
+                        help="default: what `swift deploy` picks here (bf16 on AMX/AVX512-BF16 CPUs, else fp32)")
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--max_tokens", type=int, default=64)
     parser.add_argument("--variants", default="b,b16,a,d", help="which variants to run (b is the ratios' base)")
@@ -176,7 +180,17 @@ def main() -> int:
     options = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = {"model": options.model, "torch_dtype": options.torch_dtype, "requests": options.requests,
+    if options.torch_dtype is None:
+        from swift.infer.build import default_cpu_dtype
+
+        options.torch_dtype = default_cpu_dtype() or "float32"
+    from swift.core import get_model_tokenizer
+
+    _, tokenizer = get_model_tokenizer(options.model, load_model=False)
+    model_dir = tokenizer.swift_model_info.model_dir
+    if not (model_dir / "model.safetensors").is_file():
+        get_model_tokenizer(options.model)  # convert the packaged weights once, outside the timed runs
+    args = {"model": options.model, "model_dir": str(model_dir), "torch_dtype": options.torch_dtype, "requests": options.requests,
             "max_tokens": options.max_tokens, "prompts": prompts(options.requests)}
     print(f"{options.requests} chat requests, <= {options.max_tokens} new tokens each, greedy, "
           f"{options.torch_dtype}, torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}", flush=True)
