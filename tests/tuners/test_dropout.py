@@ -50,6 +50,24 @@ def test_lora_dropouts_are_swapped(tiny_llama_dir):
                            LoraConfig(r=4, lora_dropout=0.05, target_modules="all-linear"))
     before = sum(isinstance(m, nn.Dropout) for m in model.modules())
     assert speed_up_lora_dropout(model) == before == 14  # 7 linears x 2 layers
-    assert not any(isinstance(m, nn.Dropout) for m in model.modules())
+    assert sum(isinstance(m, FastDropout) for m in model.modules()) == 14
+    assert speed_up_lora_dropout(model) == 0  # idempotent
     with pytest.raises(ValueError, match="probability"):
         FastDropout(1.0)
+
+
+def test_trl_disable_dropout_reaches_the_swapped_dropouts(tiny_llama_dir):
+    """trl's trainers (DPO, GRPO, KTO, ...) turn every nn.Dropout off by default; a swapped LoRA dropout that escaped
+    that would make the policy's log-probs noisy against the reference's (and differ from trl run directly)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import disable_dropout_in_model
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+                           LoraConfig(r=4, lora_dropout=0.5, target_modules="all-linear"))
+    speed_up_lora_dropout(model)
+    disable_dropout_in_model(model)
+    dropouts = [m for m in model.modules() if isinstance(m, FastDropout)]
+    assert len(dropouts) == 14 and all(m.p == 0 for m in dropouts)
+    x = torch.randn(4, 8)
+    assert dropouts[0].train()(x) is x

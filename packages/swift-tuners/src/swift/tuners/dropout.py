@@ -5,6 +5,9 @@ linear layer that costs more than the layers themselves once the matmuls run in 
 training step of SmolLM2-135M). `FastDropout` draws 64 random bits per four elements and keeps an element when its
 16-bit lane clears a threshold (drop probability p to within 1/65536), applied in the autocast dtype the following
 matmul uses anyway. On other devices it is `nn.functional.dropout`.
+
+It is an `nn.Dropout`, so code that finds dropouts by type treats it as one: trl's trainers set `p = 0` on every
+`nn.Dropout` (`disable_dropout`, on by default for DPO, GRPO, KTO, ...) and that must reach the LoRA dropouts too.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ import torch
 from torch import nn
 
 
-class FastDropout(nn.Module):
+class FastDropout(nn.Dropout):
     def __init__(self, p: float) -> None:
-        super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability {p} must be in [0, 1)")
-        self.p = p
-        self.threshold = -32768 + round(p * 65536)  # int16 lanes below it are dropped
+        super().__init__(p)
+
+    @property
+    def threshold(self) -> int:
+        """int16 lanes below it are dropped (p may change after construction, as trl's disable_dropout does)."""
+        return -32768 + round(self.p * 65536)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
@@ -47,7 +53,7 @@ def speed_up_lora_dropout(model: Any) -> int:
         if not isinstance(dropouts, nn.ModuleDict):
             continue
         for name, dropout in list(dropouts.items()):
-            if isinstance(dropout, nn.Dropout) and dropout.p > 0:
+            if type(dropout) is nn.Dropout and dropout.p > 0:
                 dropouts[name] = FastDropout(dropout.p)
                 swapped += 1
     return swapped
