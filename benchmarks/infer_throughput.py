@@ -7,8 +7,10 @@ Variants, each in its own process (so that peak RSS is its own), same prompts, g
   (a) PtEngine: the 16 requests submitted at once (continuous batching, max_batch_size 16);
   (b) plain transformers `model.generate`, one request at a time (the baseline of the ratios);
   (b16) plain `model.generate` on the 16 requests as one left-padded batch (what a static-batch engine does);
-  (c) ms-swift's `TransformersEngine` (max_batch_size 16), only with --msswift pointing at a venv that has it;
-  (d) our `swift deploy` with the 16 requests sent concurrently over HTTP (openai client, one thread each).
+  (c) ms-swift's `TransformersEngine` (max_batch_size 16), only with --msswift pointing at a venv that has it: at
+      its default dtype (fp32 on CPU), and (c') in our dtype when that differs;
+  (d) our `swift deploy` with the 16 requests sent concurrently over HTTP (openai client, one thread each);
+  (e) ms-swift's `swift deploy` (its defaults), the same clients, only with --msswift.
 Printed: generated tokens, seconds, tokens/s, ratio to (b), peak RSS; and (d)/(a). Timings on a shared machine
 vary run to run (other processes compete for the same 2 cores): compare ratios within one run.
 """
@@ -90,15 +92,16 @@ MSSWIFT = COMMON + r"""
 from swift.infer_engine import TransformersEngine, InferRequest, RequestConfig
 # Offline: ms-swift gets the local directory (it cannot resolve the packaged model's id), SmolLM2's llama
 # architecture and its ChatML template, and the dtype our engine uses.
+dtype = getattr(torch, args["msswift_dtype"]) if args.get("msswift_dtype") else None  # None: ms-swift's default
 engine = TransformersEngine(args["model_dir"], max_batch_size=args["requests"], model_type="llama",
-                            template_type="chatml", torch_dtype=getattr(torch, args["torch_dtype"]))
+                            template_type="chatml", torch_dtype=dtype)
 requests = [InferRequest(messages=[{"role": "user", "content": p}]) for p in args["prompts"]]
 config = RequestConfig(temperature=0, max_tokens=args["max_tokens"])
 engine.infer(requests[:2], RequestConfig(temperature=0, max_tokens=4))
 start = time.perf_counter()
 responses = engine.infer(requests, config)
 seconds = time.perf_counter() - start
-report(sum(r.usage.completion_tokens for r in responses), seconds)
+report(sum(r.usage.completion_tokens for r in responses), seconds, dtype=str(engine.model.dtype))
 """
 
 CLIENTS = COMMON + r"""
@@ -131,11 +134,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_server_variant(args: dict) -> dict:
+def run_server_variant(args: dict, msswift: str | None = None) -> dict:
+    """Our `swift deploy`, or (msswift: that venv's python) ms-swift's, at its defaults but bound to 127.0.0.1."""
     port = free_port()
-    swift = str(Path(sys.executable).parent / "swift")
-    command = [swift, "deploy", "--model", args["model"], "--port", str(port), "--torch_dtype", args["torch_dtype"],
-               "--max_batch_size", str(args["requests"]), "--log_interval", "0"]
+    if msswift:
+        command = [str(Path(msswift).parent / "swift"), "deploy", "--model", args["model_dir"], "--model_type",
+                   "llama", "--template", "chatml", "--host", "127.0.0.1", "--port", str(port)]
+    else:
+        command = [str(Path(sys.executable).parent / "swift"), "deploy", "--model", args["model"], "--port", str(port),
+                   "--torch_dtype", args["torch_dtype"], "--max_batch_size", str(args["requests"]),
+                   "--log_interval", "0"]
     with tempfile.TemporaryFile("w+") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -202,10 +210,15 @@ def main() -> int:
         results["(b16) generate, one padded batch"] = run_variant(sys.executable, GENERATE, {**args, "batched": True})
     if "a" in wanted:
         results["(a) PtEngine"] = run_variant(sys.executable, ENGINE, args)
-    if options.msswift:
-        results["(c) ms-swift TransformersEngine"] = run_variant(options.msswift, MSSWIFT, args)
+    if options.msswift:  # as its users get it (fp32 on CPU), and in the dtype our engine ran in
+        results["(c) ms-swift engine, its default"] = run_variant(options.msswift, MSSWIFT, args)
+        if results["(c) ms-swift engine, its default"]["dtype"] != f"torch.{options.torch_dtype}":
+            results[f"(c') ms-swift engine, {options.torch_dtype}"] = run_variant(
+                options.msswift, MSSWIFT, {**args, "msswift_dtype": options.torch_dtype})
     if "d" in wanted:
         results["(d) swift deploy, concurrent clients"] = run_server_variant(args)
+        if options.msswift:
+            results["(e) ms-swift deploy, concurrent clients"] = run_server_variant(args, options.msswift)
     base = results.get("(b) generate, one at a time")
     base_rate = base["tokens"] / base["seconds"] if base else float("nan")
     print(f"{'variant':<40}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'x (b)':>8}{'peak RSS MB':>13}")
@@ -217,6 +230,13 @@ def main() -> int:
     if engine and server:
         ratio = (server["tokens"] / server["seconds"]) / (engine["tokens"] / engine["seconds"])
         print(f"server / engine: {ratio:.2f}")
+    theirs = results.get("(e) ms-swift deploy, concurrent clients")
+    if server and theirs:
+        print(f"swift deploy / ms-swift deploy: {(server['tokens'] / server['seconds']) / (theirs['tokens'] / theirs['seconds']):.2f}")
+    for name, r in results.items():
+        if engine and name.startswith(("(c)", "(c')")):
+            ratio = (engine["tokens"] / engine["seconds"]) / (r["tokens"] / r["seconds"])
+            print(f"PtEngine ({options.torch_dtype}) / {name[4:].strip()} ({r['dtype']}): {ratio:.2f}")
     if not options.msswift:
         print("(c) skipped: no --msswift venv given (the issue measured ms-swift 4.6 here at 197 tokens/s, 7.2x (b))")
     return 0
