@@ -39,6 +39,8 @@ def test_f32_gguf_reads_back_exactly(f32_export, tiny_llama_dir):
     report = json.loads((f32_export.output_dir / "quant_report.json").read_text())
     assert report["next_token_agreement"] == 1.0
     assert report["max_logit_gap"] < 1e-4
+    assert report["greedy_same"] == 1.0  # every held-out text's greedy continuation unchanged
+    assert report["greedy_tokens_before_divergence"] == report["greedy_tokens"] == 16
     assert report["perplexity_after"] == pytest.approx(report["perplexity_before"], rel=1e-4)
     assert report["gguf_file"] == path.name
     assert report["size_after_bytes"] == path.stat().st_size

@@ -56,6 +56,8 @@ def test_gptq_report_and_calibration_record(gptq_export):
     assert report["held_out"]["source"] == "--dataset rows not sampled for calibration"
     assert report["held_out"]["texts"] == 4
     assert 0.0 <= report["next_token_agreement"] <= 1.0
+    assert 0.0 <= report["greedy_same"] <= 1.0
+    assert 0 <= report["greedy_tokens_before_divergence"] <= report["greedy_tokens"]
     assert report["max_logit_gap"] > 0
     assert report["perplexity_before"] > 1
     assert report["perplexity_after"] > 1

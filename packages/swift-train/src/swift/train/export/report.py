@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 REPORT_FILE = "quant_report.json"
+GREEDY_TOKENS = 16  # greedy continuation compared per held-out text: next-token agreement can hide broken answers
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 
 
@@ -20,6 +21,7 @@ class Reference:
     batches: list[Any]
     logits: list[Any]
     perplexity: float
+    greedy: list[list[int]]  # the GREEDY_TOKENS tokens it generates after the first half of each batch
 
 
 def _perplexity(logits: list[Any], batches: list[Any]) -> float:
@@ -43,13 +45,42 @@ def run_logits(model: Any, batches: list[Any]) -> list[Any]:
         return [model(input_ids=ids.to(device), use_cache=False).logits[0].float().cpu() for ids in batches]
 
 
+def greedy_continuations(model: Any, batches: list[Any]) -> list[list[int]]:
+    """What the model writes, greedily, after the first half of each batch (up to GREEDY_TOKENS tokens or EOS)."""
+    import torch
+
+    device = next(model.parameters()).device
+    config = model.generation_config
+    eos = config.eos_token_id
+    pad = config.pad_token_id if config.pad_token_id is not None else (eos[0] if isinstance(eos, list) else eos)
+    out = []
+    with torch.no_grad():
+        for ids in batches:
+            prompt = ids[:, : max(1, ids.shape[1] // 2)].to(device)
+            generated = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=GREEDY_TOKENS,
+                                       do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad)
+            out.append(generated[0, prompt.shape[1]:].tolist())
+    return out
+
+
 def reference(model: Any, batches: list[Any]) -> Reference:
     logits = run_logits(model, batches)
-    return Reference(batches, logits, _perplexity(logits, batches))
+    return Reference(batches, logits, _perplexity(logits, batches), greedy_continuations(model, batches))
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def compare(ref: Reference, model: Any) -> dict:
-    """Next-token agreement (top-1), max and mean absolute logit gap, perplexity after."""
+    """Next-token agreement (top-1), max and mean absolute logit gap, perplexity after, and how far the greedy
+    continuations of the held-out texts stay the same as the unquantized model's."""
+    greedy = greedy_continuations(model, ref.batches)
+    # an unchanged continuation counts whole, also when both stopped at EOS before GREEDY_TOKENS
+    same = [GREEDY_TOKENS if a == b else _common_prefix(a, b) for a, b in zip(ref.greedy, greedy, strict=True)]
     logits = run_logits(model, ref.batches)
     agree = total = 0
     max_gap, gap_sum, gap_count = 0.0, 0.0, 0
@@ -61,7 +92,12 @@ def compare(ref: Reference, model: Any) -> dict:
         gap_sum, gap_count = gap_sum + diff.sum().item(), gap_count + diff.numel()
     return {"next_token_agreement": round(agree / total, 4) if total else None,
             "max_logit_gap": round(max_gap, 4), "mean_logit_gap": round(gap_sum / max(gap_count, 1), 5),
-            "perplexity_after": round(_perplexity(logits, ref.batches), 4)}
+            "perplexity_after": round(_perplexity(logits, ref.batches), 4),
+            # texts whose whole greedy continuation is unchanged, and the mean tokens written before it changes
+            "greedy_same": round(sum(a == b for a, b in zip(ref.greedy, greedy, strict=True)) / len(greedy), 4)
+            if greedy else None,
+            "greedy_tokens_before_divergence": round(sum(same) / len(same), 2) if same else None,
+            "greedy_tokens": GREEDY_TOKENS}
 
 
 def weights_size(path: Path) -> int:
