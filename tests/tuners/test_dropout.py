@@ -68,6 +68,7 @@ def test_trl_disable_dropout_reaches_the_swapped_dropouts(tiny_llama_dir):
     speed_up_lora_dropout(model)
     disable_dropout_in_model(model)
     dropouts = [m for m in model.modules() if isinstance(m, FastDropout)]
-    assert len(dropouts) == 14 and all(m.p == 0 for m in dropouts)
+    assert len(dropouts) == 14
+    assert all(m.p == 0 for m in dropouts)
     x = torch.randn(4, 8)
     assert dropouts[0].train()(x) is x
