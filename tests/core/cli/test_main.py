@@ -85,3 +85,20 @@ def test_import_swift_core_is_light():
 def test_unbuilt_command_says_so_instead_of_pretending(capsys):
     assert main(["sample", "--model", "m"]) == 1
     assert "does not run yet" in capsys.readouterr().err
+
+
+def test_third_party_import_noise_is_dropped_and_other_messages_are_kept():
+    pytest.importorskip("deepspeed")
+    pytest.importorskip("bitsandbytes")
+    imports = "import logging, deepspeed, bitsandbytes; logging.getLogger('DeepSpeed').warning('kept: a real warning')"
+    plain = run_python(imports)
+    quiet = run_python("from swift.core.cli.main import _configure_logging; _configure_logging(); " + imports)
+    assert plain.returncode == quiet.returncode == 0, quiet.stderr
+    plain_out, quiet_out = plain.stdout + plain.stderr, quiet.stdout + quiet.stderr
+    import torch
+
+    if not torch.cuda.is_available():  # without a GPU DeepSpeed says so at import, unless filtered
+        assert "Setting accelerator to CPU" in plain_out
+    assert "Setting accelerator to CPU" not in quiet_out
+    assert "Failed to load CPU gemm_4bit_forward" not in quiet_out
+    assert "kept: a real warning" in quiet_out

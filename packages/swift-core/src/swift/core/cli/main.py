@@ -56,8 +56,29 @@ def format_versions() -> str:
     return "\n".join(lines)
 
 
+# Lines third-party libraries print at import on every CPU run, which read as errors and ask nothing of the user:
+# (logger, start of the message). Other messages of the same loggers still show.
+_IMPORT_NOISE = (
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),  # an optional nf4-on-CPU kernel
+    ("DeepSpeed", "Setting accelerator to CPU"),  # DeepSpeed found no GPU: it is imported, not used, on CPU runs
+)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s:%(name)s] %(message)s", stream=sys.stderr)
+    for name, prefix in _IMPORT_NOISE:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessage) and f.prefix == prefix for f in logger.filters):
+            logger.addFilter(_DropMessage(prefix))
 
 
 def run_command(fn: Callable[[list[str]], int | None], argv: list[str]) -> int:
