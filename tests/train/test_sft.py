@@ -172,3 +172,21 @@ def test_label_only_logits_give_the_model_loss(tiny_llama_dir):
         items = int((labels[:, 1:] != -100).sum())
         scaled = trainer.compute_loss(model, {"input_ids": ids, "labels": labels}, num_items_in_batch=items * 2)
         assert scaled == pytest.approx(reference.item() / 2, rel=1e-5)
+
+
+def test_preference_rows_train_on_the_chosen_answer(tiny_llama_dir, chat_file, tmp_path):
+    """A DPO file given to `swift sft` trains on its chosen answers (as ms-swift does): the same first loss as the
+    plain conversations, in both preference layouts."""
+    rows = [json.loads(line) for line in chat_file.read_text().splitlines()]
+    layouts = {
+        "rejected_response": [{**r, "rejected_response": "no"} for r in rows],
+        "chosen_rejected": [{"prompt": r["messages"][0]["content"], "chosen": r["messages"][1]["content"],
+                             "rejected": "no"} for r in rows],
+    }
+    common = ("--max_steps", "1", "--lora_rank", "4", "--dataset_shuffle", "false")
+    plain = losses(sft_main(flags(tiny_llama_dir, chat_file, tmp_path / "plain", *common)).run_dir)[1]
+    for name, prefs in layouts.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in prefs))
+        loss = losses(sft_main(flags(tiny_llama_dir, path, tmp_path / name, *common)).run_dir)[1]
+        assert loss == pytest.approx(plain, rel=1e-5), name
