@@ -2,10 +2,11 @@
 
     .venv/bin/python benchmarks/rlhf_throughput.py [--dpo_steps 10] [--grpo_steps 4] [--only dpo grpo]
 
-Model: the packaged SmolLM2-135M-Instruct, LoRA r=8/alpha=32 on all linear layers, fp32, no gradient checkpointing,
-lr 1e-5, seed 42 (trl's configs default to gradient checkpointing: it is turned off on both sides). DPO: 64 synthetic preference rows (answers of 20-120 words), batch 4. GRPO: 32 arithmetic prompts,
-batch 8 = 2 prompts x 4 generations, 64 new tokens at most, rewards `accuracy` + `format`. Each variant runs in its
-own process. Printed: seconds per step, steps per second, peak RSS, and the ratio of ours to trl's.
+Model: the packaged SmolLM2-135M-Instruct, LoRA r=8/alpha=32 on all linear layers, fp32, lr 1e-5, seed 42, optimizer
+adamw_torch and no gradient checkpointing on both sides (trl's configs default to checkpointing on). DPO: 64
+synthetic preference rows (answers of 20-120 words), batch 4. GRPO: 32 arithmetic prompts, batch 8 = 2 prompts x 4
+generations, 64 new tokens at most, rewards `accuracy` + `format`. Each variant runs in its own process. Printed:
+seconds per step, steps per second, peak RSS, and the ratio of ours to trl's.
 """
 
 from __future__ import annotations
@@ -21,23 +22,8 @@ import time
 from pathlib import Path
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-WORDS = [
-    "river",
-    "stone",
-    "light",
-    "music",
-    "garden",
-    "window",
-    "paper",
-    "number",
-    "city",
-    "forest",
-    "cloud",
-    "engine",
-    "signal",
-    "memory",
-    "answer",
-]
+WORDS = ["river", "stone", "light", "music", "garden", "window", "paper", "number", "city", "forest", "cloud",
+         "engine", "signal", "memory", "answer"]
 
 TRL_DPO = r"""
 import json, resource, sys, time, torch
@@ -52,9 +38,8 @@ ds = Dataset.from_list([{"prompt": r["messages"][:-1], "chosen": r["messages"][-
 tok = AutoTokenizer.from_pretrained(model_dir)
 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 config = DPOConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=4, learning_rate=1e-5,
-                   logging_steps=1, save_strategy="no", report_to=[], seed=42, use_cpu=True, bf16=False, gradient_checkpointing=False,
-                   optim="adamw_torch",
-                   max_length=512, beta=0.1, disable_tqdm=True)
+                   logging_steps=1, save_strategy="no", report_to=[], seed=42, use_cpu=True, bf16=False,
+                   gradient_checkpointing=False, optim="adamw_torch", max_length=512, beta=0.1, disable_tqdm=True)
 peft = LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
 trainer = DPOTrainer(model=model, args=config, train_dataset=ds, processing_class=tok, peft_config=peft)
 result = trainer.train()
@@ -76,9 +61,8 @@ tok = AutoTokenizer.from_pretrained(model_dir)
 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 config = GRPOConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=8, num_generations=4,
                     max_completion_length=64, temperature=0.9, learning_rate=1e-5, beta=0.04, logging_steps=1,
-                    save_strategy="no", report_to=[], seed=42, use_cpu=True, bf16=False, gradient_checkpointing=False,
-                   optim="adamw_torch", disable_tqdm=True,
-                    log_completions=False)
+                    save_strategy="no", report_to=[], seed=42, use_cpu=True, bf16=False, disable_tqdm=True,
+                    gradient_checkpointing=False, optim="adamw_torch", log_completions=False)
 peft = LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
 trainer = GRPOTrainer(model=model, reward_funcs=[accuracy, format_reward], args=config, train_dataset=ds,
                       processing_class=tok, peft_config=peft)
@@ -95,20 +79,12 @@ def make_data(work: Path) -> tuple[Path, Path]:
     for i in range(64):
         good = " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 120)))
         bad = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 60)))
-        prefs.append(
-            {
-                "messages": [{"role": "user", "content": f"Write note {i}."}, {"role": "assistant", "content": good}],
-                "rejected_response": bad,
-            }
-        )
+        prefs.append({"messages": [{"role": "user", "content": f"Write note {i}."},
+                                   {"role": "assistant", "content": good}], "rejected_response": bad})
     for _ in range(32):
         a, b = rng.randint(1, 50), rng.randint(1, 50)
-        prompts.append(
-            {
-                "messages": [{"role": "user", "content": f"What is {a} + {b}? Put the answer in \\boxed{{}}."}],
-                "solution": f"\\boxed{{{a + b}}}",
-            }
-        )
+        prompts.append({"messages": [{"role": "user", "content": f"What is {a} + {b}? Put the answer in \\boxed{{}}."}],
+                        "solution": f"\\boxed{{{a + b}}}"})
     pref_file, math_file = work / "prefs.jsonl", work / "math.jsonl"
     pref_file.write_text("\n".join(json.dumps(r) for r in prefs))
     math_file.write_text("\n".join(json.dumps(r) for r in prompts))
@@ -116,64 +92,26 @@ def make_data(work: Path) -> tuple[Path, Path]:
 
 
 def run_trl(code: str, model_dir: Path, data: Path, out: Path, steps: int) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(model_dir), str(data), str(out), str(steps)], capture_output=True, text=True
-    )
+    proc = subprocess.run([sys.executable, "-c", code, str(model_dir), str(data), str(out), str(steps)],
+                          capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def run_swift(kind: str, data: Path, out: Path, steps: int, *extra: str) -> dict:
-    cmd = [
-        str(Path(sys.executable).parent / "swift"),
-        "rlhf",
-        "--rlhf_type",
-        kind,
-        "--model",
-        MODEL,
-        "--dataset",
-        str(data),
-        "--max_steps",
-        str(steps),
-        "--learning_rate",
-        "1e-5",
-        "--lora_rank",
-        "8",
-        "--lora_alpha",
-        "32",
-        "--max_length",
-        "512",
-        "--logging_steps",
-        "1",
-        "--save_steps",
-        str(10 * steps),
-        "--report_to",
-        "none",
-        "--bf16",
-        "false",
-        "--gradient_checkpointing",
-        "false",
-        "--output_dir",
-        str(out),
-        "--dataset_shuffle",
-        "false",
-        "--warmup_ratio",
-        "0",
-        "--lr_scheduler_type",
-        "linear",
-        *extra,
-    ]
+    cmd = [str(Path(sys.executable).parent / "swift"), "rlhf", "--rlhf_type", kind, "--model", MODEL,
+           "--dataset", str(data), "--max_steps", str(steps), "--learning_rate", "1e-5", "--lora_rank", "8",
+           "--lora_alpha", "32", "--max_length", "512", "--logging_steps", "1", "--save_steps", str(10 * steps),
+           "--report_to", "none", "--bf16", "false", "--gradient_checkpointing", "false", "--output_dir", str(out),
+           "--dataset_shuffle", "false", "--warmup_ratio", "0", "--lr_scheduler_type", "linear", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-3000:])
     rows = [json.loads(line) for line in next(out.rglob("logging.jsonl")).read_text().splitlines()]
     lengths = [r["completions/mean_length"] for r in rows if "completions/mean_length" in r]
-    return {
-        "runtime": rows[-1]["train_runtime"],
-        "peak_rss_gib": rows[-1]["peak_rss_gib"],
-        "mean_completion": sum(lengths) / len(lengths) if lengths else None,
-    }
+    return {"runtime": rows[-1]["train_runtime"], "peak_rss_gib": rows[-1]["peak_rss_gib"],
+            "mean_completion": sum(lengths) / len(lengths) if lengths else None}
 
 
 def main() -> None:
@@ -193,36 +131,14 @@ def main() -> None:
     prefs, prompts = make_data(work)
     print(f"model {MODEL}; CPU threads {os.cpu_count()}; work dir {work}")
     plans = {
-        "dpo": (
-            args.dpo_steps,
-            lambda: run_trl(TRL_DPO, model_dir, prefs, work / "trl-dpo", args.dpo_steps),
-            lambda: run_swift(
-                "dpo", prefs, work / "swift-dpo", args.dpo_steps, "--per_device_train_batch_size", "4", "--beta", "0.1"
-            ),
-        ),
-        "grpo": (
-            args.grpo_steps,
-            lambda: run_trl(TRL_GRPO, model_dir, prompts, work / "trl-grpo", args.grpo_steps),
-            lambda: run_swift(
-                "grpo",
-                prompts,
-                work / "swift-grpo",
-                args.grpo_steps,
-                "--per_device_train_batch_size",
-                "8",
-                "--num_generations",
-                "4",
-                "--max_completion_length",
-                "64",
-                "--temperature",
-                "0.9",
-                "--beta",
-                "0.04",
-                "--reward_funcs",
-                "accuracy",
-                "format",
-            ),
-        ),
+        "dpo": (args.dpo_steps, lambda: run_trl(TRL_DPO, model_dir, prefs, work / "trl-dpo", args.dpo_steps),
+                lambda: run_swift("dpo", prefs, work / "swift-dpo", args.dpo_steps, "--per_device_train_batch_size",
+                                  "4", "--beta", "0.1")),
+        "grpo": (args.grpo_steps, lambda: run_trl(TRL_GRPO, model_dir, prompts, work / "trl-grpo", args.grpo_steps),
+                 lambda: run_swift("grpo", prompts, work / "swift-grpo", args.grpo_steps,
+                                   "--per_device_train_batch_size", "8", "--num_generations", "4",
+                                   "--max_completion_length", "64", "--temperature", "0.9", "--beta", "0.04",
+                                   "--reward_funcs", "accuracy", "format")),
     }
     for name in args.only:
         steps, trl_run, swift_run = plans[name]
@@ -233,11 +149,8 @@ def main() -> None:
             result["wall"] = time.perf_counter() - start
             results[who] = result
             extra = f" mean completion {result['mean_completion']:.1f} tokens" if result.get("mean_completion") else ""
-            print(
-                f"{name} {who:5s}: {result['runtime'] / steps:6.2f} s/step {steps / result['runtime']:.3f} steps/s "
-                f"peak RSS {result['peak_rss_gib']:.2f} GiB{extra}",
-                flush=True,
-            )
+            print(f"{name} {who:5s}: {result['runtime'] / steps:6.2f} s/step {steps / result['runtime']:.3f} steps/s "
+                  f"peak RSS {result['peak_rss_gib']:.2f} GiB{extra}", flush=True)
         ratio = results["trl"]["runtime"] / results["swift"]["runtime"]
         print(f"{name}: swift is {ratio:.2f}x trl's speed (steps/s ratio)", flush=True)
 
