@@ -120,6 +120,10 @@ report(sum(a.usage.completion_tokens for a in answers), seconds)
 """
 
 
+def rate(result: dict) -> float:
+    return result["tokens"] / result["seconds"]
+
+
 def run_variant(python: str, code: str, args: dict) -> dict:
     out = subprocess.run([python, "-c", code, json.dumps(args)], capture_output=True, text=True, timeout=1800)
     for line in out.stdout.splitlines():
@@ -198,8 +202,8 @@ def main() -> int:
     model_dir = tokenizer.swift_model_info.model_dir
     if not (model_dir / "model.safetensors").is_file():
         get_model_tokenizer(options.model)  # convert the packaged weights once, outside the timed runs
-    args = {"model": options.model, "model_dir": str(model_dir), "torch_dtype": options.torch_dtype, "requests": options.requests,
-            "max_tokens": options.max_tokens, "prompts": prompts(options.requests)}
+    args = {"model": options.model, "model_dir": str(model_dir), "torch_dtype": options.torch_dtype,
+            "requests": options.requests, "max_tokens": options.max_tokens, "prompts": prompts(options.requests)}
     print(f"{options.requests} chat requests, <= {options.max_tokens} new tokens each, greedy, "
           f"{options.torch_dtype}, torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}", flush=True)
     wanted = set(options.variants.split(","))
@@ -220,22 +224,22 @@ def main() -> int:
         if options.msswift:
             results["(e) ms-swift deploy, concurrent clients"] = run_server_variant(args, options.msswift)
     base = results.get("(b) generate, one at a time")
-    base_rate = base["tokens"] / base["seconds"] if base else float("nan")
+    base_rate = rate(base) if base else float("nan")
     print(f"{'variant':<40}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'x (b)':>8}{'peak RSS MB':>13}")
     for name, r in results.items():
-        rate = r["tokens"] / r["seconds"]
-        print(f"{name:<40}{r['tokens']:>8}{r['seconds']:>10.2f}{rate:>10.1f}{rate / base_rate:>8.2f}"
+        tokens_per_s = rate(r)
+        print(f"{name:<40}{r['tokens']:>8}{r['seconds']:>10.2f}{tokens_per_s:>10.1f}{tokens_per_s / base_rate:>8.2f}"
               f"{r['peak_rss_mb']:>13.0f}")
     engine, server = results.get("(a) PtEngine"), results.get("(d) swift deploy, concurrent clients")
     if engine and server:
-        ratio = (server["tokens"] / server["seconds"]) / (engine["tokens"] / engine["seconds"])
+        ratio = rate(server) / rate(engine)
         print(f"server / engine: {ratio:.2f}")
     theirs = results.get("(e) ms-swift deploy, concurrent clients")
     if server and theirs:
-        print(f"swift deploy / ms-swift deploy: {(server['tokens'] / server['seconds']) / (theirs['tokens'] / theirs['seconds']):.2f}")
+        print(f"swift deploy / ms-swift deploy: {rate(server) / rate(theirs):.2f}")
     for name, r in results.items():
         if engine and name.startswith(("(c)", "(c')")):
-            ratio = (engine["tokens"] / engine["seconds"]) / (r["tokens"] / r["seconds"])
+            ratio = rate(engine) / rate(r)
             print(f"PtEngine ({options.torch_dtype}) / {name[4:].strip()} ({r['dtype']}): {ratio:.2f}")
     if not options.msswift:
         print("(c) skipped: no --msswift venv given (the issue measured ms-swift 4.6 here at 197 tokens/s, 7.2x (b))")
