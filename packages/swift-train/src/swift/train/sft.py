@@ -255,27 +255,13 @@ def finish(trainer: Any, run: Run, train_rows: int) -> TrainResult:
     return TrainResult(run.run_dir, last, train_rows, dict(output.metrics))
 
 
-_PREFERENCE_KEYS = ("rejected_response", "chosen", "rejected", "prompt")
-
-
-def encode_chosen(template: Any, row: Any) -> dict[str, Any]:
-    """SFT on preference rows trains on the chosen answer, as ms-swift does; the rejected one is not encoded."""
-    from swift.core.template.encode import preference_sides
-
-    row = dict(row)
-    sides = preference_sides(row)
-    if sides is not None:
-        row = {k: v for k, v in row.items() if k not in _PREFERENCE_KEYS} | {"messages": sides[0]}
-    return template.encode(row)
-
-
 def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
     from swift.core.dataset import pack_dataset
     from swift.train.trainer import SwiftTrainer
 
     run = start_run(args, "pt" if pretrain else "sft", pretrain=pretrain)
     data, tmpl = args.data, args.template
-    encode = functools.partial(encode_chosen, run.template)
+    encode = functools.partial(run.template.encode, chosen_only=True)  # preference rows: their chosen answer
     train_set, val_set = encode_rows(run, run.train_rows, encode), encode_rows(run, run.val_rows, encode)
     check_not_empty(run, train_set)
     padding_free = tmpl.padding_free or tmpl.packing

@@ -79,11 +79,12 @@ class Template:
             messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt,
             chat_template=self.chat_template, **self._render_kwargs)
 
-    def encode(self, row: dict) -> dict[str, Any]:
+    def encode(self, row: dict, *, chosen_only: bool = False) -> dict[str, Any]:
         """Encode one row: `{"messages", "tools"?}`, a preference row or a KTO row (`label`).
 
         Returns `input_ids` and `labels` (-100 outside the loss); preference rows give `chosen_input_ids`,
-        `chosen_labels`, `rejected_input_ids`, `rejected_labels`; KTO rows add `label`. A row that ends with a user
+        `chosen_labels`, `rejected_input_ids`, `rejected_labels` (with `chosen_only`, as SFT wants them: the chosen
+        conversation as `input_ids` and `labels`, the rejected one not encoded); KTO rows add `label`. A row that ends with a user
         or tool message is a generation prompt (labels all -100). Raises `RowTooLongError` for a row over
         `max_length` under `truncation_strategy="delete"`, and `TemplateError` for a row the template refuses.
         """
@@ -92,6 +93,9 @@ class Template:
         row = dict(row)  # datasets hands over lazy row views
         tools = _encode.read_tools(row)
         sides = _encode.preference_sides(row)
+        if sides is not None and chosen_only:
+            ids, labels = self._encode_messages(sides[0], tools)
+            return {"input_ids": ids, "labels": labels}
         if sides is not None:
             out: dict[str, Any] = {}
             for prefix, messages in zip(("chosen_", "rejected_"), sides, strict=True):
