@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "tokenizers"
 WORDS = ("the", "model", "reads", "a", "short", "question", "and", "gives", "a", "clear", "answer", "about", "rain",
          "rivers", "code", "tests", "tokens", "weather", "cities", "numbers", "music", "history", "science", "light",
          "sound", "time", "space", "data", "order")
@@ -59,7 +58,11 @@ def load_tokenizer(name: str):
         return get_model_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct", load_model=False)[1]
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(FIXTURES / name if (FIXTURES / name).is_dir() else name)
+    sys.path.insert(0, str(ROOT))  # run as a script: the fixtures' unpacker lives in the repository's tests package
+    from tests.fixtures import tokenizers
+
+    fixtures = tokenizers()
+    return AutoTokenizer.from_pretrained(fixtures / name if (fixtures / name).is_dir() else name)
 
 
 def main(argv: list[str] | None = None) -> dict:

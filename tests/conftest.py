@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import tokenizers
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# Real tokenizers of six families live in the shared folder beside the checkout (CI lays it there too).
-FIXTURES = Path(os.environ.get("SWIFT_TEST_FIXTURES", ROOT.parent / "shared" / "fixtures" / "tokenizers"))
+# Real tokenizers of six families, kept in tests/fixtures as xz parts and unpacked once into .swift-cache (~0.6 s;
+# then a hash of the parts, ~20 ms). Unpacked at import: other conftests list its folders at collection time.
+FIXTURES = tokenizers()
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 # No hub is reachable in development or CI: say so, so that the HF stack fails fast instead of retrying.

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, ROOT
+from tests.fixtures import DATA
 
-IDENTITY = ROOT.parent / "shared" / "acceptance" / "data" / "identity.jsonl"
+IDENTITY = DATA / "identity.jsonl"
 
 
 def tiny_config(family: str, vocab_size: int = 256, *, tied: bool = False, layers: int = 4):
