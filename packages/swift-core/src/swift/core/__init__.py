@@ -6,38 +6,57 @@
 from swift.core.lazy import lazy_exports
 
 _EXPORTS = {
+    # models
     "get_model_tokenizer": "swift.core.model.loader",
     "ModelInfo": "swift.core.model.loader",
     "ModelMeta": "swift.core.model",
     "ModelId": "swift.core.model",
-    "load_custom_register": "swift.core.plugins",
     "MODELS": "swift.core.model",
     "register_model": "swift.core.model",
     "get_model_meta": "swift.core.model",
     "find_model_meta": "swift.core.model",
-    "SwiftError": "swift.core.errors",
-    "ConfigError": "swift.core.errors",
-    "UnknownModelError": "swift.core.errors",
-    "DatasetRowError": "swift.core.errors",
-    "MissingBackendError": "swift.core.errors",
+    # datasets
     "load_dataset": "swift.core.dataset",
     "DatasetMeta": "swift.core.dataset",
     "DATASETS": "swift.core.dataset",
     "register_dataset": "swift.core.dataset",
     "encode_dataset": "swift.core.dataset",
     "pack_dataset": "swift.core.dataset",
+    # templates
     "get_template": "swift.core.template",
     "Template": "swift.core.template",
     "TemplateMeta": "swift.core.template",
     "register_template": "swift.core.template",
     "TEMPLATES": "swift.core.template",
-    "read_args": "swift.core.run_args",
-    "write_json_atomic": "swift.core.run_args",
-    "ARGS_FILE": "swift.core.run_args",
+    # builders per argument group
+    "load_model": "swift.core.builders",
+    "build_template": "swift.core.builders",
+    "load_rows": "swift.core.builders",
+    "encode_rows": "swift.core.builders",
+    "check_data_args": "swift.core.builders",
+    "max_length": "swift.core.builders",
+    "DEFAULT_MAX_LENGTH": "swift.core.builders",
+    # arguments
     "parse_args": "swift.core.arguments",
     "ModelArgs": "swift.core.arguments",
     "DataArgs": "swift.core.arguments",
     "TemplateArgs": "swift.core.arguments",
+    # errors
+    "SwiftError": "swift.core.errors",
+    "ConfigError": "swift.core.errors",
+    "UnknownModelError": "swift.core.errors",
+    "DatasetRowError": "swift.core.errors",
+    "MissingBackendError": "swift.core.errors",
+    "DuplicateNameError": "swift.core.errors",
+    "require_backend": "swift.core.errors",
+    # runs: args.json, run directories, rank 0, launch
+    "read_args": "swift.core.run",
+    "write_json_atomic": "swift.core.run",
+    "ARGS_FILE": "swift.core.run",
+    "load_custom_register": "swift.core.plugins",
+    "lazy_exports": "swift.core.lazy",
+    # public submodules
+    "env": "swift.core.env",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

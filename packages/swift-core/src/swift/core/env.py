@@ -32,6 +32,21 @@ def hub_token() -> str | None:
     return os.environ.get("HF_TOKEN") or None
 
 
+# Variables that flags fall back to (`arg(env=...)`), so a secret can stay off the command line (and out of `ps`).
+FLAG_VARIABLES = {
+    "HF_TOKEN": "--hub_token",
+    "SWIFT_API_KEY": "--api_key (the key `swift deploy` requires; the key eval and app send)",
+    "SWIFT_UI_AUTH": "--auth of swift web-ui / app (user:password)",
+}
+
+
+def read(name: str) -> str | None:
+    """The value of one of FLAG_VARIABLES, or None when it is unset or empty."""
+    if name not in FLAG_VARIABLES:
+        raise KeyError(f"{name} is not a variable flags read (add it to FLAG_VARIABLES)")  # a bug of ours
+    return os.environ.get(name) or None
+
+
 def launch_world() -> dict[str, str] | None:
     """ms-swift's launch variables (NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT) when the user set
     NPROC_PER_NODE and we are not already a worker (torchrun sets LOCAL_RANK); else None."""

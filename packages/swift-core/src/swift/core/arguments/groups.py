@@ -27,9 +27,12 @@ class ModelArgs:
         None, "attention implementation; default: sdpa, or flash attention when installed on CUDA")
     device_map: str | None = arg(None, "device map: auto, cpu, cuda, or a JSON mapping")
     use_hf: bool = arg(True, "download from the Hugging Face hub (false: ModelScope, as USE_MODELSCOPE_HUB=1)")
-    hub_token: str | None = arg(None, "hub token for private models (default: HF_TOKEN / the hub's login)")
+    hub_token: str | None = arg(None, "hub token for private models (or the hub's login); never written to disk",
+                                secret=True, env="HF_TOKEN")
     trust_remote_code: bool = arg(False, "run model code shipped in the model repository (never on by default)")
-    custom_register_path: list[str] = arg([], "python files that register extra models, templates or datasets")
+    custom_register_path: list[str] = arg([], "python files that register extra models, templates, datasets, "
+                                              "tuners or engines (run before the other flags are checked)",
+                                          plugin=True)
 
 
 @dataclass

@@ -17,10 +17,11 @@ import logging
 import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from swift.core import env
 from swift.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ _FALSE = {"false", "0", "no", "n", "off"}
 _NONE = {"none", "null"}
 
 
+Choices = Callable[[], Mapping[str, str | None]]
+
+
 def arg(
     default: Any = None,
     help: str = "",
@@ -38,13 +42,23 @@ def arg(
     aliases: Sequence[str] = (),
     deprecated: Sequence[str] = (),
     default_factory: Callable[[], Any] | None = None,
+    choices: Choices | None = None,
+    plugin: bool = False,
+    secret: bool = False,
+    env: str | None = None,
 ) -> Any:
     """A dataclass field that is also a flag.
 
     `aliases` are other names that are equally valid (ms-swift's `--tuner_type` for our `--train_type`);
     `deprecated` names still work but print a one-line warning naming the new flag.
+    `choices` reads a registry when the flag is checked: name -> None, or name -> why it is not built yet (offered
+    in --help, refused when chosen), so a flag never offers what does not exist and plugins add choices.
+    `plugin` flags name python files that register entries: they run before any other flag is checked.
+    `secret` values are never written to disk (args.json keeps None); `env` names the variable (read in
+    `swift.core.env`) that gives the value when the flag is not set, so a secret can stay out of `ps`.
     """
-    metadata = {"help": help, "aliases": tuple(aliases), "deprecated": tuple(deprecated)}
+    metadata = {"help": help, "aliases": tuple(aliases), "deprecated": tuple(deprecated), "choices": choices,
+                "plugin": plugin, "secret": secret, "env": env}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     if isinstance(default, list | dict):
@@ -66,6 +80,10 @@ class Flag:
     help: str
     aliases: tuple[str, ...]
     deprecated: tuple[str, ...]
+    choice_source: Choices | None = None
+    plugin: bool = False
+    secret: bool = False
+    env: str | None = None
 
     @property
     def is_list(self) -> bool:
@@ -77,8 +95,16 @@ class Flag:
 
     @property
     def choices(self) -> tuple[Any, ...] | None:
+        if self.choice_source is not None:
+            return tuple(self.choice_source())
         kind = typing.get_args(self.kind)[0] if self.is_list else self.kind
         return typing.get_args(kind) if typing.get_origin(kind) is Literal else None
+
+    def not_built(self) -> dict[str, str]:
+        """Choices that are offered but not built yet, with the reason."""
+        if self.choice_source is None:
+            return {}
+        return {name: why for name, why in self.choice_source().items() if why}
 
     def type_name(self) -> str:
         if self.choices is not None:
@@ -120,6 +146,8 @@ def collect_flags(cls: type) -> dict[str, Flag]:
                 name=f.name, group=group_field.name, group_title=title, kind=kind, optional=optional,
                 default=_default_of(f), help=f.metadata.get("help", ""),
                 aliases=f.metadata.get("aliases", ()), deprecated=f.metadata.get("deprecated", ()),
+                choice_source=f.metadata.get("choices"), plugin=f.metadata.get("plugin", False),
+                secret=f.metadata.get("secret", False), env=f.metadata.get("env"),
             )
             for name in (flag.name, *flag.aliases, *flag.deprecated):
                 if name in flags:
@@ -148,6 +176,8 @@ def convert(flag: Flag, value: Any, where: str) -> Any:
             text = str(value)
             for choice in choices:
                 if text == str(choice):
+                    if (why := flag.not_built().get(text)) is not None:
+                        raise ConfigError(f"{where} {text}: not built yet ({why})")
                     return choice
             hint = difflib.get_close_matches(text, [str(c) for c in choices], n=1)
             raise ConfigError(
@@ -258,19 +288,28 @@ def parse_args(cls: type[T], argv: Sequence[str] | None = None, *, prog: str = "
 
     if stray:
         errors.append(f"unexpected argument(s) {' '.join(stray)!r}: flags start with --")
-    config_paths = [v for name, v in pairs if name == "config"]
-    for raw in config_paths:
+    given: list[tuple[str, Any, str]] = []  # (name, raw value, where), config files first: the command line wins
+    for raw in [v for name, v in pairs if name == "config"]:
         if len(raw) != 1:
             errors.append("--config takes one file path")
             continue
         try:
-            for key, value in load_config_file(raw[0]).items():
-                put(str(key), value, f"--config {raw[0]} key {key!r}")
+            given += [(str(key), value, f"--config {raw[0]} key {key!r}")
+                      for key, value in load_config_file(raw[0]).items()]
         except ConfigError as e:
             errors.append(str(e))
-    for name, raw in pairs:
-        if name != "config":
-            put(name, raw, f"--{name}")
+    given += [(name, raw, f"--{name}") for name, raw in pairs if name != "config"]
+    # Plugin files register registry entries (a tuner, a reward function...) that other flags may choose.
+    plugin_given = [g for g in given if g[0] in flags and flags[g[0]].plugin]
+    for name, raw, where in plugin_given:
+        put(name, raw, where)
+    _load_plugins({flag: values[flag] for flag in {flags[name].name for name, _, _ in plugin_given} if flag in values})
+    for name, raw, where in given:
+        if (name, raw, where) not in plugin_given:
+            put(name, raw, where)
+    for flag in {f.name: f for f in flags.values()}.values():
+        if flag.env and flag.name not in values and (value := env.read(flag.env)) is not None:
+            values[flag.name] = value
     if errors:
         raise ConfigError("\n".join(errors))
 
@@ -287,6 +326,13 @@ def parse_args(cls: type[T], argv: Sequence[str] | None = None, *, prog: str = "
     if errors:
         raise ConfigError("\n".join(errors))
     return cls(**built)
+
+
+def _load_plugins(files: dict[str, list[str]]) -> None:
+    from swift.core.plugins import load_custom_register
+
+    for flag, paths in files.items():
+        load_custom_register(paths, flag=f"--{flag}")
 
 
 def format_help(cls: type, *, prog: str) -> str:
@@ -312,15 +358,24 @@ def format_help(cls: type, *, prog: str) -> str:
         head = f"  {names} {flag.type_name()}"
         shown = str(flag.default).lower() if isinstance(flag.default, bool) else flag.default
         default = "" if flag.default in (None, [], {}) else f" (default: {shown})"
+        if flag.env:
+            default += f" (default: ${flag.env})"
         old = f" [deprecated: {', '.join('--' + n for n in flag.deprecated)}]" if flag.deprecated else ""
+        unbuilt = flag.not_built()
+        later = f" [not built yet: {', '.join(unbuilt)}]" if unbuilt else ""
         lines.append(head)
-        lines.append(f"      {flag.help}{default}{old}".rstrip())
+        lines.append(f"      {flag.help}{default}{old}{later}".rstrip())
     return "\n".join(lines)
 
 
 def to_flat_dict(args: Any) -> dict[str, Any]:
-    """The flags of a parsed command as one flat mapping (what `args.json` stores)."""
+    """The flags of a parsed command as one flat mapping (what `args.json` stores); secrets (`--hub_token`,
+    `--api_key`...) are None: they never reach the disk."""
     out: dict[str, Any] = {}
     for group_field in dataclasses.fields(args):
-        out.update(dataclasses.asdict(getattr(args, group_field.name)))
+        group = getattr(args, group_field.name)
+        out.update(dataclasses.asdict(group))
+        for f in dataclasses.fields(group):
+            if f.metadata.get("secret"):
+                out[f.name] = None
     return out

@@ -23,14 +23,14 @@ COMMANDS: dict[str, CommandInfo] = {
     for c in [
         CommandInfo("sft", "swift-train", "supervised fine-tuning: LoRA and the PEFT family, full, freeze, LISA"),
         CommandInfo("pt", "swift-train", "continued pre-training on raw text"),
-        CommandInfo("rlhf", "swift-train", "preference and RL training: DPO, KTO, CPO, SimPO, ORPO, RM, PPO, GKD, GRPO"),
+        CommandInfo("rlhf", "swift-train", "preference and RL training: DPO, KTO, CPO, SimPO, ORPO, RM, GKD, GRPO"),
         CommandInfo("export", "swift-train", "merge LoRA, quantize (GPTQ, AWQ, FP8, bnb), GGUF and Ollama, push to hub"),
         CommandInfo("merge-lora", "swift-train", "merge a LoRA checkpoint into its base model (export --merge_lora true)"),
         CommandInfo("infer", "swift-infer", "chat with a model, or run a dataset through it (pt, vllm, sglang, lmdeploy)"),
         CommandInfo("deploy", "swift-infer", "serve a model over an OpenAI-compatible HTTP API"),
         CommandInfo("eval", "swift-infer", "evaluate a model or a running server with EvalScope"),
-        CommandInfo("rollout", "swift-infer", "serve vLLM rollouts for GRPO training"),
-        CommandInfo("sample", "swift-infer", "sample several responses per prompt and score them"),
+        CommandInfo("rollout", "swift-infer", "serve vLLM rollouts for GRPO training (not built yet)"),
+        CommandInfo("sample", "swift-infer", "sample several responses per prompt and score them (not built yet)"),
         CommandInfo("app", "swift-ui", "a chat web app on a model"),
         CommandInfo("web-ui", "swift-ui", "a web UI for training, inference, evaluation and export"),
     ]

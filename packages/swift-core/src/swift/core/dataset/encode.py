@@ -194,11 +194,22 @@ def plan_bins(lengths: Sequence[int], max_length: int) -> list[list[int]]:
     return bins
 
 
-def pack_dataset(encoded: Dataset, max_length: int, *, num_proc: int = 1) -> Dataset:
-    """Encoded rows packed into bins of at most `max_length` tokens (`pack_rows` per bin), for padding-free training."""
-    import numpy as np
-    from datasets import Dataset
+# A stream is packed in windows of this many rows: bins are planned within a window, so memory stays bounded and
+# the fill is close to packing the whole set (best-fit over 1,000 rows leaves little room in its bins).
+STREAM_PACK_WINDOW = 1000
 
+
+def pack_dataset(encoded: Dataset | IterableDataset, max_length: int, *, num_proc: int = 1,
+                 window: int = STREAM_PACK_WINDOW) -> Dataset | IterableDataset:
+    """Encoded rows packed into bins of at most `max_length` tokens (`pack_rows` per bin), for padding-free training.
+
+    A streamed dataset is packed as it is read, `window` rows at a time."""
+    import numpy as np
+    from datasets import Dataset, IterableDataset
+
+    if isinstance(encoded, IterableDataset):
+        return IterableDataset.from_generator(_pack_stream, gen_kwargs={
+            "encoded": encoded, "max_length": max_length, "window": window})
     if len(encoded) == 0:
         return encoded
     lengths = (_column_array(encoded, "length") if "length" in encoded.column_names
@@ -224,6 +235,21 @@ def pack_dataset(encoded: Dataset, max_length: int, *, num_proc: int = 1) -> Dat
     logger.info("packed %d rows into %d rows of at most %d tokens (%.1f%% filled)", len(encoded), len(packed),
                 max_length, 100.0 * float(lengths.sum()) / (len(packed) * max_length))
     return packed
+
+
+def _pack_stream(encoded: IterableDataset, max_length: int, window: int) -> Iterator[dict[str, Any]]:
+    buffer: list[dict[str, Any]] = []
+
+    def flush() -> Iterator[dict[str, Any]]:
+        for indices in plan_bins([len(row["input_ids"]) for row in buffer], max_length):
+            yield pack_rows([buffer[i] for i in indices])
+        buffer.clear()
+
+    for row in encoded:
+        buffer.append(row)
+        if len(buffer) >= window:
+            yield from flush()
+    yield from flush()
 
 
 def _column_array(dataset: Dataset, name: str) -> np.ndarray:

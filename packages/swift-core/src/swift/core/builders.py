@@ -1,0 +1,116 @@
+"""Builders per argument group: every command turns `ModelArgs`, `TemplateArgs` and `DataArgs` into a model, a
+template and rows through these, so no call site unpacks a group by hand and the defaults that depend on other flags
+(the default max length, what "delete" truncation means) are decided here once.
+
+    model, tokenizer = load_model(args.model)                         # every ModelArgs flag, as given
+    ref, _ = load_model(args.model, model=args.rlhf.ref_model)        # the same flags for another model
+    template = build_template(args.template, tokenizer)
+    train, val = load_rows(args.data)
+    encoded = encode_rows(train, template, args.data, args.template)
+
+Nothing heavy is imported at module level: `check_data_args` runs before torch loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from swift.core.arguments.groups import DataArgs, ModelArgs, TemplateArgs
+
+if TYPE_CHECKING:
+    from datasets import Dataset, IterableDataset
+
+    from swift.core.template import Template
+
+# Rows longer than this are dropped (or cut, with --truncation_strategy left/right) when --max_length is not given.
+DEFAULT_MAX_LENGTH = 2048
+_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
+
+
+def load_model(args: ModelArgs, *, load_model: bool = True, quantization: Any = None, num_labels: int | None = None,
+               **overrides: Any) -> tuple[Any, Any]:
+    """`(model, tokenizer)` for the flags of `args`; `overrides` replace ModelArgs fields (`model=` another id with
+    the same hub flags, `torch_dtype=`, `device_map=`). `model` is None with `load_model=False`."""
+    from swift.core.model.loader import get_model_tokenizer
+    from swift.core.plugins import load_custom_register
+
+    args = dataclasses.replace(args, **overrides)
+    load_custom_register(args.custom_register_path)
+    return get_model_tokenizer(
+        args.model, args.torch_dtype, args.device_map, args.attn_impl, quantization, load_model,
+        model_type=args.model_type, revision=args.model_revision, use_hf=args.use_hf, token=args.hub_token,
+        trust_remote_code=args.trust_remote_code, num_labels=num_labels)
+
+
+def max_length(args: TemplateArgs) -> int:
+    """--max_length, or the default every trainer uses."""
+    return args.max_length or DEFAULT_MAX_LENGTH
+
+
+def drops_long_rows(args: TemplateArgs) -> bool:
+    """--truncation_strategy delete: long rows are filtered out of the dataset, never cut by the template."""
+    return args.truncation_strategy == "delete"
+
+
+def build_template(args: TemplateArgs, tokenizer: Any, *, pretrain: bool = False, **overrides: Any) -> Template:
+    """The template of the flags; `pretrain` puts the loss on every token. `overrides` replace TemplateArgs fields."""
+    from swift.core.template import get_template
+
+    args = dataclasses.replace(args, **overrides)
+    return get_template(
+        args.template, tokenizer, default_system=args.system,
+        max_length=None if drops_long_rows(args) else max_length(args),
+        truncation_strategy=args.truncation_strategy, loss_scale="all" if pretrain else args.loss_scale,
+        enable_thinking=args.enable_thinking)
+
+
+def check_data_args(args: DataArgs) -> list[str]:
+    """Problems with the data flags that need no import: missing files, a bad split ratio (one line each)."""
+    problems = []
+    for spec in [*args.dataset, *args.val_dataset]:
+        path = spec.split("#")[0]
+        looks_local = path.startswith((".", "/", "~")) or path.endswith(_FILE_SUFFIXES)
+        if looks_local and not Path(path).expanduser().exists() and not Path(path.split(":")[0]).expanduser().exists():
+            problems.append(f"--dataset {spec}: no such file or folder")
+    if not 0.0 <= args.split_dataset_ratio < 1.0:
+        problems.append(f"--split_dataset_ratio {args.split_dataset_ratio}: must be within [0, 1)")
+    if args.dataset_num_proc < 1:
+        problems.append(f"--dataset_num_proc {args.dataset_num_proc}: must be at least 1")
+    return problems
+
+
+def load_rows(args: DataArgs, *, require_answer: bool = True) -> tuple[Dataset | IterableDataset, Dataset | None]:
+    """(train, val) rows of --dataset / --val_dataset / --split_dataset_ratio, shuffled with --data_seed unless
+    streamed; a bad file fails in seconds, before any weights load."""
+    from swift.core.dataset import load_dataset
+
+    common = dict(strict=args.strict, seed=args.data_seed, num_proc=args.dataset_num_proc,
+                  require_answer=require_answer)
+    train, val = load_dataset(
+        args.dataset, split_dataset_ratio=0.0 if args.val_dataset else args.split_dataset_ratio,
+        streaming=args.streaming, model_name=args.model_name or None, model_author=args.model_author or None,
+        **common)
+    if args.dataset_shuffle and not args.streaming:
+        train = train.shuffle(seed=args.data_seed)
+    if args.val_dataset:
+        val, _ = load_dataset(args.val_dataset, **common)
+    return train, val
+
+
+def encode_rows(rows: Any, template: Template, data: DataArgs, tmpl: TemplateArgs, *, encode: Any = None,
+                **encode_kwargs: Any) -> Any:
+    """Rows encoded by the template (or by `encode(template, row, **encode_kwargs)`), lazily with --lazy_tokenize;
+    under --truncation_strategy delete the rows over --max_length are dropped (and counted) here."""
+    from swift.core.dataset import encode_dataset
+
+    if rows is None:
+        return None
+    if encode is not None:
+        fn = functools.partial(encode, template, **encode_kwargs)
+    else:
+        fn = functools.partial(template.encode, **encode_kwargs) if encode_kwargs else template.encode
+    return encode_dataset(rows, fn, num_proc=data.dataset_num_proc, lazy=data.lazy_tokenize,
+                          max_length=max_length(tmpl) if drops_long_rows(tmpl) else None)
