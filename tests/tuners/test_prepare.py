@@ -105,7 +105,7 @@ def test_llamapro_adds_identity_blocks(model):
         prepare_model(model, tuner("--train_type", "llamapro", "--llamapro_num_new_blocks", "3"))
 
 
-def test_lisa_switches_layers(model):
+def test_lisa_leaves_every_layer_to_the_optimizer_then_switches(model):
     prepared = prepare_model(model, tuner("--train_type", "lisa", "--lisa_activated_layers", "1"))
     (callback,) = prepared.callbacks
     layers = prepared.model.model.layers
@@ -113,6 +113,9 @@ def test_lisa_switches_layers(model):
     def active() -> list[int]:
         return [i for i, layer in enumerate(layers) if all(p.requires_grad for p in layer.parameters())]
 
+    # The trainer builds its optimizer from the trainable parameters before training begins: every layer is there.
+    assert active() == [0, 1]
+    callback.on_train_begin(None, None, None)
     assert active() == callback.active
     assert len(active()) == 1
     assert prepared.model.model.embed_tokens.weight.requires_grad
@@ -122,6 +125,7 @@ def test_lisa_switches_layers(model):
         assert len(active()) == 1
         seen.add(active()[0])
     assert seen == {0, 1}
+    assert len(callback.history) == 20  # the first draw, then one per interval after step 0
 
 
 def test_unsupported_tuners_say_so(model):

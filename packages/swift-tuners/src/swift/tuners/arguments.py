@@ -7,17 +7,19 @@ from typing import Literal
 
 from swift.core.arguments import arg
 
-TrainType = Literal[
-    "lora", "full", "freeze", "adalora", "ia3", "vera", "boft", "fourierft", "prompt", "prefix", "adapter",
-    "reft", "llamapro", "lisa",
-]
+
+def _train_types() -> dict[str, str | None]:
+    from swift.tuners.registry import tuner_choices
+
+    return tuner_choices()
 
 
 @dataclass
 class TunerArgs:
     """Tuner"""
 
-    train_type: TrainType = arg("lora", "what to train", aliases=["tuner_type"], deprecated=["sft_type"])
+    train_type: str = arg("lora", "what to train (the tuner registry's names)", aliases=["tuner_type"],
+                          deprecated=["sft_type"], choices=_train_types)
     target_modules: list[str] = arg(["all-linear"], "modules to adapt: all-linear, module names, or one regex")
     modules_to_save: list[str] = arg([], "modules trained in full and saved beside the adapter (e.g. lm_head)")
     lora_rank: int = arg(8, "LoRA rank r")
@@ -26,8 +28,10 @@ class TunerArgs:
     lora_bias: Literal["none", "all", "lora_only"] = arg("none", "which biases train")
     use_rslora: bool = arg(False, "rank-stabilised LoRA scaling")
     use_dora: bool = arg(False, "weight-decomposed LoRA (DoRA)")
-    lorap_lr_ratio: float | None = arg(None, "LoRA+: learning-rate ratio of B to A")
-    init_weights: str = arg("true", "LoRA init: true, gaussian, pissa, pissa_niter_N, olora, loftq")
+    lorap_lr_ratio: float | None = arg(None, "LoRA+: the B matrices learn at --learning_rate x this (10-16 is usual)")
+    init_weights: str = arg("true", "LoRA init: true, false, gaussian, pissa, pissa_niter_N, olora, loftq (LoftQ: "
+                                    "CUDA + bitsandbytes, --quant_bits 4|8, --loftq_iter)")
+    loftq_iter: int = arg(1, "LoftQ: alternating quantize / low-rank steps")
     freeze_parameters: list[str] = arg([], "parameter name prefixes to freeze (--train_type freeze/full)")
     freeze_parameters_ratio: float = arg(0.0, "fraction of the bottom layers to freeze")
     trainable_parameters: list[str] = arg([], "parameter name prefixes (or regex) trained even when frozen")

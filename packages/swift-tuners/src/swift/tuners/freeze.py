@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError
 from swift.tuners.arguments import TunerArgs
 
 

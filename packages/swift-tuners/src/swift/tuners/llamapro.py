@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError
 from swift.tuners.freeze import decoder_layers
 
 _OUTPUT_PROJECTIONS = ("o_proj", "down_proj", "dense", "fc2", "out_proj", "c_proj", "w2")

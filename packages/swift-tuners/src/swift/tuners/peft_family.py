@@ -1,14 +1,15 @@
-"""PEFT configs from our flags: LoRA (rsLoRA, DoRA, PiSSA/OLoRA init), AdaLoRA, IA3, VeRA, BOFT, FourierFT, prompt and
-prefix tuning. Each builder takes the tuner flags and the model and returns a `peft.PeftConfig`."""
+"""PEFT configs from our flags: LoRA (rsLoRA, DoRA, PiSSA/OLoRA/LoftQ init), AdaLoRA, IA3, VeRA, BOFT, FourierFT,
+prompt and prefix tuning. Each builder takes the tuner flags, the model and the run's `TunerContext` and returns a
+`peft.PeftConfig` (the registry entries in `builtin.py` wrap them)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError
 from swift.tuners.arguments import TunerArgs
+from swift.tuners.registry import TunerContext
 from swift.tuners.targets import linear_module_names, resolve_target_modules
 
 
@@ -32,20 +33,50 @@ def _init_weights(value: str) -> bool | str:
     raise ConfigError(f"--init_weights {value!r}: use true, false, gaussian, pissa, pissa_niter_N, olora or loftq")
 
 
-def lora_config(args: TunerArgs, model: Any):
+def lora_config(args: TunerArgs, model: Any, context: TunerContext):
     from peft import LoraConfig
 
+    init = _init_weights(args.init_weights)
+    loftq = None
+    if init == "loftq":
+        from peft import LoftQConfig
+
+        loftq = LoftQConfig(loftq_bits=args.quant_bits or 4, loftq_iter=args.loftq_iter)
     return LoraConfig(
         task_type=task_type(model), r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         target_modules=resolve_target_modules(args.target_modules), modules_to_save=args.modules_to_save or None,
-        bias=args.lora_bias, use_rslora=args.use_rslora, use_dora=args.use_dora,
-        init_lora_weights=_init_weights(args.init_weights),
+        bias=args.lora_bias, use_rslora=args.use_rslora, use_dora=args.use_dora, init_lora_weights=init,
+        loftq_config=loftq or {},
     )
 
 
-def adalora_config(args: TunerArgs, model: Any, *, total_step: int | None = None):
+def check_init_weights(args: TunerArgs) -> list[str]:
+    """--init_weights problems that show before the model loads (peft computes LoftQ on CUDA with bitsandbytes)."""
+    try:
+        init = _init_weights(args.init_weights)
+    except ConfigError as e:
+        return [str(e)]
+    if init != "loftq":
+        return []
+    import importlib.util
+
+    import torch
+
+    problems = []
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        problems.append("--init_weights loftq: peft computes LoftQ's quantization on a CUDA GPU with bitsandbytes; "
+                        "this machine has " + ("no CUDA GPU" if not torch.cuda.is_available() else "no bitsandbytes"))
+    if args.quant_bits not in (None, 4, 8):
+        problems.append(f"--init_weights loftq --quant_bits {args.quant_bits}: LoftQ quantizes to 4 or 8 bits")
+    if args.loftq_iter < 1:
+        problems.append(f"--loftq_iter {args.loftq_iter}: must be at least 1")
+    return problems
+
+
+def adalora_config(args: TunerArgs, model: Any, context: TunerContext):
     from peft import AdaLoraConfig
 
+    total_step = context.total_steps
     if not total_step:
         raise ConfigError("--train_type adalora needs the number of training steps (set --max_steps or epochs)")
     return AdaLoraConfig(
@@ -55,7 +86,7 @@ def adalora_config(args: TunerArgs, model: Any, *, total_step: int | None = None
     )
 
 
-def ia3_config(args: TunerArgs, model: Any):
+def ia3_config(args: TunerArgs, model: Any, context: TunerContext):
     from peft import IA3Config
 
     names = linear_module_names(model)
@@ -67,7 +98,7 @@ def ia3_config(args: TunerArgs, model: Any):
                      modules_to_save=args.modules_to_save or None)
 
 
-def vera_config(args: TunerArgs, model: Any):
+def vera_config(args: TunerArgs, model: Any, context: TunerContext):
     from peft import VeraConfig
 
     return VeraConfig(task_type=task_type(model), r=max(args.lora_rank, 32),
@@ -75,7 +106,7 @@ def vera_config(args: TunerArgs, model: Any):
                       modules_to_save=args.modules_to_save or None)
 
 
-def boft_config(args: TunerArgs, model: Any):
+def boft_config(args: TunerArgs, model: Any, context: TunerContext):
     from peft import BOFTConfig
 
     return BOFTConfig(task_type=task_type(model), boft_block_size=4, boft_n_butterfly_factor=1,
@@ -83,7 +114,7 @@ def boft_config(args: TunerArgs, model: Any):
                       modules_to_save=args.modules_to_save or None)
 
 
-def fourierft_config(args: TunerArgs, model: Any):
+def fourierft_config(args: TunerArgs, model: Any, context: TunerContext):
     from peft import FourierFTConfig
 
     return FourierFTConfig(task_type=task_type(model), n_frequency=1000,
@@ -91,13 +122,13 @@ def fourierft_config(args: TunerArgs, model: Any):
                            modules_to_save=args.modules_to_save or None)
 
 
-def prompt_config(args: TunerArgs, model: Any):
+def prompt_config(args: TunerArgs, model: Any, context: TunerContext):
     from peft import PromptTuningConfig
 
     return PromptTuningConfig(task_type=task_type(model), num_virtual_tokens=args.lora_rank * 2)
 
 
-def prefix_config(args: TunerArgs, model: Any):
+def prefix_config(args: TunerArgs, model: Any, context: TunerContext):
     from peft import PrefixTuningConfig
 
     return PrefixTuningConfig(task_type=task_type(model), num_virtual_tokens=args.lora_rank * 2)
@@ -111,9 +142,3 @@ def _same_shape_targets(args: TunerArgs, model: Any) -> list[str] | str:
     names = linear_module_names(model)
     attention = [n for n in ("q_proj", "v_proj") if n in names]
     return attention or names
-
-
-BUILDERS: dict[str, Callable[..., Any]] = {
-    "lora": lora_config, "adalora": adalora_config, "ia3": ia3_config, "vera": vera_config, "boft": boft_config,
-    "fourierft": fourierft_config, "prompt": prompt_config, "prefix": prefix_config,
-}

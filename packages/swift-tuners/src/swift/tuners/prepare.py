@@ -6,10 +6,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from swift.core.errors import ConfigError, MissingBackendError
+from swift.core import ConfigError, MissingBackendError
 from swift.tuners.arguments import TunerArgs
-from swift.tuners.freeze import apply_freeze, only_train
-from swift.tuners.peft_family import BUILDERS
+from swift.tuners.registry import Tuned, TunerContext, TunerMeta, get_tuner
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +16,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class PreparedModel:
     model: Any
+    meta: TunerMeta
     callbacks: list[Any] = field(default_factory=list)  # trainer callbacks the tuner needs (LISA)
+    lr_ratios: dict[str, float] = field(default_factory=dict)  # parameter-name substring -> learning-rate factor
     trainable: int = 0
     total: int = 0
 
@@ -36,56 +37,47 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
-def prepare_model(model: Any, args: TunerArgs, *, total_steps: int | None = None, seed: int = 42) -> PreparedModel:
-    """Apply the tuner of `args.train_type` to `model` and log what trains (count and %)."""
-    kind = args.train_type
-    callbacks: list[Any] = []
+def check_tuner_args(args: TunerArgs) -> list[str]:
+    """Tuner flag problems that show before the model loads, one line each."""
+    from swift.tuners.peft_family import check_init_weights
+
+    problems = []
+    try:
+        meta = get_tuner(args.train_type)
+        if meta.not_built:
+            problems.append(f"--train_type {args.train_type}: not built yet ({meta.not_built})")
+    except ConfigError as e:
+        problems.append(str(e))
+    if args.lora_rank < 1:
+        problems.append(f"--lora_rank {args.lora_rank}: must be at least 1")
+    if args.lorap_lr_ratio is not None and args.lorap_lr_ratio <= 0:
+        problems.append(f"--lorap_lr_ratio {args.lorap_lr_ratio}: must be positive")
+    if args.train_type == "lora":
+        problems += check_init_weights(args)
     if args.quant_method is not None:
-        _check_quantized_base(model, args)
-    if kind in BUILDERS:
-        from peft import get_peft_model
-
-        builder = BUILDERS[kind]
-        config = builder(args, model, total_step=total_steps) if kind == "adalora" else builder(args, model)
-        model = get_peft_model(model, config)
-        from swift.tuners.dropout import speed_up_lora_dropout
-
-        speed_up_lora_dropout(model)
-        if args.trainable_parameters:
-            for name, parameter in model.named_parameters():
-                if any(name.startswith(p) or p in name for p in args.trainable_parameters):
-                    parameter.requires_grad_(True)
-    elif kind in ("full", "freeze"):
-        model = apply_freeze(model, args)
-    elif kind == "llamapro":
-        from swift.tuners.llamapro import expand_blocks
-
-        new = expand_blocks(model, args.llamapro_num_new_blocks)
-        from swift.tuners.freeze import decoder_layers
-
-        _, path = decoder_layers(model)
-        only_train(model, [f"{path}.{i}." for i in new] + list(args.trainable_parameters))
-    elif kind == "lisa":
-        from swift.tuners.lisa import make_lisa_callback
-
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
-        callbacks.append(make_lisa_callback(model, args.lisa_activated_layers, args.lisa_step_interval, seed))
-    elif kind == "reft":
         try:
-            import pyreft  # noqa: F401
-        except ImportError as e:
-            raise MissingBackendError("pyreft", extra="pyreft") from e
-        raise ConfigError("--train_type reft: pyreft is installed, but Swift does not drive it yet")
-    elif kind == "adapter":
-        raise ConfigError("--train_type adapter (bottleneck adapters) is not supported yet; lora or ia3 are close")
-    else:
-        raise ConfigError(f"--train_type {kind!r} is unknown")
-    trainable, total = count_parameters(model)
+            quantization_config(args)
+        except (ConfigError, MissingBackendError) as e:
+            problems.append(str(e))
+    return problems
+
+
+def prepare_model(model: Any, args: TunerArgs, *, total_steps: int | None = None, seed: int = 42) -> PreparedModel:
+    """Apply the registered tuner of `args.train_type` to `model` and log what trains (count and %)."""
+    meta = get_tuner(args.train_type)
+    if meta.apply is None:
+        raise ConfigError(f"--train_type {meta.name}: not built yet ({meta.not_built})")
+    if args.quant_method is not None:
+        _check_quantized_base(model, args, meta)
+    if args.lorap_lr_ratio is not None and args.train_type != "lora":
+        raise ConfigError(f"--lorap_lr_ratio is LoRA+: it needs --train_type lora, not {args.train_type}")
+    result = meta.apply(model, args, TunerContext(total_steps=total_steps, seed=seed))
+    tuned = result if isinstance(result, Tuned) else Tuned(result)
+    trainable, total = count_parameters(tuned.model)
     if trainable == 0:
-        raise ConfigError(f"--train_type {kind}: nothing would train; check --target_modules / --freeze_parameters")
-    prepared = PreparedModel(model, callbacks, trainable, total)
-    logger.info("--train_type %s: %s", kind, prepared.summary)
+        raise ConfigError(f"--train_type {meta.name}: nothing would train; check --target_modules / --freeze_parameters")
+    prepared = PreparedModel(tuned.model, meta, tuned.callbacks, tuned.lr_ratios, trainable, total)
+    logger.info("--train_type %s: %s", meta.name, prepared.summary)
     return prepared
 
 
@@ -112,8 +104,8 @@ def quantization_config(args: TunerArgs) -> Any:
                               bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-def _check_quantized_base(model: Any, args: TunerArgs) -> None:
-    if args.train_type not in BUILDERS:
+def _check_quantized_base(model: Any, args: TunerArgs, meta: TunerMeta) -> None:
+    if meta.full_weights:
         raise ConfigError(f"--quant_method {args.quant_method} (QLoRA) needs an adapter --train_type, not {args.train_type}")
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         from peft import prepare_model_for_kbit_training
