@@ -99,7 +99,7 @@ def test_bf16_under_deepspeed_is_autocast_with_fp32_weights(tmp_path):
 
 
 def test_srun_tasks_get_torch_ranks(monkeypatch):
-    from swift.train.launch import _first_host, slurm_worker_env
+    from swift.core.run.launch import _first_host, slurm_worker_env
 
     for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)

@@ -1,6 +1,6 @@
 """swift.train: `swift sft`, `pt`, `rlhf` and `export` on transformers, trl, DeepSpeed and FSDP (names load lazily)."""
 
-from swift.core.lazy import lazy_exports
+from swift.core import lazy_exports
 
 _EXPORTS = {
     "SftArguments": "swift.train.arguments",

@@ -9,7 +9,19 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from swift.core.arguments import DataArgs, ModelArgs, TemplateArgs, arg
-from swift.tuners.arguments import TunerArgs
+from swift.tuners import TunerArgs
+
+
+def _rlhf_types() -> dict[str, str | None]:
+    from swift.train.rlhf.registry import method_choices
+
+    return method_choices()
+
+
+def _reward_funcs() -> dict[str, None]:
+    from swift.train.rlhf.rewards import reward_choices
+
+    return reward_choices()
 
 
 @dataclass
@@ -37,7 +49,8 @@ class TrainArgs:
     gradient_checkpointing: bool = arg(True, "recompute activations in the backward pass to save memory")
     logging_steps: int = arg(5, "log metrics every N steps")
     save_steps: int = arg(500, "checkpoint every N steps")
-    save_total_limit: int | None = arg(None, "keep at most N checkpoints (the best and the last are kept)")
+    save_total_limit: int | None = arg(None, "keep only the N newest checkpoints (older ones are deleted as new ones "
+                                             "are written)")
     eval_steps: int | None = arg(None, "evaluate every N steps (default: --save_steps)")
     save_only_model: bool = arg(False, "checkpoints without optimizer state (cannot resume exactly)")
     resume_from_checkpoint: str | None = arg(None, "checkpoint directory to continue from exactly")
@@ -56,8 +69,7 @@ class TrainArgs:
 class RlhfArgs:
     """RLHF"""
 
-    rlhf_type: Literal["dpo", "kto", "cpo", "simpo", "orpo", "rm", "ppo", "gkd", "grpo"] = arg(
-        "dpo", "preference / RL method")
+    rlhf_type: str = arg("dpo", "preference / RL method (the method registry's names)", choices=_rlhf_types)
     ref_model: str | None = arg(None, "reference model (default: the base without the adapter)")
     reward_model: list[str] = arg([], "reward model(s) for PPO / GRPO")
     teacher_model: str | None = arg(None, "teacher model for GKD")
@@ -81,11 +93,14 @@ class RlhfArgs:
     seq_kd: bool = arg(False, "GKD: also train on the teacher's generations (sequence-level KD)")
     epsilon: float = arg(0.2, "GRPO / PPO clip range")
     num_iterations: int = arg(1, "GRPO updates per batch of rollouts")
-    reward_funcs: list[str] = arg([], "GRPO reward functions: accuracy, format, cosine, repetition, soft_overlong")
+    reward_funcs: list[str] = arg([], "GRPO reward functions (built in, or registered by --external_plugins)",
+                                  choices=_reward_funcs)
     reward_weights: list[float] = arg([], "weights of --reward_funcs")
-    external_plugins: list[str] = arg([], "python files registering reward functions or models")
-    use_vllm: bool = arg(False, "GRPO rollouts on vLLM")
-    vllm_mode: Literal["colocate", "server"] = arg("colocate", "vLLM in this process or a `swift rollout` server")
+    external_plugins: list[str] = arg([], "python files registering reward functions, methods or models (run "
+                                          "before the other flags are checked)", plugin=True)
+    use_vllm: bool = arg(False, "GRPO rollouts on vLLM (not built yet: refused; rollouts run on the PyTorch engine)")
+    vllm_mode: Literal["colocate", "server"] = arg("colocate", "vLLM in this process or a `swift rollout` server "
+                                                               "(not built yet)")
 
 
 @dataclass

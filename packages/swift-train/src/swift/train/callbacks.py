@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from swift.train.plot import plot_losses
+from swift.core.run import plot_losses
 
 
 def peak_rss_gib() -> float:

@@ -1,51 +1,76 @@
 """Entry points of `swift sft|pt|rlhf|export|merge-lora` (registered under `swift.commands`).
 
-Each takes a parsed arguments dataclass or flag strings; only light modules are imported before the work starts.
+Each takes a parsed arguments dataclass or flag strings. Flags and files are checked first, with nothing heavy
+imported (a wrong path is reported in about a second); then the command relaunches itself under torchrun / srun /
+Ray when asked to, and only then imports the training stack.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from swift.core.cli.main import run_command
-from swift.core.cli.runner import resolve_args
+from swift.core.cli import resolve_args, run_command
 from swift.train.arguments import ExportArguments, PtArguments, RlhfArguments, SftArguments
-from swift.train.launch import relaunch_under_torchrun
 
 
 def sft_main(args: SftArguments | Sequence[str] | None = None):
-    parsed = resolve_args(SftArguments, args, prog="swift sft")  # flags are checked before any process starts
-    if not isinstance(args, SftArguments) and (
-            code := relaunch_under_torchrun("sft", _argv(args), parsed=parsed)) is not None:
-        return code
-    from swift.train.sft import run_sft
+    from swift.train.recipe import check_args
 
-    return run_sft(parsed)
+    parsed = resolve_args(SftArguments, args, prog="swift sft")
+    check_args(parsed)
+
+    def work(parsed: SftArguments):
+        from swift.train.sft import run_sft
+
+        return run_sft(parsed)
+
+    return _launch("sft", args, parsed, work)
 
 
 def pt_main(args: PtArguments | Sequence[str] | None = None):
+    from swift.train.recipe import check_args
+
     parsed = resolve_args(PtArguments, args, prog="swift pt")
-    if not isinstance(args, PtArguments) and (
-            code := relaunch_under_torchrun("pt", _argv(args), parsed=parsed)) is not None:
-        return code
-    from swift.train.sft import run_sft
+    check_args(parsed)
 
-    return run_sft(parsed, pretrain=True)
+    def work(parsed: PtArguments):
+        from swift.train.sft import run_sft
 
+        return run_sft(parsed, pretrain=True)
 
-def _argv(args: Sequence[str] | None) -> list[str]:
-    return list(sys.argv[1:] if args is None else args)
+    return _launch("pt", args, parsed, work)
 
 
 def rlhf_main(args: RlhfArguments | Sequence[str] | None = None):
-    parsed = resolve_args(RlhfArguments, args, prog="swift rlhf")
-    if not isinstance(args, RlhfArguments) and (
-            code := relaunch_under_torchrun("rlhf", _argv(args), parsed=parsed)) is not None:
-        return code
-    from swift.train.rlhf import run_rlhf
+    from swift.train.rlhf.run import check_rlhf_args
 
-    return run_rlhf(parsed)
+    parsed = resolve_args(RlhfArguments, args, prog="swift rlhf")
+    check_rlhf_args(parsed)
+
+    def work(parsed: RlhfArguments):
+        from swift.train.rlhf import run_rlhf
+
+        return run_rlhf(parsed)
+
+    return _launch("rlhf", args, parsed, work)
+
+
+def _launch(command: str, args: Any, parsed: Any, work: Callable[[Any], Any]):
+    """Run `work(parsed)` here, or start the processes that will: Ray Train workers (--use_ray), torchrun
+    (NPROC_PER_NODE) or this task's rank of a multi-task srun. Python API callers (a parsed dataclass) run here."""
+    if parsed.train.use_ray:
+        from swift.train.ray_launch import run_with_ray
+
+        return run_with_ray(COMMANDS[command], parsed)
+    if not isinstance(args, type(parsed)):
+        from swift.core.run import relaunch_under_torchrun
+
+        argv = list(sys.argv[1:] if args is None else args)
+        if (code := relaunch_under_torchrun(command, argv, module="swift.train.cli")) is not None:
+            return code
+    return work(parsed)
 
 
 def export_main(args: ExportArguments | Sequence[str] | None = None):

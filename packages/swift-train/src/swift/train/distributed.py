@@ -16,9 +16,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from swift.core import env
-from swift.core.errors import SwiftError
-from swift.train.run_dir import write_json_atomic
+from swift.core import SwiftError, env
+from swift.core.run import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

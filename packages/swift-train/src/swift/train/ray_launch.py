@@ -11,17 +11,18 @@ import copy
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from swift.core import env
-from swift.core.errors import ConfigError, SwiftError, require_backend
+from swift.core import ConfigError, SwiftError, env, require_backend
 
 logger = logging.getLogger(__name__)
 
 
-def run_with_ray(command: str, parsed: Any) -> int:
-    """Run `swift <command>` with the parsed arguments on Ray Train workers; 0 when every worker finished."""
+def run_with_ray(command: Callable[[Any], Any], parsed: Any) -> int:
+    """Run a command's entry (`sft_main`...) with the parsed arguments on Ray Train workers; 0 when every worker
+    finished. Each worker calls `command(parsed)` (Ray pickles the function by reference)."""
     ray = require_backend("ray", extra="swift-train[ray]")
     require_backend("ray.train", extra="swift-train[ray]")
     import torch
@@ -48,7 +49,7 @@ def run_with_ray(command: str, parsed: Any) -> int:
             trainer = TorchTrainer(
                 _train_worker, train_loop_config={"command": command, "args": worker_args},
                 scaling_config=scaling, torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-                run_config=RunConfig(name=f"swift-{command}", storage_path=storage))
+                run_config=RunConfig(name=f"swift-{command.__name__}", storage_path=storage))
             logger.info("Ray Train: %d worker(s), %s, %d CPU(s) each", workers, "GPU" if use_gpu else "CPU", cpus)
             try:
                 result = trainer.fit()
@@ -78,8 +79,6 @@ def _train_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: the command's own function, as under torchrun."""
     import ray.train
 
-    from swift.train.cli import COMMANDS
-
-    result = COMMANDS[config["command"]](config["args"])
+    result = config["command"](config["args"])
     run_dir = getattr(result, "run_dir", None)
     ray.train.report({"run_dir": str(run_dir) if isinstance(run_dir, Path) else run_dir})

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from swift.core.errors import ConfigError, MissingBackendError
+from swift.core import ConfigError, MissingBackendError
 
 PRESETS = Path(__file__).parent / "presets"
 DEEPSPEED_PRESETS = ("zero0", "zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")

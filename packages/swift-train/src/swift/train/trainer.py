@@ -1,77 +1,52 @@
-"""`SwiftTrainer`: transformers.Trainer with atomic checkpoints, args.json in each, and token counting.
+"""`SwiftTrainer`: transformers.Trainer with atomic checkpoints (args.json in each), token counting, the tuner's
+per-parameter learning rates (LoRA+), and a causal-LM loss that computes logits only where a label is.
 
-`SwiftTrainerMixin` carries those behaviours onto any Trainer subclass (trl's DPO/KTO/GRPO... trainers in rlhf).
+`SwiftTrainerMixin` carries those behaviours onto any Trainer subclass (trl's DPO/KTO/GRPO... trainers in rlhf). The
+overrides of upstream internals it needs live in `swift.train.compat`; here only documented override points are used.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from transformers import Trainer
-from transformers.trainer_utils import rotate_checkpoints
 
-from swift.train.run_dir import ARGS_FILE, write_json_atomic
-
-STAGING = ".checkpoint-staging"
+from swift.train.compat import AtomicCheckpoints, FsdpOnCpu
 
 
-class SwiftTrainerMixin:
-    """Atomic checkpoints with args.json in each, and a count of the real (non-padding) tokens trained on."""
+class SwiftTrainerMixin(AtomicCheckpoints, FsdpOnCpu):
+    """Checkpoints, token counts and learning-rate factors for any transformers / trl trainer."""
 
-    def __init__(self, *args: Any, swift_args: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self.swift_args = swift_args or {}
+    def __init__(self, *args: Any, lr_ratios: Mapping[str, float] | None = None, **kwargs: Any) -> None:
         self.tokens_seen = 0
-        self._staging: Path | None = None
+        self.lr_ratios = dict(lr_ratios or {})  # parameter-name substring -> factor on the learning rate (LoRA+)
         super().__init__(*args, **kwargs)
-
-    def create_accelerator_and_postprocess(self) -> None:
-        super().create_accelerator_and_postprocess()
-        from swift.train.distributed import enable_fsdp_on_cpu
-
-        if enable_fsdp_on_cpu(self.accelerator, self.args):  # else FSDP on CPU silently trains as DDP
-            self.is_fsdp_enabled = True
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.tokens_seen += count_tokens(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
 
-    def _get_output_dir(self, trial) -> str:
-        return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
+    def create_optimizer(self, model=None):
+        """transformers' optimizer, with the parameters of each `lr_ratios` entry in groups of their own at
+        lr x factor (the scheduler then scales every group alike)."""
+        optimizer = super().create_optimizer(model)
+        if self.lr_ratios:
+            names = {id(p): n for n, p in (self.model if model is None else model).named_parameters()}
+            split_by_ratio(optimizer, names, self.lr_ratios)
+        return optimizer
 
-    def _save_checkpoint(self, model, trial) -> None:
-        """Write the checkpoint into a staging folder, then rename it into place: a kill mid-save never leaves a
-        half-written checkpoint-N that a resume would trust."""
-        run_dir = Path(self.args.output_dir)
-        self._staging = run_dir / STAGING
-        if self.args.should_save:
-            shutil.rmtree(self._staging, ignore_errors=True)
-        self.accelerator.wait_for_everyone()  # no rank writes into the staging folder before it is emptied
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            staged, self._staging = run_dir / STAGING / f"checkpoint-{self.state.global_step}", None
-        # every rank's files (its rng_state_<rank>.pth, its ZeRO / FSDP shards) are written before the rename
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            final = run_dir / staged.name
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(staged, final)
-            shutil.rmtree(run_dir / STAGING, ignore_errors=True)
-            if self.state.best_model_checkpoint and STAGING in self.state.best_model_checkpoint:
-                self.state.best_model_checkpoint = str(final)
-            self.state.save_to_json(str(final / "trainer_state.json"))
-            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
 
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        super().save_model(output_dir, _internal_call)
-        if self.args.should_save and self.swift_args:
-            write_json_atomic(Path(output_dir or self.args.output_dir) / ARGS_FILE, self.swift_args)
+def split_by_ratio(optimizer: Any, names: Mapping[int, str], ratios: Mapping[str, float]) -> None:
+    """Move every parameter whose name contains a key of `ratios` into a copy of its group at lr x ratio."""
+    for group in list(optimizer.param_groups):
+        for key, ratio in ratios.items():
+            moved = [p for p in group["params"] if key in names.get(id(p), "")]
+            if not moved:
+                continue
+            group["params"] = [p for p in group["params"] if all(p is not m for m in moved)]
+            optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"}, "params": moved,
+                                       "lr": group["lr"] * ratio})
 
 
 def count_tokens(inputs: Any) -> int:
@@ -93,9 +68,11 @@ def count_tokens(inputs: Any) -> int:
 class SwiftTrainer(SwiftTrainerMixin, Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Causal-LM loss with logits only where a label is: the output head (vocab-sized matmul and softmax) skips
-        prompt and padding positions, which saves compute and the largest activation of small models."""
+        prompt and padding positions, which saves compute and the largest activation of small models. With
+        --use_liger_kernel the model gets the labels instead: Liger's fused linear cross-entropy never builds the
+        logits at all."""
         labels = inputs.get("labels")
-        if labels is None or return_outputs or labels.dim() != 2:
+        if labels is None or return_outputs or labels.dim() != 2 or self.args.use_liger_kernel:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         import torch
         import torch.nn.functional as F

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from swift.core.errors import ConfigError, MissingBackendError
+from swift.core import ConfigError, MissingBackendError
 
 
 def bnb_config(bits: int) -> Any:

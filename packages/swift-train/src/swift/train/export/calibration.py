@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError
 from swift.train.arguments import ExportArguments
 
 # Held out from every calibration set: what quant_report.json measures on when --dataset leaves no rows over.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from swift.core.errors import MissingBackendError
+from swift.core import MissingBackendError
 from swift.train.export.quantize import QuantSpec, quantized_linears
 
 _FP8_MAX = 448.0  # largest finite float8_e4m3fn

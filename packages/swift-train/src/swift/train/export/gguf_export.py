@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError
 
 logger = logging.getLogger(__name__)
 

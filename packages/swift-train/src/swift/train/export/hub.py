@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from swift.core import env
-from swift.core.errors import ConfigError, SwiftError
+from swift.core import ConfigError, SwiftError, env
 
 logger = logging.getLogger(__name__)
 

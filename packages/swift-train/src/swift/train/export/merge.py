@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError
+from swift.core.run import ARGS_FILE, model_folder_name, read_args, write_json_atomic
 from swift.train.arguments import ExportArguments
-from swift.train.run_dir import ARGS_FILE, model_folder_name, read_args, write_json_atomic
 
 logger = logging.getLogger(__name__)
 

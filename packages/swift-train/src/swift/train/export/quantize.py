@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError
 
 logger = logging.getLogger(__name__)
 

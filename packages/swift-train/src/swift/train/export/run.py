@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swift.core import env
-from swift.core.errors import ConfigError
+from swift.core import ConfigError, env
+from swift.core.run import model_folder_name
 from swift.train.arguments import ExportArguments
 from swift.train.export.merge import (
     Source,
@@ -20,7 +20,6 @@ from swift.train.export.merge import (
     merge_lora,
     save_atomic,
 )
-from swift.train.run_dir import model_folder_name
 
 logger = logging.getLogger(__name__)
 

@@ -19,18 +19,33 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError, DuplicateNameError
 
 RewardFunc = Callable[..., list[float | None]]
 REWARDS: dict[str, RewardFunc] = {}
 
 
-def register_reward(name: str) -> Callable[[RewardFunc], RewardFunc]:
+def register_reward(name: str, *, replace: bool = False) -> Callable[[RewardFunc], RewardFunc]:
+    """Decorator: register `func` as the reward function `--reward_funcs name`."""
+
     def decorate(func: RewardFunc) -> RewardFunc:
+        if name in REWARDS and REWARDS[name] is not func and not replace:
+            raise DuplicateNameError(f"reward function {name!r} exists; pass replace=True to override it")
         REWARDS[name] = func
         return func
 
     return decorate
+
+
+def reward_choices() -> dict[str, None]:
+    """`--reward_funcs` choices: the registered names (built in, or from a plugin file)."""
+    return dict.fromkeys(REWARDS)
+
+
+def reward_problems(names: list[str]) -> list[str]:
+    known = ", ".join(sorted(REWARDS))
+    return [f"--reward_funcs {name}: unknown reward function (known: {known}; add your own with --external_plugins "
+            "file.py)" for name in names if name not in REWARDS]
 
 
 def completion_text(completion: Any) -> str:
@@ -175,12 +190,11 @@ LENGTH_AWARE = ("cosine", "soft_overlong")
 
 def resolve_rewards(names: list[str], *, max_completion_length: int) -> list[RewardFunc]:
     """The reward functions named by --reward_funcs (built-in or registered by a plugin), each with its name."""
+    problems = reward_problems(names)
+    if problems:
+        raise ConfigError("\n".join(problems))
     funcs = []
     for name in names:
-        if name not in REWARDS:
-            known = ", ".join(sorted(REWARDS))
-            raise ConfigError(f"--reward_funcs {name}: unknown reward function (known: {known}; add your own with "
-                              "--external_plugins file.py)")
         extra = {"max_length": max_completion_length} if name in LENGTH_AWARE else {}
         funcs.append(_named(REWARDS[name], name, extra))
     return funcs

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 def pt_engine_available() -> bool:
     try:
-        import swift.infer.engine.pt.scheduler  # noqa: F401
+        from swift.infer.engine import PtGenerator  # noqa: F401
     except ImportError:
         return False
     return True
@@ -45,8 +45,7 @@ class PtRollout:
     def __call__(self, prompts: list, trainer: Any) -> dict[str, Any]:
         from trl.models.utils import unwrap_model_for_generation
 
-        from swift.infer.engine.pt.scheduler import PtGenerator
-        from swift.infer.engine.types import GenerationRequest, SamplingParams
+        from swift.infer.engine import GenerationRequest, PtGenerator, SamplingParams
 
         tokenizer = trainer.processing_class
         prompt_ids = [self.template.encode({"messages": prompt})["input_ids"] for prompt in prompts]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError
 
 IGNORE = -100
 

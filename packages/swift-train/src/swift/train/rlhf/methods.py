@@ -1,0 +1,246 @@
+"""The built-in `--rlhf_type` methods, one `register_method` each, on trl's trainers.
+
+| rlhf_type | trl trainer | rows |
+|---|---|---|
+| dpo | DPOTrainer (`--loss_type` sigmoid, ipo, hinge, robust...; `--rpo_alpha` adds the NLL term) | preference |
+| cpo, simpo | CPOTrainer (simpo: loss_type simpo, `--simpo_gamma`, `--cpo_alpha`) | preference |
+| orpo | ORPOTrainer | preference |
+| kto | KTOTrainer (`--desirable_weight`, `--undesirable_weight`) | messages + label |
+| rm | RewardTrainer on a sequence-classification head | preference |
+| gkd | GKDTrainer with `--teacher_model` | messages |
+| grpo | GRPOTrainer, rollouts on swift-infer's PyTorch engine, `--reward_funcs` | prompts (+ columns) |
+
+With LoRA the reference model is the base with the adapter switched off (trl does that): no second copy. To add a
+method: write its `build(run)` (most offline methods are one `train_on(...)` call) and register it below.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from swift.train.recipe import check_not_empty, encode, prepare_tuner, total_steps, trainer_kwargs, training_arguments
+from swift.train.rlhf import layouts
+from swift.train.rlhf.registry import RlhfMethod, register_method
+
+if TYPE_CHECKING:
+    from swift.train.arguments import RlhfArguments
+    from swift.train.recipe import Run
+
+logger = logging.getLogger(__name__)
+
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+CPO_LOSSES = ("sigmoid", "hinge", "ipo", "simpo", "alphapo")
+GRPO_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
+
+
+def beta(run: Run) -> float:
+    from swift.train.rlhf.registry import get_method
+
+    rlhf = run.args.rlhf
+    return rlhf.beta if rlhf.beta is not None else get_method(rlhf.rlhf_type).default_beta
+
+
+def encode_pairs(run: Run, row_fn: Any) -> tuple[Any, Any]:
+    """Rows of `row_fn(template, row)`; rows whose answer did not survive truncation are dropped."""
+    train = encode(run, run.train_rows, row_fn)
+    val = encode(run, run.val_rows, row_fn)
+    if not run.args.data.streaming:
+        train = train.filter(layouts.has_answer)
+        val = None if val is None else val.filter(layouts.has_answer)
+    check_not_empty(run, train)
+    return train, val
+
+
+def train_on(run: Run, row_fn: Any, config_cls: type, trainer_cls: type, config: dict[str, Any],
+             **extra: Any) -> tuple[Any, int]:
+    """The path every offline method shares: encode rows with `row_fn`, apply the tuner, build trl's config (our
+    training flags + `config`) and the trainer (with `extra`: ref/teacher model, collator)."""
+    train, val = encode_pairs(run, row_fn)
+    steps = total_steps(run.args, None if run.args.data.streaming else len(train))
+    prepare_tuner(run, steps)
+    args = training_arguments(run, steps, config_cls=config_cls, has_eval=val is not None, dataset_num_proc=None,
+                              **config)
+    trainer = trainer_cls(model=run.model, args=args, train_dataset=train, eval_dataset=val,
+                          processing_class=run.tokenizer, **trainer_kwargs(run), **extra)
+    return trainer, 0 if run.args.data.streaming else len(train)
+
+
+def load_frozen(run: Run, model_id: str, **overrides: Any) -> Any:
+    """A reference, teacher or reward model with the policy's dtype, device, attention and hub flags, frozen (its
+    own id: the policy's --model_type and --model_revision do not apply to it)."""
+    from swift.core import load_model
+
+    model, tokenizer = load_model(run.args.model, model=model_id, model_type=None, model_revision=None, **overrides)
+    return model.eval().requires_grad_(False), tokenizer
+
+
+def ref_model(run: Run) -> Any:
+    """--ref_model, loaded frozen; None lets trl use the base without the adapter (LoRA) or a frozen copy (full)."""
+    return load_frozen(run, run.args.rlhf.ref_model)[0] if run.args.rlhf.ref_model else None
+
+
+def build_dpo(run: Run) -> tuple[Any, int]:
+    from trl import DPOConfig, DPOTrainer
+
+    from swift.train.rlhf.trainers import swift_trainer
+
+    rlhf = run.args.rlhf
+    losses = list(rlhf.loss_type) or ["sigmoid"]
+    weights = None
+    if rlhf.rpo_alpha is not None:  # RPO: the DPO loss plus rpo_alpha x the NLL of the chosen answer
+        weights = [1.0] * len(losses) + [rlhf.rpo_alpha]
+        losses.append("sft")
+    return train_on(run, layouts.preference_row, DPOConfig, swift_trainer(DPOTrainer),
+                    dict(beta=beta(run), loss_type=losses, loss_weights=weights, max_length=run.max_length),
+                    ref_model=ref_model(run))
+
+
+def build_paired(run: Run) -> tuple[Any, int]:
+    """CPO, SimPO (CPO with loss_type simpo) and ORPO: trl's paired-labels layout."""
+    rlhf = run.args.rlhf
+    config = dict(max_length=run.max_length, max_completion_length=rlhf.max_completion_length, beta=beta(run))
+    if rlhf.rlhf_type == "orpo":
+        from trl.experimental.orpo import ORPOConfig as config_cls
+        from trl.experimental.orpo import ORPOTrainer as trainer_cls
+    else:
+        from trl.experimental.cpo import CPOConfig as config_cls
+        from trl.experimental.cpo import CPOTrainer as trainer_cls
+
+        loss = "simpo" if rlhf.rlhf_type == "simpo" else (rlhf.loss_type[0] if rlhf.loss_type else "sigmoid")
+        config |= dict(loss_type=loss, cpo_alpha=rlhf.cpo_alpha, simpo_gamma=rlhf.simpo_gamma)
+    from swift.train.rlhf.trainers import swift_trainer
+
+    return train_on(run, layouts.paired_labels_row, config_cls, swift_trainer(trainer_cls), config)
+
+
+def build_kto(run: Run) -> tuple[Any, int]:
+    from trl import KTOConfig, KTOTrainer
+
+    from swift.train.rlhf.trainers import swift_trainer
+
+    rlhf = run.args.rlhf
+    return train_on(run, layouts.kto_row, KTOConfig, swift_trainer(KTOTrainer),
+                    dict(beta=beta(run), max_length=run.max_length, desirable_weight=rlhf.desirable_weight,
+                         undesirable_weight=rlhf.undesirable_weight),
+                    ref_model=ref_model(run))
+
+
+def build_reward_model(run: Run) -> tuple[Any, int]:
+    from trl import RewardConfig, RewardTrainer
+
+    from swift.train.rlhf.trainers import swift_trainer
+
+    return train_on(run, layouts.reward_row, RewardConfig, swift_trainer(RewardTrainer), dict(max_length=run.max_length))
+
+
+def build_gkd(run: Run) -> tuple[Any, int]:
+    from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+    from swift.train.rlhf.trainers import swift_trainer
+
+    rlhf = run.args.rlhf
+    return train_on(run, layouts.distill_row, GKDConfig, swift_trainer(GKDTrainer),
+                    dict(beta=beta(run), lmbda=rlhf.lmbda, temperature=rlhf.temperature,
+                         max_new_tokens=rlhf.max_completion_length, seq_kd=rlhf.seq_kd, max_length=run.max_length),
+                    teacher_model=load_frozen(run, rlhf.teacher_model)[0],
+                    data_collator=layouts.DistillCollator(run.template.pad_id))
+
+
+def build_grpo(run: Run) -> tuple[Any, int]:
+    from trl import GRPOConfig
+
+    from swift.train.rlhf.rewards import resolve_rewards
+    from swift.train.rlhf.rollout import PtRollout, pt_engine_available
+    from swift.train.rlhf.trainers import grpo_trainer_class
+
+    rlhf, targs = run.args.rlhf, run.args.train
+    train = layouts.prompt_rows(run.train_rows)
+    val = None if run.val_rows is None else layouts.prompt_rows(run.val_rows)
+    funcs: list[Any] = resolve_rewards(rlhf.reward_funcs, max_completion_length=rlhf.max_completion_length)
+    reward_tokenizers: list[Any] = [None] * len(funcs)
+    for path in rlhf.reward_model:
+        model, tokenizer = load_frozen(run, path, num_labels=1)
+        funcs.append(model)
+        reward_tokenizers.append(tokenizer)
+    n_rows = None if run.args.data.streaming else len(train)
+    steps = total_steps(run.args, n_rows, rlhf.num_generations)  # each prompt: num_generations completions
+    prepare_tuner(run, steps)
+    config = training_arguments(
+        run, steps, config_cls=GRPOConfig, has_eval=val is not None, beta=beta(run),
+        num_generations=rlhf.num_generations, max_completion_length=rlhf.max_completion_length,
+        temperature=rlhf.temperature, top_p=rlhf.top_p, top_k=rlhf.top_k, repetition_penalty=rlhf.repetition_penalty,
+        epsilon=rlhf.epsilon, num_iterations=rlhf.num_iterations, reward_weights=rlhf.reward_weights or None,
+        loss_type=rlhf.loss_type[0] if rlhf.loss_type else "grpo", scale_rewards=rlhf.scale_rewards,
+        log_completions=False, shuffle_dataset=run.args.data.dataset_shuffle)
+    rollout = None
+    if pt_engine_available():
+        rollout = PtRollout(run.template, max_tokens=rlhf.max_completion_length, temperature=rlhf.temperature,
+                            top_p=rlhf.top_p, top_k=rlhf.top_k, repetition_penalty=rlhf.repetition_penalty,
+                            seed=targs.seed, max_batch_size=max(targs.per_device_train_batch_size,
+                                                                rlhf.num_generations))
+    else:
+        logger.warning("swift-infer is not installed: GRPO rollouts use transformers' generate "
+                       "(pip install swift-infer for continuous batching)")
+    trainer = grpo_trainer_class()(
+        model=run.model, reward_funcs=funcs, args=config, train_dataset=train, eval_dataset=val,
+        processing_class=run.tokenizer, reward_processing_classes=reward_tokenizers if rlhf.reward_model else None,
+        rollout_func=rollout, template=run.template, **trainer_kwargs(run))
+    return trainer, n_rows or 0
+
+
+def check_gkd(args: RlhfArguments) -> list[str]:
+    return [] if args.rlhf.teacher_model else ["--rlhf_type gkd needs --teacher_model (a model with the same "
+                                               "vocabulary)"]
+
+
+def check_kto(args: RlhfArguments) -> list[str]:
+    if args.train.per_device_train_batch_size < 2:
+        return ["--per_device_train_batch_size: KTO estimates its KL term within a batch; give at least 2"]
+    return []
+
+
+def check_grpo(args: RlhfArguments) -> list[str]:
+    from swift.train.rlhf.rewards import reward_problems
+
+    rlhf, problems = args.rlhf, []
+    if not rlhf.reward_funcs and not rlhf.reward_model:
+        problems.append("--rlhf_type grpo needs --reward_funcs (accuracy, format, cosine, repetition, soft_overlong "
+                        "or your own from --external_plugins) or --reward_model")
+    problems += reward_problems(rlhf.reward_funcs)
+    n_rewards = len(rlhf.reward_funcs) + len(rlhf.reward_model)
+    if rlhf.reward_weights and len(rlhf.reward_weights) != n_rewards:
+        problems.append(f"--reward_weights: {len(rlhf.reward_weights)} weights for {n_rewards} reward "
+                        "functions/models")
+    if rlhf.num_generations < 2:
+        problems.append(f"--num_generations {rlhf.num_generations}: GRPO compares at least 2 completions per prompt")
+    batch = args.train.per_device_train_batch_size * args.train.gradient_accumulation_steps
+    if rlhf.num_generations >= 1 and batch % rlhf.num_generations:
+        problems.append(f"--per_device_train_batch_size x --gradient_accumulation_steps ({batch}) must be a "
+                        f"multiple of --num_generations ({rlhf.num_generations}): each batch holds whole groups")
+    if rlhf.use_vllm:
+        problems.append("--use_vllm: vLLM rollouts are not built yet (the PyTorch engine rollout is the default)")
+    return problems
+
+
+PREFERENCE = "preference rows (messages + rejected_response, or prompt/chosen/rejected)"
+register_method(RlhfMethod("dpo", build_dpo, f"Direct Preference Optimization on {PREFERENCE}", default_beta=0.1,
+                           loss_types=DPO_LOSSES, max_losses=len(DPO_LOSSES), uses_ref_model=True))
+register_method(RlhfMethod("cpo", build_paired, "Contrastive Preference Optimization (no reference model)",
+                           default_beta=0.1, loss_types=CPO_LOSSES))
+register_method(RlhfMethod("simpo", build_paired, "SimPO: length-normalised margin, no reference model",
+                           default_beta=2.0, loss_types=("simpo",)))
+register_method(RlhfMethod("orpo", build_paired, "ORPO: odds-ratio preference term on the SFT loss",
+                           default_beta=0.1))
+register_method(RlhfMethod("kto", build_kto, "KTO on rows labelled desirable / undesirable", default_beta=0.1,
+                           uses_ref_model=True, check=check_kto))
+register_method(RlhfMethod("rm", build_reward_model, "a reward model: a sequence-classification head on preference "
+                           "pairs", num_labels=1))
+register_method(RlhfMethod("gkd", build_gkd, "Generalized Knowledge Distillation from --teacher_model",
+                           default_beta=0.5, check=check_gkd))
+register_method(RlhfMethod("grpo", build_grpo, "GRPO with --reward_funcs / --reward_model", default_beta=0.04,
+                           loss_types=GRPO_LOSSES, answers=False, check=check_grpo))
+register_method(RlhfMethod("ppo", None, not_built="trl 1.x, which swift rlhf runs on, no longer "
+                           "ships a PPO trainer; GRPO (--rlhf_type grpo) trains from reward functions or a "
+                           "--reward_model without a value model"))
