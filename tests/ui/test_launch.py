@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from swift.core.errors import ConfigError
-from swift.ui.cli import UiArgs, WebUiArguments
+from swift.ui.arguments import UiArgs, WebUiArguments
 from swift.ui.launch import check_ui_flags
 from swift.ui.web_ui import TABS, CommandTab, load_arguments
 
@@ -32,8 +32,10 @@ def test_auth_and_port_are_checked():
 
 
 def test_a_tab_whose_package_is_missing_is_named_not_fatal():
-    missing = CommandTab("x", "tab_sft", ("sft",), "swift.not_installed.arguments", "SftArguments", "swift-train",
-                         ())
+    def not_installed() -> type:
+        raise ModuleNotFoundError("No module named 'swift.not_installed'", name="swift.not_installed")
+
+    missing = CommandTab("x", "tab_sft", ("sft",), not_installed, "swift-train", ())
     assert load_arguments(missing) is None
     assert all(load_arguments(tab) is not None for tab in TABS)  # everything is installed in the dev environment
 

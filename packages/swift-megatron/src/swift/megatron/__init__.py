@@ -1,6 +1,6 @@
 """swift.megatron: Swift on Megatron-Core (megatron.core is imported only when a run starts; names load lazily)."""
 
-from swift.core.lazy import lazy_exports
+from swift.core import lazy_exports
 
 _EXPORTS = {
     "MegatronArguments": "swift.megatron.arguments",

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
+from swift.core import ConfigError, check_data_args
 from swift.core.arguments import DataArgs, ModelArgs, TemplateArgs, arg
-from swift.core.errors import ConfigError
-from swift.tuners.arguments import TunerArgs
+from swift.tuners import TunerArgs
 
 
 @dataclass
@@ -68,10 +67,7 @@ def check_train_args(args: MegatronArguments) -> None:
         problems.append("--model is required (a hub id or a local HF directory), or --load an mcore checkpoint")
     if not args.data.dataset:
         problems.append("--dataset is required (files, folders, hub ids or registered names)")
-    for spec in args.data.dataset:
-        path = spec.split("#")[0].split(":")[0]
-        if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
-            problems.append(f"--dataset {spec}: no such file or folder")
+    problems += check_data_args(args.data)
     if args.tuner.train_type not in ("full", "lora"):
         problems.append(f"--train_type {args.tuner.train_type}: megatron trains full or lora")
     for flag in ("micro_batch_size", "global_batch_size", "save_interval", "log_interval",

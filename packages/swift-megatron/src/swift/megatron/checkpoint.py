@@ -21,8 +21,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from swift.core.errors import ConfigError
-from swift.core.run_args import write_json_atomic
+from swift.core import ConfigError
+from swift.core.run import write_json_atomic
 
 META = "swift_mcore.json"
 LATEST = "latest_checkpointed_iteration.txt"

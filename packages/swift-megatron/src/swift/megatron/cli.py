@@ -9,8 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from swift.core.cli.main import EXIT_USAGE, run_command
-from swift.core.cli.runner import not_built, resolve_args
+from swift.core.cli import EXIT_USAGE, not_built, resolve_args, run_command
 from swift.megatron.arguments import MegatronArguments, check_export_args, check_train_args
 
 SUBCOMMANDS = {"sft": "Megatron supervised fine-tuning", "pt": "Megatron pre-training",
@@ -29,7 +28,7 @@ def _train(command: str, args: MegatronArguments | Sequence[str] | None):
     parsed = resolve_args(MegatronArguments, args, prog=f"megatron {command}")
     check_train_args(parsed)  # bad flags fail in a second, before megatron.core loads or processes start
     if not isinstance(args, MegatronArguments):
-        from swift.train.launch import relaunch_under_torchrun
+        from swift.core.run import relaunch_under_torchrun
 
         argv = list(sys.argv[2:] if args is None else args)
         if (code := relaunch_under_torchrun(command, argv, module="swift.megatron.cli")) is not None:
@@ -55,7 +54,7 @@ def rlhf_main(args: MegatronArguments | Sequence[str] | None = None):
 
 
 def _require_megatron() -> None:
-    from swift.core.errors import require_backend
+    from swift.core import require_backend
 
     require_backend("megatron.core", extra="swift-train[megatron]")
 

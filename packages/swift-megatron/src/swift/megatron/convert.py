@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError
 
 SUPPORTED_FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "qwen3_moe")
 _LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")

@@ -10,8 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from swift.core.errors import ConfigError
-from swift.core.run_args import ARGS_FILE, write_json_atomic
+from swift.core import ConfigError
+from swift.core.run import ARGS_FILE, write_json_atomic
 from swift.megatron.arguments import MegatronArguments
 
 logger = logging.getLogger(__name__)
@@ -41,18 +41,17 @@ def _dtype(name: str | None):
 def to_mcore(args: MegatronArguments) -> Path:
     import torch
 
-    from swift.core import get_model_tokenizer
+    from swift.core import load_model
+    from swift.core.run import model_folder_name
     from swift.megatron import checkpoint as ckpt
     from swift.megatron.convert import ModelShape, hf_to_mcore, pad_vocab, padded_vocab_size, shard
-    from swift.train.run_dir import model_folder_name
 
     m = args.megatron
     if not args.model.model:
         raise ConfigError("--to_mcore true needs --model (a hub id or a local HF directory)")
     output = _empty_output(Path(m.save or f"{model_folder_name(args.model.model)}-mcore"))
     dtype = _dtype(args.model.torch_dtype)
-    model, tokenizer = get_model_tokenizer(args.model.model, "float32", "cpu",
-                                           trust_remote_code=args.model.trust_remote_code)
+    model, tokenizer = load_model(args.model, torch_dtype="float32", device_map="cpu")
     shape = ModelShape.from_hf(model.config)
     tp, pp, ep = m.tensor_model_parallel_size, m.pipeline_model_parallel_size, m.expert_model_parallel_size
     if shape.num_layers % pp or shape.num_kv_heads % tp or (shape.num_experts and shape.num_experts % ep):
@@ -129,7 +128,7 @@ def _lora_to_hf(args: MegatronArguments, meta: dict, lora_full: dict, shape, hf_
     """A LoRA checkpoint: merged into its base (default) or written as a PEFT adapter (`--merge_lora false`)."""
     import torch
 
-    from swift.core import get_model_tokenizer
+    from swift.core import load_model
     from swift.megatron.convert import hf_to_mcore, mcore_to_hf
     from swift.megatron.lora import LoraSpec, merge_lora_full, peft_targets, to_peft
 
@@ -146,7 +145,8 @@ def _lora_to_hf(args: MegatronArguments, meta: dict, lora_full: dict, shape, hf_
                   "base_model_name_or_path": base_id, "fan_in_fan_out": False, "inference_mode": True}
         (work / "adapter_config.json").write_text(json.dumps(config, indent=2))
         return
-    model, _ = get_model_tokenizer(base_id, "float32", "cpu")
+    model, _ = load_model(args.model, model=base_id, model_type=None, model_revision=None, torch_dtype="float32",
+                          device_map="cpu")
     full = hf_to_mcore({k: v.detach() for k, v in model.state_dict().items()}, shape) | lora_full
     merged = mcore_to_hf(merge_lora_full(full, spec), shape,
                          fused_experts=any(k.endswith("mlp.experts.gate_up_proj") for k in model.state_dict()))

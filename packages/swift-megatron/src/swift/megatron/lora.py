@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError
 from swift.megatron.convert import ModelShape, split_rule
 
 HF_TO_MCORE = {"q_proj": "linear_qkv", "k_proj": "linear_qkv", "v_proj": "linear_qkv", "o_proj": "linear_proj",

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError
 from swift.megatron.convert import ModelShape, hf_to_mcore, pad_vocab, padded_vocab_size, shard
 
 logger = logging.getLogger(__name__)

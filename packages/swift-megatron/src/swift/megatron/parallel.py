@@ -49,7 +49,7 @@ def megatron_session(parallel: Parallel, *, seed: int = 42) -> Iterator[None]:
         world = dist.get_world_size()
         model_parallel = parallel.tp * parallel.pp * parallel.cp
         if world % model_parallel or (world // (parallel.tp * parallel.pp)) % parallel.ep:
-            from swift.core.errors import ConfigError
+            from swift.core import ConfigError
 
             raise ConfigError(f"{world} processes cannot hold --tensor_model_parallel_size {parallel.tp} x "
                               f"--pipeline_model_parallel_size {parallel.pp} x --context_parallel_size "

@@ -14,15 +14,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from swift.core import ConfigError
 from swift.core.arguments import to_flat_dict
-from swift.core.errors import ConfigError
 from swift.megatron.arguments import MegatronArguments, check_train_args
 from swift.megatron.model import Parallel
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_LENGTH = 2048
-
 
 @dataclass
 class MegatronResult:
@@ -45,12 +42,11 @@ class Source:
 
 def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronResult:
 
-    from swift.core import load_custom_register
+    from swift.core import load_rows
     from swift.megatron.convert import ModelShape
     from swift.megatron.parallel import megatron_session
 
     check_train_args(args)
-    load_custom_register(args.model.custom_register_path)
     m = args.megatron
     parallel = Parallel(tp=m.tensor_model_parallel_size, pp=m.pipeline_model_parallel_size,
                         ep=m.expert_model_parallel_size, cp=m.context_parallel_size,
@@ -65,7 +61,7 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
     if parallel.ep > 1 and is_cpu_only():
         raise ConfigError("--expert_model_parallel_size > 1 needs CUDA: mcore's all-to-all token dispatcher uses "
                           "CUDA streams (the EP weight layout is still exported and converted on CPU)")
-    rows_raw = _load_rows(args)  # a bad data file fails here, before any weights load
+    rows_raw, _ = load_rows(args.data)  # a bad data file fails here, before any weights load
     source = _load_source(args)
     shape = ModelShape.from_hf(source.hf_config)
     if parallel.ep > 1 and parallel.tp > 1:
@@ -85,20 +81,10 @@ def _dtype(bf16: bool | None):
     return torch.bfloat16 if bf16 else torch.float32
 
 
-def _load_rows(args: MegatronArguments):
-    from swift.core.dataset import load_dataset
-
-    data = args.data
-    rows, _ = load_dataset(data.dataset, split_dataset_ratio=0.0, strict=data.strict, seed=data.data_seed,
-                           num_proc=data.dataset_num_proc, model_name=data.model_name or None,
-                           model_author=data.model_author or None)
-    return rows.shuffle(seed=data.data_seed) if data.dataset_shuffle else rows
-
-
 def _load_source(args: MegatronArguments) -> Source:
     from transformers import AutoConfig, AutoTokenizer
 
-    from swift.core import get_model_tokenizer
+    from swift.core import load_model
     from swift.megatron.checkpoint import find_checkpoint, read_meta
 
     checkpoint = meta = None
@@ -111,8 +97,8 @@ def _load_source(args: MegatronArguments) -> Source:
     if needs_hf_weights:
         if not model_id:
             raise ConfigError("--model is required: the LoRA checkpoint names no base model")
-        model, tokenizer = get_model_tokenizer(model_id, "float32", "cpu", trust_remote_code=args.model.
-                                               trust_remote_code)
+        # fp32 on CPU: the mcore model is built from these weights and cast to the run's dtype itself
+        model, tokenizer = load_model(args.model, model=model_id, torch_dtype="float32", device_map="cpu")
         state = {k: v.detach() for k, v in model.state_dict().items()}
         return Source(model_id, model.config, tokenizer, state, checkpoint, meta)
     hf_dir = checkpoint / "hf"
@@ -121,25 +107,20 @@ def _load_source(args: MegatronArguments) -> Source:
 
 
 def _encode(args: MegatronArguments, rows_raw, tokenizer, *, pretrain: bool) -> tuple[list[dict], str, int]:
-    from swift.core.dataset import encode_dataset, pack_dataset
-    from swift.core.template import get_template
+    from swift.core import build_template, encode_rows, max_length
+    from swift.core.dataset import pack_dataset
 
-    tmpl, data = args.template, args.data
-    max_length = tmpl.max_length or DEFAULT_MAX_LENGTH
-    template = get_template(tmpl.template, tokenizer, default_system=tmpl.system,
-                            max_length=None if tmpl.truncation_strategy == "delete" else max_length,
-                            truncation_strategy=tmpl.truncation_strategy,
-                            loss_scale="all" if pretrain else tmpl.loss_scale, enable_thinking=tmpl.enable_thinking)
-    encoded = encode_dataset(rows_raw, template.encode, num_proc=data.dataset_num_proc,
-                             max_length=max_length if tmpl.truncation_strategy == "delete" else None)
-    if tmpl.packing:
-        encoded = pack_dataset(encoded, max_length, num_proc=data.dataset_num_proc)
+    template = build_template(args.template, tokenizer, pretrain=pretrain)
+    length = max_length(args.template)
+    encoded = encode_rows(rows_raw, template, args.data, args.template)
+    if args.template.packing:
+        encoded = pack_dataset(encoded, length, num_proc=args.data.dataset_num_proc)
     keep = ("input_ids", "labels", "position_ids")
     rows = [{k: row[k] for k in keep if k in row} for row in encoded]
     if not rows:
-        raise ConfigError(f"--max_length {max_length}: every training row is longer; raise it or use "
+        raise ConfigError(f"--max_length {length}: every training row is longer; raise it or use "
                           "--truncation_strategy left/right")
-    return rows, template.name, max_length
+    return rows, template.name, length
 
 
 def _train(args, parallel: Parallel, source: Source, shape, rows, *, dtype, template_name: str, max_length: int,
@@ -152,11 +133,10 @@ def _train(args, parallel: Parallel, source: Source, shape, rows, *, dtype, temp
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
     from megatron.core.pipeline_parallel import get_forward_backward_func
-    from swift.core.run_args import ARGS_FILE, write_json_atomic
+    from swift.core.run import ARGS_FILE, new_run_dir, on_rank0, plot_losses, write_json_atomic
     from swift.megatron.data import BatchPlan, step_microbatches
     from swift.megatron.model import build_gpt, transformer_config
-    from swift.train.plot import plot_losses
-    from swift.train.run_dir import new_run_dir
+    from swift.tuners import get_tuner
 
     m, tuner = args.megatron, args.tuner
     rank, dp, dp_rank = dist.get_rank(), ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
@@ -164,11 +144,8 @@ def _train(args, parallel: Parallel, source: Source, shape, rows, *, dtype, temp
         raise ConfigError(f"--global_batch_size {m.global_batch_size} must be a multiple of --micro_batch_size "
                           f"{m.micro_batch_size} x {dp} data-parallel ranks")
     train_iters = m.train_iters or max(1, math.ceil(len(rows) / m.global_batch_size))
-    lr = m.lr or (1e-4 if tuner.train_type == "lora" else 1e-5)
-
-    box = [new_run_dir(m.save, source.model_id, add_version=m.add_version) if rank == 0 else None]
-    dist.broadcast_object_list(box, src=0)  # one run directory for all ranks
-    run_dir: Path = box[0]
+    lr = m.lr or get_tuner(tuner.train_type).default_learning_rate
+    run_dir = on_rank0(lambda: new_run_dir(m.save, source.model_id, add_version=m.add_version))
     flat = to_flat_dict(args) | {"model": source.model_id, "run_dir": str(run_dir), "template_name": template_name,
                                  "command": f"megatron {command}", "max_length": max_length, "lr": lr,
                                  "train_iters": train_iters, "world_size": dist.get_world_size(),

@@ -6,9 +6,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from swift.core.errors import ConfigError, MissingBackendError
+from swift.core import ConfigError, MissingBackendError
+from swift.ui.arguments import AppArguments
 from swift.ui.chat import ChatBackend, build_chat
-from swift.ui.cli import AppArguments
 from swift.ui.i18n import t
 
 
@@ -16,7 +16,7 @@ from swift.ui.i18n import t
 def chat_backend(args: AppArguments) -> Iterator[ChatBackend]:
     """--base_url: that server (the model from --model, else the first it lists); else our engine, in process."""
     if args.client.base_url:
-        from swift.infer.eval.endpoint import list_models, normalize_url
+        from swift.infer import list_models, normalize_url
 
         url = normalize_url(args.client.base_url)
         listed = list_models(url, args.client.api_key)
@@ -26,8 +26,7 @@ def chat_backend(args: AppArguments) -> Iterator[ChatBackend]:
         raise ConfigError("--model: which model? Pass --model ID_OR_DIR (or --adapters / --ckpt_dir), or "
                           "--base_url URL of a running server")
     try:
-        from swift.infer.arguments import DeployArguments
-        from swift.infer.eval.endpoint import own_server
+        from swift.infer import DeployArguments, own_server
     except ImportError as e:
         raise MissingBackendError("swift.infer", extra="swift-infer") from e
     deploy = DeployArguments(model=args.model, template=args.template, infer=args.infer)

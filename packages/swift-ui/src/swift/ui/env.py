@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from swift.core.env import swift_cache
+from swift.core import env
 
 
 def ui_lang() -> str | None:
@@ -15,4 +15,4 @@ def ui_lang() -> str | None:
 
 
 def default_runs_dir() -> Path:
-    return swift_cache() / "web-ui" / "runs"
+    return env.swift_cache() / "web-ui" / "runs"

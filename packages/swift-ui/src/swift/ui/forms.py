@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from swift.core.arguments import collect_flags
-from swift.core.arguments.parser import Flag
+from swift.core.arguments import Flag, collect_flags
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError
 from swift.ui.env import ui_lang
 
 LANGS = ("en", "zh")

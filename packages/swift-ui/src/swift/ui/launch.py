@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from swift.core.errors import ConfigError, MissingBackendError
+from swift.core import ConfigError, MissingBackendError
 
 logger = logging.getLogger(__name__)
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1")

@@ -9,14 +9,15 @@ because ids must be unique on a page.
 
 from __future__ import annotations
 
-import importlib
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swift.core.errors import SwiftError
-from swift.ui.cli import WebUiArguments
+from swift.core import SwiftError
+from swift.ui.arguments import WebUiArguments
 from swift.ui.env import default_runs_dir
 from swift.ui.forms import Field, command_argv, command_line, display_value, form_fields
 from swift.ui.i18n import flag_help, t
@@ -25,14 +26,26 @@ from swift.ui.runs import Run, list_runs, start_run
 logger = logging.getLogger(__name__)
 
 
+def _train_arguments(name: str) -> type:
+    """An arguments class of swift-train (`pip install "swift-ui[train]"`); ImportError when it is not installed."""
+    from swift.train import ExportArguments, RlhfArguments, SftArguments
+
+    return {"SftArguments": SftArguments, "RlhfArguments": RlhfArguments, "ExportArguments": ExportArguments}[name]
+
+
+def _eval_arguments() -> type:
+    from swift.infer import EvalArguments
+
+    return EvalArguments
+
+
 @dataclass(frozen=True)
 class CommandTab:
     key: str  # tab id and element-id prefix (empty prefix on the first tab)
     title: str  # i18n key
     commands: tuple[str, ...]  # `swift <command>` choices; the first is the default
-    module: str  # where the arguments dataclass lives (imported when the page is built)
-    cls: str
-    package: str  # what to install when the module is missing
+    arguments: Callable[[], type]  # the command's arguments dataclass (imported when the page is built)
+    package: str  # what to install when the arguments' package is missing
     basic: tuple[str, ...]  # flags shown open; the rest sit in folded groups
     loss: bool = False
 
@@ -40,13 +53,14 @@ class CommandTab:
 TRAIN_BASIC = ("model", "dataset", "train_type", "max_steps", "num_train_epochs", "save_steps", "output_dir",
                "learning_rate", "lora_rank", "per_device_train_batch_size", "max_length", "system")
 TABS = (
-    CommandTab("sft", "tab_sft", ("sft", "pt"), "swift.train.arguments", "SftArguments", "swift-train",
+    CommandTab("sft", "tab_sft", ("sft", "pt"), functools.partial(_train_arguments, "SftArguments"), "swift-train",
                TRAIN_BASIC, loss=True),
-    CommandTab("rlhf", "tab_rlhf", ("rlhf",), "swift.train.arguments", "RlhfArguments", "swift-train",
+    CommandTab("rlhf", "tab_rlhf", ("rlhf",), functools.partial(_train_arguments, "RlhfArguments"), "swift-train",
                ("model", "rlhf_type", *TRAIN_BASIC[1:]), loss=True),
-    CommandTab("export", "tab_export", ("export",), "swift.train.arguments", "ExportArguments", "swift-train",
+    CommandTab("export", "tab_export", ("export",), functools.partial(_train_arguments, "ExportArguments"),
+               "swift-train",
                ("adapters", "ckpt_dir", "merge_lora", "model", "output_dir", "quant_method", "quant_bits", "to_gguf")),
-    CommandTab("eval", "tab_eval", ("eval",), "swift.infer.arguments", "EvalArguments", "swift-infer[eval]",
+    CommandTab("eval", "tab_eval", ("eval",), _eval_arguments, "swift-infer[eval]",
                ("model", "adapters", "ckpt_dir", "eval_dataset", "dataset_args", "eval_limit", "eval_url",
                 "api_key", "eval_output_dir")),
 )
@@ -55,7 +69,7 @@ TABS = (
 def load_arguments(tab: CommandTab) -> type | None:
     """The tab's arguments dataclass, or None when its package is not installed."""
     try:
-        return getattr(importlib.import_module(tab.module), tab.cls)
+        return tab.arguments()
     except ImportError as e:
         logger.warning("web-ui tab %s: %s", tab.key, e)
         return None
@@ -214,8 +228,7 @@ def build_infer_tab(gr: Any, lang: str) -> None:
         import shlex
 
         from swift.core.arguments import ModelArgs
-        from swift.infer.arguments import DeployArguments, InferArgs
-        from swift.infer.eval.endpoint import own_server
+        from swift.infer import DeployArguments, InferArgs, own_server
 
         if "stack" in holder:
             holder.pop("stack").close()
