@@ -56,3 +56,26 @@ def test_optional_booleans_stay_unset_until_chosen():
     fields = [f for f in form_fields(EvalArguments) if f.flag.name == "stream"]
     assert command_argv(["eval"], fields, [""]) == ["swift", "eval"]
     assert command_argv(["eval"], fields, ["false"]) == ["swift", "eval", "--stream", "false"]
+
+
+def test_secrets_typed_on_the_page_travel_in_the_environment_only(tmp_path):
+    from swift.ui.forms import secret_env
+    from swift.ui.runs import start_run
+
+    fields = form_fields(EvalArguments)
+    values = values_with(fields, model="m", hub_token="hf_page_secret")
+    argv = command_argv(["eval"], fields, values)
+    assert argv == ["swift", "eval", "--model", "m"]
+    secrets = secret_env(fields, values)
+    assert secrets == {"HF_TOKEN": "hf_page_secret"}
+    assert command_line(argv, secrets) == "HF_TOKEN=*** swift eval --model m"
+    run = start_run(tmp_path, "eval", ["bash", "-c", 'echo "token of ${#HF_TOKEN} characters"'],
+                    output_dir=None, env={"PATH": "/usr/bin:/bin", **secrets})
+    import time
+
+    for _ in range(100):
+        if "characters" in (run.dir / "log.txt").read_text():
+            break
+        time.sleep(0.1)
+    assert "token of 14 characters" in (run.dir / "log.txt").read_text()
+    assert "hf_page_secret" not in (run.dir / "command.json").read_text()

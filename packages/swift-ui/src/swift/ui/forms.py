@@ -66,11 +66,21 @@ def flag_tokens(flag: Flag, value: Any) -> list[str]:
 
 
 def command_argv(words: Sequence[str], fields: Sequence[Field], values: Sequence[Any]) -> list[str]:
+    """The command line of the page's values; secrets are left out (they travel in `secret_env`)."""
     argv = ["swift", *words]
     for field, value in zip(fields, values, strict=True):
-        argv += flag_tokens(field.flag, value)
+        if not field.flag.secret:
+            argv += flag_tokens(field.flag, value)
     return argv
 
 
-def command_line(argv: Sequence[str]) -> str:
-    return shlex.join(argv)
+def secret_env(fields: Sequence[Field], values: Sequence[Any]) -> dict[str, str]:
+    """The secrets typed on the page (--hub_token...) as the environment variables their flags read, so they reach
+    the run without showing in `ps`, in command.json or in the command box."""
+    return {field.flag.env: str(value).strip() for field, value in zip(fields, values, strict=True)
+            if field.flag.secret and field.flag.env and isinstance(value, str) and value.strip()}
+
+
+def command_line(argv: Sequence[str], secrets: Sequence[str] = ()) -> str:
+    """The line as a shell would take it; secrets show as `NAME=***` before it."""
+    return " ".join([*(f"{name}=***" for name in secrets), shlex.join(argv)])

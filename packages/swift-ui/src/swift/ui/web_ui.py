@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from swift.core import SwiftError
 from swift.ui.arguments import WebUiArguments
 from swift.ui.env import default_runs_dir
-from swift.ui.forms import Field, command_argv, command_line, display_value, form_fields
+from swift.ui.forms import Field, command_argv, command_line, display_value, form_fields, secret_env
 from swift.ui.i18n import flag_help, t
 from swift.ui.runs import Run, list_runs, start_run
 
@@ -94,6 +95,8 @@ def field_component(gr: Any, field: Field, lang: str) -> Any:
         return gr.Number(value=default, precision=0, **common)
     if flag.kind is float and flag.default is not None:
         return gr.Number(value=default, **common)
+    if flag.secret:
+        return gr.Textbox(value=default, type="password", **common)
     return gr.Textbox(value=default, lines=1, max_lines=4, **common)
 
 
@@ -140,7 +143,7 @@ def build_command_tab(gr: Any, demo: Any, tab: CommandTab, cls: type, lang: str,
         return command_argv([command_word], ordered, values)
 
     def show_command(command_word: str, *values: Any) -> str:
-        return command_line(argv_of(command_word, *values))
+        return command_line(argv_of(command_word, *values), secret_env(ordered, values))
 
     def run_choices(selected: str | None = None) -> Any:
         found = list_runs(runs_dir, tab.key)
@@ -149,10 +152,10 @@ def build_command_tab(gr: Any, demo: Any, tab: CommandTab, cls: type, lang: str,
         return gr.update(choices=choices, value=value)
 
     def start_clicked(command_word: str, *values: Any) -> tuple[Any, str, str]:
-        argv = argv_of(command_word, *values)
+        argv, secrets = argv_of(command_word, *values), secret_env(ordered, values)
         output_dir = values[[f.flag.name for f in ordered].index("output_dir")] if "output_dir" in by_name else None
-        run = start_run(runs_dir, tab.key, argv, output_dir=output_dir or None)
-        return run_choices(run.id), command_line(argv), status_label("running", lang)
+        run = start_run(runs_dir, tab.key, argv, output_dir=output_dir or None, env=os.environ | secrets)
+        return run_choices(run.id), command_line(argv, secrets), status_label("running", lang)
 
     def stop_clicked(run_id: str | None) -> str:
         if not run_id:
