@@ -35,6 +35,7 @@ _EXPORTS = {
     "encode_rows": "swift.core.builders",
     "check_data_args": "swift.core.builders",
     "max_length": "swift.core.builders",
+    "use_bf16": "swift.core.builders",
     "DEFAULT_MAX_LENGTH": "swift.core.builders",
     # arguments
     "parse_args": "swift.core.arguments",

@@ -76,9 +76,10 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
 def _dtype(bf16: bool | None):
     import torch
 
-    if bf16 is None:
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return torch.bfloat16 if bf16 else torch.float32
+    from swift.core import use_bf16
+
+    # mcore trains bf16 weights, which it runs on CUDA only: no CPU default
+    return torch.bfloat16 if use_bf16(bf16, cpu=False) else torch.float32
 
 
 def _load_source(args: MegatronArguments) -> Source:

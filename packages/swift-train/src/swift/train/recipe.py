@@ -31,13 +31,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# On CPU, bf16 autocast's casts cost more than its matmuls save below this width (one thread, 2-layer llama, vocab
-# 49k, 256 tokens, forward + backward: hidden 64 0.82x of fp32, 128 1.18x, 256 1.27x, 576 1.39x). Tiny test models
-# therefore train in fp32, which also keeps multi-process runs equal to one process (bf16 rounds each rank's partial
-# gradients on its own: 1.7e-4 loss gap after 4 steps on a 64-wide llama, 9.5e-7 in fp32).
-CPU_BF16_MIN_HIDDEN = 128
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -145,19 +138,6 @@ def check_liger() -> list[str]:
     return []
 
 
-def use_bf16(requested: bool | None, model: Any = None) -> bool:
-    """bf16 autocast where the hardware runs it fast: CUDA with bf16, or a CPU with AMX / AVX512-BF16 and a model whose
-    matmuls are wide enough to gain from it (see CPU_BF16_MIN_HIDDEN)."""
-    import torch
-
-    if requested is not None:
-        return requested
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
-    return env.cpu_has_fast_bf16() and (hidden is None or hidden >= CPU_BF16_MIN_HIDDEN)
-
-
 def start_run(args: SftArguments, command: str, *, pretrain: bool = False, require_answer: bool = True,
               num_labels: int | None = None) -> Run:
     """Rows, model, template and the run directory with args.json (the caller ran `check_args`)."""
@@ -235,11 +215,12 @@ def training_arguments(run: Run, steps: int, *, config_cls: type | None = None, 
     import torch
     from transformers import TrainingArguments
 
+    from swift.core import use_bf16
     from swift.train.strategy import strategy_kwargs
 
     targs, data = run.args.train, run.args.data
     config_cls = config_cls or TrainingArguments
-    bf16 = use_bf16(targs.bf16, run.model)
+    bf16 = use_bf16(targs.bf16, hidden_size=getattr(run.model.config, "hidden_size", None))
     strategy = strategy_kwargs(targs.deepspeed, targs.fsdp, run.model, bf16=bf16)
     return config_cls(
         output_dir=str(run.run_dir), num_train_epochs=targs.num_train_epochs, max_steps=steps,
