@@ -38,18 +38,23 @@ def smollm2_tokenizer():
     return get_model_tokenizer(SMOLLM2, load_model=False)[1]
 
 
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
-    """A 2-layer random llama with SmolLM2's config shape family and its real tokenizer, saved to disk."""
+def save_tiny_llama(directory: Path, tokenizer, *, layers: int = 2, tied: bool = True,
+                    max_positions: int = 512) -> Path:
+    """A random llama 64 wide with SmolLM2's tokenizer (seeded: the same weights every time), saved to `directory`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    config = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=True,
-                         bos_token_id=smollm2_tokenizer.bos_token_id, eos_token_id=smollm2_tokenizer.eos_token_id)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=max_positions, tie_word_embeddings=tied,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(directory)
-    smollm2_tokenizer.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
+    """A 2-layer random llama with SmolLM2's config shape family and its real tokenizer, saved to disk."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_tokenizer)

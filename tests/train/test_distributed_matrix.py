@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, ROOT
+from tests.conftest import BIN, ROOT, save_tiny_llama
 from tests.train.distributed.runs import (
     baseline_flags,
     child_env,
@@ -43,17 +43,7 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny(workdir, smollm2_tokenizer) -> Path:
     """A 2-layer llama with untied embeddings (the acceptance check's shape) and SmolLM2's tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    directory = workdir / "tiny"
-    config = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=256, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(directory)
-    smollm2_tokenizer.save_pretrained(directory)
-    return directory
+    return save_tiny_llama(workdir / "tiny", smollm2_tokenizer, tied=False, max_positions=256)
 
 
 @pytest.fixture(scope="module")

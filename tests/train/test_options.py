@@ -16,24 +16,14 @@ import torch
 
 from swift.core import ConfigError
 from swift.train import export_main, sft_main
-from tests.conftest import BIN
+from tests.conftest import BIN, save_tiny_llama
 from tests.train.test_sft import flags, losses
 
 
 @pytest.fixture(scope="module")
 def six_layer_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
-    """A 6-layer random llama with untied embeddings and SmolLM2's tokenizer (LISA needs layers to draw from)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    directory = tmp_path_factory.mktemp("six-layers")
-    config = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=256, tie_word_embeddings=False,
-                         bos_token_id=smollm2_tokenizer.bos_token_id, eos_token_id=smollm2_tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(directory)
-    smollm2_tokenizer.save_pretrained(directory)
-    return directory
+    """6 layers with untied embeddings: LISA needs layers to draw from."""
+    return save_tiny_llama(tmp_path_factory.mktemp("six-layers"), smollm2_tokenizer, layers=6, tied=False)
 
 
 @pytest.fixture(scope="module")

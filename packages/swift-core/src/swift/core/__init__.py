@@ -55,6 +55,10 @@ _EXPORTS = {
     "write_json_atomic": "swift.core.run",
     "ARGS_FILE": "swift.core.run",
     "load_custom_register": "swift.core.plugins",
+    # registries: shared helpers
+    "add_entry": "swift.core.registry",
+    "find_entry": "swift.core.registry",
+    "choices_of": "swift.core.registry",
     "lazy_exports": "swift.core.lazy",
     # public submodules
     "env": "swift.core.env",

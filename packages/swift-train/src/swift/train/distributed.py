@@ -163,27 +163,6 @@ def check(info: dict[str, Any], requested: str, launched_world: int) -> None:
             f"See {ENV_FILE} in the run directory")
 
 
-def enable_fsdp_on_cpu(accelerator: Any, args: Any) -> bool:
-    """Make accelerate run FSDP on CPU (gloo). It only switches to FSDP for GPU-like devices, and a CPU run with an
-    FSDP plugin silently trains as DDP. The distributed type must be set in `AcceleratorState` *and* in
-    `PartialState._shared_state` (accelerate copies the latter back over the former; with only the first, gradient
-    clipping uses each rank's local norm). Returns True when it switched."""
-    from accelerate.state import PartialState
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-
-    state = accelerator.state
-    if args.fsdp_plugin_args is None or state.distributed_type != DistributedType.MULTI_CPU:
-        return False
-    plugin_args = dict(args.fsdp_plugin_args)
-    if plugin_args.get("fsdp_version", 1) == 1:
-        plugin_args["sync_module_states"] = False  # FSDP1 broadcasts through the device of `device_id`: none on CPU
-    plugin = FullyShardedDataParallelPlugin(**plugin_args)
-    state.fsdp_plugin = plugin
-    state.distributed_type = DistributedType.FSDP
-    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
-    return True
-
-
 def destroy_process_group() -> None:
     """Leave the process group cleanly at the end of a run (about 1 run in 70 otherwise aborted at exit with
     "terminate called without an active exception" after training had finished)."""

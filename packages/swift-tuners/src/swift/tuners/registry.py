@@ -17,12 +17,11 @@ This module stays light: `swift sft --help` reads the keys; nothing here imports
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from swift.core import ConfigError, DuplicateNameError
+from swift.core import add_entry, choices_of, find_entry
 
 if TYPE_CHECKING:
     from swift.tuners.arguments import TunerArgs
@@ -75,25 +74,20 @@ TUNERS: dict[str, TunerMeta] = {}
 
 
 def register_tuner(meta: TunerMeta, *, replace: bool = False) -> None:
-    if meta.name in TUNERS and not replace:
-        raise DuplicateNameError(f"tuner {meta.name!r} exists; pass replace=True to override it")
     if meta.apply is None and meta.not_built is None:
         raise ValueError(f"tuner {meta.name!r}: give apply, or not_built with the reason")
-    TUNERS[meta.name] = meta
+    add_entry(TUNERS, meta.name, meta, kind="tuner", replace=replace)
 
 
 def get_tuner(name: str) -> TunerMeta:
     _load_builtin()
-    if name not in TUNERS:
-        hint = difflib.get_close_matches(name, TUNERS, n=3)
-        raise ConfigError(f"--train_type {name!r} is unknown" + (f"; did you mean {hint}?" if hint else ""))
-    return TUNERS[name]
+    return find_entry(TUNERS, name, flag="--train_type")
 
 
 def tuner_choices() -> dict[str, str | None]:
     """`--train_type` choices: name -> None, or why it is not built yet."""
     _load_builtin()
-    return {name: meta.not_built for name, meta in TUNERS.items()}
+    return choices_of(TUNERS)
 
 
 def _load_builtin() -> None:

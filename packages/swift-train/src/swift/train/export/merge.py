@@ -86,12 +86,11 @@ def load_source(args: ExportArguments) -> Source:
     """The model in fp32 on CPU with every adapter merged, and its tokenizer."""
     from peft import PeftModel
 
-    from swift.core import get_model_tokenizer
+    from swift.core import load_model
 
     adapters = adapter_dirs(args)
     base = model_of(args)
-    model, tokenizer = get_model_tokenizer(base, "float32", "cpu", revision=args.model.model_revision,
-                                           token=args.model.hub_token, trust_remote_code=args.model.trust_remote_code)
+    model, tokenizer = load_model(args.model, model=base, torch_dtype="float32", device_map="cpu")
     for adapter in adapters:
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     info = getattr(tokenizer, "swift_model_info", None)
@@ -119,7 +118,7 @@ def merge_lora(args: ExportArguments) -> Path:
     import torch
     from peft import PeftModel
 
-    from swift.core import get_model_tokenizer
+    from swift.core import load_model
 
     adapters = adapter_dirs(args)
     if not adapters:
@@ -127,8 +126,8 @@ def merge_lora(args: ExportArguments) -> Path:
     base = base_model_of(adapters[0], args.model.model)
     output = default_output(args, "merged")
     check_empty(output)
-    model, tokenizer = get_model_tokenizer(base, args.model.torch_dtype or "float32", "cpu" if not
-                                           torch.cuda.is_available() else args.model.device_map)
+    model, tokenizer = load_model(args.model, model=base, torch_dtype=args.model.torch_dtype or "float32",
+                                  device_map=args.model.device_map if torch.cuda.is_available() else "cpu")
     for adapter in adapters:
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
 

@@ -172,7 +172,7 @@ def _quantize(args: ExportArguments, source: Source, calibration_texts: list[str
 
 
 def _gguf(args: ExportArguments, source: Source, output: Path) -> dict:
-    from swift.core import get_template
+    from swift.core import build_template
     from swift.train.export.gguf_export import write_gguf
     from swift.train.export.ollama import write_modelfile
 
@@ -184,7 +184,7 @@ def _gguf(args: ExportArguments, source: Source, output: Path) -> dict:
         path = write_gguf(source.model, source.tokenizer, work / filename, quant, name=name,
                           model_dir=source.base_dir)
         if args.export.to_ollama:
-            template = get_template(args.template.template, source.tokenizer)
+            template = build_template(args.template, source.tokenizer)
             stops = [*template.stop_words, source.tokenizer.eos_token or ""]
             write_modelfile(path, source.tokenizer, system=args.template.system, stop_words=stops)
 

@@ -7,12 +7,11 @@ registers its own the same way. This module stays light: `swift rlhf --help` rea
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from swift.core import ConfigError, DuplicateNameError
+from swift.core import add_entry, choices_of, find_entry
 
 if TYPE_CHECKING:
     from swift.train.arguments import RlhfArguments
@@ -47,24 +46,20 @@ METHODS: dict[str, RlhfMethod] = {}
 
 
 def register_method(method: RlhfMethod, *, replace: bool = False) -> None:
-    if method.name in METHODS and not replace:
-        raise DuplicateNameError(f"rlhf method {method.name!r} exists; pass replace=True to override it")
     if method.build is None and method.not_built is None:
         raise ValueError(f"rlhf method {method.name!r}: give build, or not_built with the reason")
-    METHODS[method.name] = method
+    add_entry(METHODS, method.name, method, kind="rlhf method", replace=replace)
 
 
 def get_method(name: str) -> RlhfMethod:
     _load_builtin()
-    if name not in METHODS:
-        hint = difflib.get_close_matches(name, METHODS, n=3)
-        raise ConfigError(f"--rlhf_type {name!r} is unknown" + (f"; did you mean {hint}?" if hint else ""))
-    return METHODS[name]
+    return find_entry(METHODS, name, flag="--rlhf_type")
 
 
 def method_choices() -> dict[str, str | None]:
+    """`--rlhf_type` choices: name -> None, or why it is not built yet."""
     _load_builtin()
-    return {name: method.not_built for name, method in METHODS.items()}
+    return choices_of(METHODS)
 
 
 def _load_builtin() -> None:
