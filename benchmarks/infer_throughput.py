@@ -193,7 +193,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if options.torch_dtype is None:
-        from swift.infer.build import default_cpu_dtype
+        from swift.infer.backends import default_cpu_dtype
 
         options.torch_dtype = default_cpu_dtype() or "float32"
     from swift.core import get_model_tokenizer

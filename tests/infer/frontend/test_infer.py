@@ -19,7 +19,7 @@ QUESTIONS = ["Who are you?", "What is your name?"]
 def test_pipe_mode_prints_one_answer_per_query(sft_checkpoint):
     from swift.core.arguments import parse_args
     from swift.infer.arguments import InferArguments
-    from swift.infer.build import build_engine
+    from swift.infer.backends import build_engine
     from swift.infer.frontend.chat import answer_text
     from swift.infer.protocol import RequestConfig
 

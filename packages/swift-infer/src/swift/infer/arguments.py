@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from swift.core.arguments import DataArgs, ModelArgs, TemplateArgs, arg
+from swift.infer.backends import backend_choices
 
 
 @dataclass
@@ -14,7 +15,8 @@ class InferArgs:
 
     adapters: list[str] = arg([], "LoRA checkpoint(s); the base model and template come from their args.json")
     ckpt_dir: str | None = arg(None, "checkpoint directory (adapter or full weights)")
-    infer_backend: Literal["pt", "vllm", "sglang", "lmdeploy"] = arg("pt", "inference engine")
+    infer_backend: str = arg("pt", "inference engine (a --custom_register_path file can register more)",
+                             choices=backend_choices)
     merge_lora: bool = arg(False, "merge the adapters into the base before serving")
     max_new_tokens: int | None = arg(None, "longest answer in tokens", aliases=["max_tokens"])
     temperature: float | None = arg(None, "sampling temperature (0: greedy); default: the model's generation config")
@@ -37,7 +39,9 @@ class ServerArgs:
 
     host: str = arg("127.0.0.1", "address to listen on")
     port: int = arg(8000, "port to listen on")
-    api_key: str | None = arg(None, "require this bearer key on every request")
+    api_key: str | None = arg(None, "require this bearer key on every request (swift eval: the key to send); set "
+                              "SWIFT_API_KEY instead to keep the key off the command line and out of `ps`",
+                              secret=True, env="SWIFT_API_KEY")
     max_concurrency: int | None = arg(None, "most requests served at once; more get 429 (default: no limit)")
     served_model_name: str | None = arg(None, "model name in /v1/models (default: the model's name)")
     log_interval: int = arg(20, "seconds between throughput log lines (0: never)")
@@ -90,9 +94,9 @@ class EvalArguments(DeployArguments):
 
 @dataclass
 class RolloutArguments(DeployArguments):
-    """Serve vLLM rollouts to a GRPO trainer."""
+    """Not built yet (issue 7): checks its flags, then stops. To come: vLLM rollouts served to a GRPO trainer."""
 
 
 @dataclass
 class SampleArguments(InferArguments):
-    """Sample several responses per prompt and score them."""
+    """Not built yet (a later issue): checks its flags, then stops. To come: several scored answers per prompt."""

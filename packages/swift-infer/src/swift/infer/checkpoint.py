@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swift.core.errors import ConfigError
-from swift.core.run_args import read_args
+from swift.core import ConfigError
+from swift.core.run import read_args
 from swift.infer.arguments import InferArguments
 
 DEFAULT_ADAPTER = "default"  # the name an unnamed --adapters DIR is loaded under

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from swift.core.cli.runner import not_built, resolve_args
+from swift.core.cli import not_built, resolve_args
 from swift.infer.arguments import DeployArguments, EvalArguments, InferArguments, RolloutArguments, SampleArguments
 
 

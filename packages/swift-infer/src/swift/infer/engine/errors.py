@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from swift.core.errors import SwiftError
+from swift.core import SwiftError
 
 
 class RequestError(SwiftError, ValueError):

@@ -9,53 +9,44 @@ output_top_logprobs). JSON mode is `json_schema={"type": "object"}`. Not run in 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from swift.core.errors import require_backend
-from swift.infer.engine.engine import InferEngine
-from swift.infer.engine.external import check_spec, engine_setup, load_tokenizer, read_generation_config
-from swift.infer.engine.loop import LoopBridge
+from swift.infer.engine.external import ExternalEngine
 from swift.infer.engine.types import GenerationOutput, GenerationRequest, SamplingParams, TokenLogprobInfo
-from swift.infer.protocol import RequestConfig
-
-if TYPE_CHECKING:
-    from swift.infer.arguments import InferArguments
-    from swift.infer.checkpoint import ServeSpec
 
 logger = logging.getLogger(__name__)
 
 
-class SglangGenerator:
-    def __init__(self, model_dir: str, *, adapters: Mapping[str, str | Path], engine_kwargs: dict[str, Any]) -> None:
-        sglang = require_backend("sglang", extra="swift-infer[sglang]")
+class SglangBackend:
+    """SGLang's offline `Engine` as a `LoopBackend`."""
+
+    def __init__(self, model_dir: str, adapters: Mapping[str, str | Path], engine_kwargs: dict[str, Any]) -> None:
+        import sglang
+
         if adapters:
             engine_kwargs = {"enable_lora": True, "lora_paths": [f"{name}={path}" for name, path in adapters.items()],
                              "max_loras_per_batch": len(adapters), **engine_kwargs}
-        self._bridge = LoopBridge("swift-sglang")
-        self._engine = self._bridge.call(lambda: sglang.Engine(model_path=model_dir, **engine_kwargs))
-        self._adapters = tuple(adapters)
+        self._make = functools.partial(sglang.Engine, model_path=model_dir, **engine_kwargs)
+        self._context_length = engine_kwargs.get("context_length")
+        self.adapters = tuple(adapters)
+        self.max_model_len: int | None = None
+        self._engine: Any = None
+        self._incremental = False
+
+    def start(self) -> None:
+        self._engine = self._make()
         server_args = getattr(self._engine, "server_args", None)
         self._incremental = bool(getattr(server_args, "incremental_streaming_output", False)
                                  or getattr(server_args, "stream_output", False))
-        self._max_model_len = engine_kwargs.get("context_length") or getattr(
+        self.max_model_len = self._context_length or getattr(
             getattr(self._engine, "tokenizer_manager", None), "context_len", None)
 
-    @property
-    def adapters(self) -> Sequence[str]:
-        return self._adapters
-
-    @property
-    def max_model_len(self) -> int | None:
-        return self._max_model_len
-
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
-        return self._bridge.stream(lambda: self._generate(request))
-
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
         params = request.params
         stream = await self._engine.async_generate(
             input_ids=request.prompt_ids, sampling_params=sampling_params(params), stream=True,
@@ -83,9 +74,8 @@ class SglangGenerator:
                 if abort is not None:
                     abort(request.request_id)
 
-    def close(self) -> None:
-        self._bridge.call(self._engine.shutdown)
-        self._bridge.close()
+    def shutdown(self) -> None:
+        self._engine.shutdown()
 
 
 def sampling_params(params: SamplingParams) -> dict[str, Any]:
@@ -114,33 +104,8 @@ def _logprobs(meta: dict[str, Any], seen: int, top: int) -> list[TokenLogprobInf
     return out
 
 
-class SglangEngine(InferEngine):
-    """SGLang behind the chat API: our template renders the prompt ids, SGLang generates, our parser reads answers."""
+class SglangEngine(ExternalEngine):
+    """SGLang behind the chat API (see `ExternalEngine`). `engine_kwargs`: SGLang `ServerArgs` fields (tp_size,
+    mem_fraction_static, context_length, ...)."""
 
-    def __init__(self, model: str, *, template: Any = None, adapters: Mapping[str, str | Path] | None = None,
-                 default_adapter: str | None = None, default_config: RequestConfig | None = None,
-                 model_name: str | None = None, engine_kwargs: dict[str, Any] | None = None) -> None:
-        """`engine_kwargs`: SGLang `ServerArgs` fields (tp_size, mem_fraction_static, context_length, ...)."""
-        from swift.core import get_template
-
-        require_backend("sglang", extra="swift-infer[sglang]")  # before anything loads
-        engine_kwargs = dict(engine_kwargs or {})
-        tokenizer, model_dir = load_tokenizer(model, trust_remote_code=bool(engine_kwargs.get("trust_remote_code")))
-        generator = SglangGenerator(model_dir, adapters=adapters or {}, engine_kwargs=engine_kwargs)
-        if template is None or isinstance(template, str):
-            template = get_template(template, tokenizer)
-        super().__init__(generator, template, model_name=model_name or model, default_adapter=default_adapter,
-                         default_config=default_config, generation_config=read_generation_config(model_dir))
-
-    @classmethod
-    def from_spec(cls, spec: ServeSpec, args: InferArguments, *, model_name: str | None = None) -> SglangEngine:
-        require_backend("sglang", extra="swift-infer[sglang]")
-        check_spec(spec, "sglang")
-        _, _, template, config = engine_setup(spec, args)
-        engine_kwargs = {"tp_size": args.infer.tensor_parallel_size,
-                         "mem_fraction_static": args.infer.gpu_memory_utilization,
-                         "context_length": args.infer.max_model_len, "dtype": args.model.torch_dtype or "auto",
-                         "trust_remote_code": args.model.trust_remote_code,
-                         "max_running_requests": args.infer.max_batch_size}
-        return cls(spec.model, template=template, adapters=spec.adapters, default_adapter=spec.default_adapter,
-                   default_config=config, model_name=model_name or spec.model, engine_kwargs=engine_kwargs)
+    module, extra, backend_class = "sglang", "swift-infer[sglang]", SglangBackend

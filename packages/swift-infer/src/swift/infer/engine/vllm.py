@@ -8,21 +8,15 @@ iterator cancels `generate`, which aborts the request in vLLM. Not run in CI: it
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from swift.core.errors import require_backend
-from swift.infer.engine.engine import InferEngine
-from swift.infer.engine.external import check_spec, engine_setup, load_tokenizer, read_generation_config
-from swift.infer.engine.loop import LoopBridge
+from swift.infer.engine.external import ExternalEngine
 from swift.infer.engine.types import GenerationOutput, GenerationRequest, SamplingParams, TokenLogprobInfo
-from swift.infer.protocol import RequestConfig
-
-if TYPE_CHECKING:
-    from swift.infer.arguments import InferArguments
-    from swift.infer.checkpoint import ServeSpec
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +25,15 @@ _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed --max-lora-r
 
 def lora_rank(adapters: Mapping[str, str | Path]) -> int:
     """The smallest rank vLLM allows that fits every adapter's `r`."""
-    import json
-
     ranks = [json.loads((Path(p) / "adapter_config.json").read_text()).get("r", 8) for p in adapters.values()]
     need = max(ranks, default=8)
     return next((r for r in _LORA_RANKS if r >= need), need)
 
 
-class VllmGenerator:
-    def __init__(self, model_dir: str, *, adapters: Mapping[str, str | Path], engine_kwargs: dict[str, Any]) -> None:
-        require_backend("vllm", extra="swift-infer[vllm]")
+class VllmBackend:
+    """vLLM's `AsyncLLM` as a `LoopBackend`."""
+
+    def __init__(self, model_dir: str, adapters: Mapping[str, str | Path], engine_kwargs: dict[str, Any]) -> None:
         from vllm import AsyncEngineArgs
         from vllm.lora.request import LoRARequest
 
@@ -52,24 +45,17 @@ class VllmGenerator:
         if adapters:
             engine_kwargs = {"enable_lora": True, "max_loras": len(adapters), "max_lora_rank": lora_rank(adapters),
                              **engine_kwargs}
-        self._bridge = LoopBridge("swift-vllm")
-        args = AsyncEngineArgs(model=model_dir, **engine_kwargs)
-        self._engine = self._bridge.call(lambda: AsyncLLM.from_engine_args(args))
+        self._make = functools.partial(AsyncLLM.from_engine_args, AsyncEngineArgs(model=model_dir, **engine_kwargs))
         self._loras = {name: LoRARequest(name, i + 1, str(path)) for i, (name, path) in enumerate(adapters.items())}
-        self._max_model_len = getattr(getattr(self._engine, "model_config", None), "max_model_len", None)
+        self.adapters = tuple(self._loras)
+        self.max_model_len: int | None = None
+        self._engine: Any = None
 
-    @property
-    def adapters(self) -> Sequence[str]:
-        return tuple(self._loras)
+    def start(self) -> None:
+        self._engine = self._make()
+        self.max_model_len = getattr(getattr(self._engine, "model_config", None), "max_model_len", None)
 
-    @property
-    def max_model_len(self) -> int | None:
-        return self._max_model_len
-
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
-        return self._bridge.stream(lambda: self._generate(request))
-
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
         from vllm.inputs import TokensPrompt
 
         completion_tokens = 0
@@ -84,11 +70,10 @@ class VllmGenerator:
                                    _logprobs(token_ids, piece.logprobs, request.params.top_logprobs)
                                    if request.params.logprobs else None)
 
-    def close(self) -> None:
+    def shutdown(self) -> None:
         shutdown = getattr(self._engine, "shutdown", None)
         if shutdown is not None:
-            self._bridge.call(shutdown)
-        self._bridge.close()
+            shutdown()
 
 
 _FINISH = {"stop": "stop", "length": "length", "abort": "abort"}
@@ -126,32 +111,8 @@ def _logprobs(token_ids: list[int], per_token: Any, top: int) -> list[TokenLogpr
     return out
 
 
-class VllmEngine(InferEngine):
-    """vLLM behind the chat API: our template renders the prompt ids, vLLM generates, our parser reads answers."""
+class VllmEngine(ExternalEngine):
+    """vLLM behind the chat API (see `ExternalEngine`). `engine_kwargs`: vLLM `AsyncEngineArgs` fields
+    (tensor_parallel_size, gpu_memory_utilization, max_model_len, ...)."""
 
-    def __init__(self, model: str, *, template: Any = None, adapters: Mapping[str, str | Path] | None = None,
-                 default_adapter: str | None = None, default_config: RequestConfig | None = None,
-                 model_name: str | None = None, engine_kwargs: dict[str, Any] | None = None) -> None:
-        """`engine_kwargs`: vLLM `AsyncEngineArgs` fields (tensor_parallel_size, gpu_memory_utilization, ...)."""
-        from swift.core import get_template
-
-        require_backend("vllm", extra="swift-infer[vllm]")  # before anything loads
-        tokenizer, model_dir = load_tokenizer(model, trust_remote_code=bool((engine_kwargs or {}).get(
-            "trust_remote_code")))
-        generator = VllmGenerator(model_dir, adapters=adapters or {}, engine_kwargs=dict(engine_kwargs or {}))
-        if template is None or isinstance(template, str):
-            template = get_template(template, tokenizer)
-        super().__init__(generator, template, model_name=model_name or model, default_adapter=default_adapter,
-                         default_config=default_config, generation_config=read_generation_config(model_dir))
-
-    @classmethod
-    def from_spec(cls, spec: ServeSpec, args: InferArguments, *, model_name: str | None = None) -> VllmEngine:
-        require_backend("vllm", extra="swift-infer[vllm]")
-        check_spec(spec, "vllm")
-        _, _, template, config = engine_setup(spec, args)
-        engine_kwargs = {"tensor_parallel_size": args.infer.tensor_parallel_size,
-                         "gpu_memory_utilization": args.infer.gpu_memory_utilization,
-                         "max_model_len": args.infer.max_model_len, "dtype": args.model.torch_dtype or "auto",
-                         "trust_remote_code": args.model.trust_remote_code, "max_num_seqs": args.infer.max_batch_size}
-        return cls(spec.model, template=template, adapters=spec.adapters, default_adapter=spec.default_adapter,
-                   default_config=config, model_name=model_name or spec.model, engine_kwargs=engine_kwargs)
+    module, extra, backend_class = "vllm", "swift-infer[vllm]", VllmBackend

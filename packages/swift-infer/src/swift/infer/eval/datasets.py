@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swift.core.env import hub_offline
-from swift.core.errors import ConfigError, MissingBackendError
+from swift.core import ConfigError, MissingBackendError, env
 
 # Names from ms-swift that are not EvalScope benchmark names: name -> (EvalScope benchmark, options it implies).
 ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -107,7 +106,7 @@ def check_data_reachable(plans: list[BenchmarkPlan], hub: str) -> None:
     remote = [plan for plan in plans if plan.name not in LOCAL_ONLY and not plan.options.get("local_path")]
     if not remote:
         return
-    reason = "HF_HUB_OFFLINE is set" if hub_offline() else _unreachable(HUB_HOSTS[hub])
+    reason = "HF_HUB_OFFLINE is set" if env.hub_offline() else _unreachable(HUB_HOSTS[hub])
     if reason is None:
         return
     lines = [f"cannot download the data of {', '.join(t for p in remote for t in p.typed)}: no dataset hub "

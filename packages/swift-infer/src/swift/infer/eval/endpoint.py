@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from swift.core.errors import SwiftError
+from swift.core import SwiftError
 from swift.infer.arguments import DeployArguments
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def own_server(args: DeployArguments) -> Iterator[Endpoint]:
     """`swift deploy`'s app on our engine, on 127.0.0.1 at a free port with a random key, in a background thread."""
     import uvicorn
 
-    from swift.infer.build import build_engine
+    from swift.infer.backends import build_engine
     from swift.infer.checkpoint import resolve_serve_spec
     from swift.infer.server.app import ServerOptions, build_app
 

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from swift.core.errors import ConfigError, SwiftError
+from swift.core import ConfigError, SwiftError
 from swift.infer.engine.engine import InferEngine
 from swift.infer.protocol import ChatCompletionResponse, RequestConfig
 

@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import Future
 from typing import TextIO
 
-from swift.core.errors import SwiftError
+from swift.core import SwiftError
 from swift.infer.engine.engine import InferEngine
 from swift.infer.protocol import ChatCompletionResponse, ChatMessage, InferRequest, RequestConfig
 

@@ -27,7 +27,7 @@ def load_rows(args: InferArguments) -> Any:
 
 
 def run_infer(args: InferArguments) -> int:
-    from swift.infer.build import build_engine
+    from swift.infer.backends import build_engine
     from swift.infer.frontend.batch import default_result_path, run_batch
     from swift.infer.frontend.chat import run_interactive, run_pipe
     from swift.infer.protocol import RequestConfig

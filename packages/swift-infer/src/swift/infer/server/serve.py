@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError
 from swift.infer.arguments import DeployArguments
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def check_server_flags(args: DeployArguments) -> None:
 def run_server(args: DeployArguments) -> int:
     import uvicorn
 
-    from swift.infer.build import build_engine
+    from swift.infer.backends import build_engine
     from swift.infer.checkpoint import resolve_serve_spec
     from swift.infer.server.app import ServerOptions, build_app
 

@@ -8,11 +8,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from swift.core.errors import ConfigError
+from swift.core import ConfigError
 from swift.infer.engine.engine import InferEngine
 from swift.infer.engine.pt.scheduler import PtGenerator
 from swift.infer.protocol import RequestConfig
@@ -70,6 +70,18 @@ def _keep_fast_cpu_linears(model: Any) -> None:
     for param in model.parameters():
         if param.device.type == "cpu" and param.dtype in (torch.bfloat16, torch.float16) and not param.requires_grad:
             param.requires_grad_(True)
+
+
+def merge_adapters(model: Any, paths: Sequence[str | Path]) -> Any:
+    """Fold each LoRA checkpoint into the weights of `model` (--merge_lora): served without an adapter."""
+    if not paths:
+        return model
+    from peft import PeftModel
+
+    for path in paths:
+        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+        logger.info("merged %s into the base model", path)
+    return model
 
 
 def load_adapters(model: Any, adapters: Mapping[str, str | Path]) -> Any:
