@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from swift.infer.engine.errors import RequestError, UnknownAdapterError
+from swift.infer.engine.errors import EngineError, RequestError, UnknownAdapterError
 from swift.infer.protocol import RequestConfig
+from tests.infer.conftest import wait_for
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
                                            "parameters": {"type": "object",
@@ -88,3 +89,27 @@ def test_n_streamed_choices_come_with_their_index(scripted_engine):
             texts[choice.index] += choice.delta.content or ""
     assert texts[0] == texts[1]
     assert texts[0].startswith("Let me check.")
+
+
+def test_a_backend_failure_is_an_engine_error_chained_to_it_and_logged_once(scripted_engine, caplog):
+    scripted_engine.generator.fail_next = RuntimeError("the backend fell over")
+    with pytest.raises(EngineError, match="fell over") as caught:
+        scripted_engine.infer([ASK])
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    (logged,) = [r for r in caplog.records if r.exc_info]
+    assert logged.exc_info[1] is caught.value.__cause__
+
+
+@pytest.mark.parametrize("bad", [10**9, -1, "vocabulary size"], ids=["huge", "negative", "one past the end"])
+def test_token_id_prompts_outside_the_vocabulary_are_refused_before_the_model(tiny_engine, bad):
+    vocab = len(tiny_engine.tokenizer)
+    bad = vocab if bad == "vocabulary size" else bad
+    wait_for(lambda: tiny_engine.generator.active == 0, "the engine to be idle")
+    steps = tiny_engine.generator.steps
+    with pytest.raises(RequestError, match=rf"token id {bad} is outside the vocabulary.*size {vocab}\)") as caught:
+        tiny_engine.run(tiny_engine.complete_async([1, 2, bad]))
+    assert caught.value.param == "prompt"
+    with pytest.raises(RequestError, match=f"token id {bad}"):
+        tiny_engine.complete_stream([bad])
+    assert tiny_engine.generator.steps == steps
+    assert tiny_engine.run(tiny_engine.complete_async([1, 2, vocab - 1], RequestConfig(max_tokens=2))).usage

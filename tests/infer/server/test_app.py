@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
+import socket
 import time
+import traceback
+from urllib.parse import urlsplit
 
 import httpx
 import openai
 import pytest
 
 from swift.infer.engine.errors import EngineError
-from tests.infer.conftest import live_server
+from tests.infer.conftest import live_server, wait_for
 
 KEY = "sk-test-key"
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -59,6 +63,33 @@ def test_completions_endpoint(tiny_url, tiny_engine):
         model=tiny_engine.model_name, prompt="Once upon a time", max_tokens=6, temperature=0, stream=True)
         if ch.choices)
     assert streamed == reply.choices[0].text
+
+
+@pytest.mark.parametrize(("prompt", "bad"), [([10**9], 10**9), ([-1, 5], -1), ([[1, 2], [3, 10**9]], 10**9)],
+                         ids=["huge", "negative", "a list of prompts"])
+def test_completions_refuse_token_ids_outside_the_vocabulary_and_others_go_on(tiny_url, tiny_engine, prompt, bad):
+    c, vocab = client(tiny_url), len(tiny_engine.tokenizer)
+
+    def good():
+        return c.completions.create(model=tiny_engine.model_name, prompt="Once upon a time", max_tokens=12,
+                                    temperature=0)
+
+    def refused():
+        with pytest.raises(openai.BadRequestError) as caught:
+            c.completions.create(model=tiny_engine.model_name, prompt=prompt, max_tokens=4)
+        return caught.value.response.json()["error"]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # sent together: they could share a prefill batch
+        goods = [pool.submit(good) for _ in range(2)]
+        errors = [pool.submit(refused) for _ in range(2)]
+        replies = [future.result() for future in goods]
+        errors = [future.result() for future in errors]
+    assert all(r.usage.completion_tokens == 12 for r in replies)
+    for error in errors:
+        assert error["param"] == "prompt"
+        assert f"token id {bad} is outside the vocabulary" in error["message"]
+        assert f"vocabulary size {vocab}" in error["message"]
+    assert good().usage.completion_tokens == 12
 
 
 @pytest.mark.parametrize(("body", "param"), [
@@ -116,25 +147,33 @@ def test_concurrent_requests_share_the_engine_batches(tiny_url, tiny_engine):
     assert tiny_engine.generator.max_rows_seen >= 4
 
 
-def wait_idle(engine, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while engine.generator._rows or engine.generator._waiting:
-        assert time.monotonic() < deadline, "the engine kept generating for a client that left"
-        time.sleep(0.01)
+@pytest.fixture(scope="module")
+def endless_engine(tiny_llama_dir):
+    """The tiny llama with room for a million tokens: its long answers end by an abort, never while a test waits."""
+    from swift.infer.engine import PtEngine
+
+    with PtEngine(str(tiny_llama_dir), max_model_len=1_000_000, model_name="endless") as engine:
+        yield engine
 
 
-def test_a_client_that_disconnects_cancels_its_generation(tiny_url, tiny_engine):
-    body = {"model": tiny_engine.model_name, "messages": HELLO, "max_tokens": 500, "stream": True}
-    with httpx.stream("POST", f"{tiny_url}/chat/completions", json=body,
-                      headers={"Authorization": f"Bearer {KEY}"}) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: ") and '"content"' in line:
-                break
-    wait_idle(tiny_engine)
-    with pytest.raises(httpx.ReadTimeout):  # a non-streamed request whose client gives up
-        httpx.post(f"{tiny_url}/chat/completions", json={**body, "stream": False}, timeout=1.0,
-                   headers={"Authorization": f"Bearer {KEY}"})
-    wait_idle(tiny_engine)
+def test_a_client_that_disconnects_cancels_its_generation(endless_engine):
+    generator = endless_engine.generator
+    body = {"model": "endless", "messages": HELLO, "max_tokens": 900_000, "temperature": 0}
+    with live_server(endless_engine) as url:
+        with httpx.stream("POST", f"{url}/chat/completions", json={**body, "stream": True}, timeout=120) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: ") and '"content"' in line:
+                    break
+        wait_for(lambda: generator.aborted == 1, "the engine to abort the stream its client left")
+        assert generator.active == 0
+        # a non-streamed request whose client gives up: the connection closes while the engine decodes
+        payload = json.dumps({**body, "stream": False}).encode()
+        with socket.create_connection(("127.0.0.1", urlsplit(url).port)) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json"
+                         b"\r\ncontent-length: %d\r\n\r\n%s" % (len(payload), payload))
+            wait_for(lambda: generator.active == 1 and generator.steps > 0, "the engine to decode the request")
+        wait_for(lambda: generator.aborted == 2, "the engine to abort the request its client left")
+        assert generator.active == 0
 
 
 def test_metrics_count_requests_tokens_and_latency(tiny_url, tiny_engine):
@@ -199,14 +238,67 @@ def test_beyond_max_concurrency_is_429(scripted_url, scripted_engine):
         assert slow.result().choices[0].message.content
 
 
-def test_an_engine_failure_is_500_and_the_server_goes_on(scripted_url, scripted_engine):
-    scripted_engine.generator.fail_next = RuntimeError("the backend fell over")
-    with pytest.raises(openai.InternalServerError, match="fell over"):
+SECRET = "/home/alice/models/private-7b: tensor of shape [3, 4096]"
+
+
+@pytest.fixture
+def server_log(caplog):
+    """The server's log records, uvicorn's own too (its loggers do not propagate to the root logger)."""
+    uvicorn_logger = logging.getLogger("uvicorn")
+    uvicorn_logger.addHandler(caplog.handler)
+    yield caplog
+    uvicorn_logger.removeHandler(caplog.handler)
+
+
+def tracebacks(log, kind: type[BaseException]) -> list[logging.LogRecord]:
+    """Records that carry a traceback in which an exception of `kind` was raised."""
+    return [r for r in log.records if r.exc_info and f"{kind.__name__}: " in "".join(
+        traceback.format_exception(*r.exc_info))]
+
+
+def test_a_failure_in_the_engine_is_a_500_naming_only_its_request_id(scripted_url, scripted_engine, server_log):
+    scripted_engine.generator.fail_next = RuntimeError(SECRET)
+    with pytest.raises(openai.InternalServerError) as caught:
         client(scripted_url).chat.completions.create(model="scripted", messages=HELLO)
-    scripted_engine.generator.fail_next = EngineError("lost the batch")
-    chunks = httpx.post(f"{scripted_url}/chat/completions",
-                        json={"model": "scripted", "messages": HELLO, "stream": True}).text
-    assert "lost the batch" in chunks
-    assert chunks.rstrip().endswith("data: [DONE]")
+    response = caught.value.response
+    assert "/home/alice" not in response.text
+    request_id = response.headers["x-request-id"]
+    assert request_id in response.json()["error"]["message"]
+    (logged,) = tracebacks(server_log, RuntimeError)  # once, where the engine caught it, under the request's id
+    assert request_id in logged.getMessage()
+    assert SECRET in "".join(traceback.format_exception(*logged.exc_info))
+
+    scripted_engine.generator.fail_next = EngineError(SECRET)  # a stream that fails after its first chunk
+    streamed = httpx.post(f"{scripted_url}/chat/completions",
+                          json={"model": "scripted", "messages": HELLO, "stream": True})
+    (error,) = [json.loads(line[6:])["error"] for line in streamed.text.splitlines() if '"error"' in line]
+    assert "/home/alice" not in streamed.text
+    assert streamed.headers["x-request-id"] in error["message"]
+    assert error["type"] == "server_error"
+    assert streamed.text.rstrip().endswith("data: [DONE]")
     assert client(scripted_url).chat.completions.create(model="scripted", messages=HELLO).choices[0].message.content
 
+
+def test_an_unexpected_error_is_a_500_with_its_traceback_logged_once(scripted_url, scripted_engine, server_log,
+                                                                     monkeypatch):
+    async def broken(*args, **kwargs):
+        raise KeyError(SECRET)
+
+    monkeypatch.setattr(scripted_engine, "infer_async", broken)
+    response = httpx.post(f"{scripted_url}/chat/completions", json={"model": "scripted", "messages": HELLO})
+    assert response.status_code == 500
+    assert "/home/alice" not in response.text
+    request_id = response.headers["x-request-id"]
+    assert request_id in response.json()["error"]["message"]
+    (logged,) = tracebacks(server_log, KeyError)
+    assert request_id in logged.getMessage()
+
+
+def test_every_answer_carries_a_request_id_and_client_errors_keep_their_message(scripted_url):
+    ids = set()
+    for method, path, body in [("GET", "/models", None), ("POST", "/chat/completions", {"model": "nope",
+                                                                                         "messages": HELLO})]:
+        response = httpx.request(method, scripted_url + path, json=body)
+        ids.add(response.headers["x-request-id"])
+    assert len(ids) == 2
+    assert "does not exist" in response.json()["error"]["message"]  # a 404 still says what to fix

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 
 import pytest
 import torch
 
 from swift.infer.engine.errors import EngineError
 from swift.infer.engine.types import GenerationRequest, SamplingParams
+from tests.infer.conftest import wait_for
 
 PROMPTS = ["Hi", "Tell me about the sea and the sky, please.", "What is two plus two?",
            "A much longer question about rivers, mountains, forests and the animals that live in them?"]
@@ -109,14 +111,13 @@ def test_closing_a_stream_aborts_its_generation(tiny_engine):
         await stream.aclose()
         return seen
 
+    aborted = tiny_engine.generator.aborted
     assert tiny_engine.run(read_two_chunks()) == 3
-    deadline = time.monotonic() + 10
-    while tiny_engine.generator._rows or tiny_engine.generator._waiting:
-        assert time.monotonic() < deadline, "the aborted request kept decoding"
-        time.sleep(0.01)
+    wait_for(lambda: tiny_engine.generator.aborted == aborted + 1, "the closed stream's request to be aborted")
+    assert tiny_engine.generator.active == 0
 
 
-def test_a_failed_step_fails_its_requests_and_the_engine_goes_on(tiny_engine, monkeypatch):
+def test_a_failed_step_fails_its_requests_and_the_engine_goes_on(tiny_engine, monkeypatch, caplog):
     from swift.infer.protocol import RequestConfig
 
     generator = tiny_engine.generator
@@ -131,6 +132,11 @@ def test_a_failed_step_fails_its_requests_and_the_engine_goes_on(tiny_engine, mo
 
     monkeypatch.setattr(generator, "_forward", flaky)
     request = {"messages": [{"role": "user", "content": "Hello"}]}
-    with pytest.raises(EngineError, match="boom"):
+    with pytest.raises(EngineError, match="boom") as caught:
         tiny_engine.infer([request], RequestConfig(temperature=0, max_tokens=5))
+    # the bug keeps its traceback: chained for the caller, and logged once (by the engine thread)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    logged = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], RuntimeError)]
+    assert len(logged) == 1
+    assert "boom" in "".join(traceback.format_exception(*logged[0].exc_info))
     assert tiny_engine.infer([request], RequestConfig(temperature=0, max_tokens=5))[0].usage.completion_tokens == 5

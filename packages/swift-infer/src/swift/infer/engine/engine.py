@@ -134,7 +134,7 @@ class InferEngine:
         job = self._prepare_chat(request, request_config, adapter, request_id)
         return self._stream_chat(job, include_usage)
 
-    async def complete_async(self, prompt: str | list[int], request_config: RequestConfig | None = None, *,
+    async def complete_async(self, prompt: str | Sequence[int], request_config: RequestConfig | None = None, *,
                              adapter: str | None = None, request_id: str | None = None) -> CompletionResponse:
         """A raw completion of `prompt` (text or token ids), without the chat template."""
         job = self._prepare_completion(prompt, request_config, adapter, request_id)
@@ -144,7 +144,7 @@ class InferEngine:
                              logprobs=self._completion_logprobs(c.logprobs) if job.params.logprobs else None)
             for i, c in enumerate(choices)])
 
-    def complete_stream(self, prompt: str | list[int], request_config: RequestConfig | None = None, *,
+    def complete_stream(self, prompt: str | Sequence[int], request_config: RequestConfig | None = None, *,
                         adapter: str | None = None, include_usage: bool = False,
                         request_id: str | None = None) -> AsyncIterator[CompletionStreamResponse]:
         job = self._prepare_completion(prompt, request_config, adapter, request_id)
@@ -191,16 +191,25 @@ class InferEngine:
                               opens_think=opens_think)
         return self._job(request_id or new_id("chatcmpl"), prompt_ids, config, adapter, parser, chat=True)
 
-    def _prepare_completion(self, prompt: str | list[int], config: RequestConfig | None, adapter: str | None,
-                            request_id: str | None) -> _Job:
+    def encode_prompt(self, prompt: str | Sequence[int]) -> list[int]:
+        """The token ids of a raw completion's prompt (text, or ids checked against the vocabulary)."""
         if isinstance(prompt, str):
-            prompt_ids = list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
-        else:
-            prompt_ids = [int(token) for token in prompt]
+            return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        prompt_ids = [int(token) for token in prompt]
         if not prompt_ids:
             raise RequestError("the prompt is empty", param="prompt")
-        return self._job(request_id or new_id("cmpl"), prompt_ids, config or RequestConfig(), adapter, None,
-                         chat=False)
+        # An id outside the embedding fails the model's forward: on CPU for every request prefilled with it, on CUDA
+        # as a device-side assert that breaks the engine until a restart. Refused here, before the backend.
+        vocab = len(self.tokenizer)
+        if (bad := next((t for t in prompt_ids if not 0 <= t < vocab), None)) is not None:
+            raise RequestError(f"the prompt's token id {bad} is outside the vocabulary: token ids go from 0 to "
+                               f"{vocab - 1} (vocabulary size {vocab})", param="prompt")
+        return prompt_ids
+
+    def _prepare_completion(self, prompt: str | Sequence[int], config: RequestConfig | None, adapter: str | None,
+                            request_id: str | None) -> _Job:
+        return self._job(request_id or new_id("cmpl"), self.encode_prompt(prompt), config or RequestConfig(), adapter,
+                         None, chat=False)
 
     def _job(self, request_id: str, prompt_ids: list[int], config: RequestConfig, adapter: str | None,
              parser: AnswerParser | None, *, chat: bool) -> _Job:
@@ -264,8 +273,10 @@ class InferEngine:
         except (RequestError, UnknownAdapterError, EngineError, asyncio.CancelledError):
             raise
         except Exception as e:
+            # The one place a backend's own bug is logged, with its traceback under the request id (which is all the
+            # HTTP client gets); the error goes on chained to it, for Python callers.
             logger.exception("request %s failed in the engine", job.request_id)
-            raise EngineError(f"the engine failed on this request: {type(e).__name__}: {e}") from e
+            raise EngineError(f"the engine failed on request {job.request_id}: {type(e).__name__}: {e}") from e
 
     async def _collect(self, job: _Job, index: int) -> _Choice:
         choice = _Choice()

@@ -181,7 +181,7 @@ class CompletionRequest(RequestConfig):
     """Body of POST /v1/completions: raw text in, raw text out (no chat template)."""
 
     model: str
-    prompt: str | list[str] | list[int]
+    prompt: str | list[str] | list[int] | list[list[int]]
     stream: bool = False
     stream_options: StreamOptions | None = None
     echo: bool = False

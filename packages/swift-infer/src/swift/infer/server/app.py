@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from swift.infer.engine.engine import InferEngine
-from swift.infer.server.errors import install_error_handlers
+from swift.infer.server.errors import RequestIds, install_error_handlers
 from swift.infer.server.gate import Gate
 from swift.infer.server.metrics import Metrics
 from swift.infer.server.routes import chat, completions, health, models
@@ -51,6 +51,7 @@ def build_app(engine: InferEngine, options: ServerOptions) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(Gate, api_key=options.api_key, max_concurrency=options.max_concurrency,
                        metrics=state.metrics)
+    app.add_middleware(RequestIds)  # added last: the outermost, so that even the gate's answers carry the id
     return app
 
 

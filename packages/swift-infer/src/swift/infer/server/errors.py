@@ -1,8 +1,14 @@
-"""Errors as OpenAI's error object (`{"error": {"message", "type", "param", "code"}}`), never FastAPI's 422."""
+"""Errors as OpenAI's error object (`{"error": {"message", "type", "param", "code"}}`), never FastAPI's 422.
+
+The client's faults (400, 401, 404, 429) say what to fix. A failure of ours (500) says nothing but the request's id:
+exception messages carry paths, shapes and model internals. The id is also the `x-request-id` header of every
+response, and the server log has the traceback under it.
+"""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,6 +33,50 @@ def error_body(status: int, message: str, *, param: str | None = None, code: Any
 def error_response(status: int, message: str, *, param: str | None = None, code: Any = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(error_body(status, message, param=param, code=code), status_code=status, headers=headers)
+
+
+def internal_error(request_id: str) -> dict[str, Any]:
+    """The body of every 500: the request id, nothing of the exception."""
+    return error_body(500, f"the server failed on this request; its log has the details under request id "
+                           f"{request_id}")
+
+
+def request_id_of(request: Request) -> str:
+    """The id `RequestIds` gave this request."""
+    return request.state.request_id
+
+
+class RequestIds:
+    """The outermost ASGI middleware: every HTTP request gets an id (the `x-request-id` response header, part of
+    its engine request ids and of its log lines), and an exception nothing else handled becomes a 500 naming only
+    that id, its traceback logged here once (Starlette's last-resort handler would re-raise it for uvicorn to log a
+    second time)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+
+        async def send_with_id(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("request %s: unexpected error serving %s", request_id, scope["path"])
+            if not started:  # else the answer is half sent: the connection just ends
+                await JSONResponse(internal_error(request_id), status_code=500)(scope, receive, send_with_id)
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "none", "bytes", "dict", "list"}
@@ -74,9 +124,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(EngineError)
     async def engine_failed(request: Request, exc: EngineError) -> JSONResponse:
-        return error_response(500, str(exc))
+        request_id = request_id_of(request)
+        log_engine_error(request_id, exc)
+        return JSONResponse(internal_error(request_id), status_code=500)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unexpected error serving %s", request.url.path)
-        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+def log_engine_error(request_id: str, exc: EngineError) -> None:
+    # One line: the engine logged the traceback where it caught the failure, under an id that contains this one.
+    logger.error("request %s failed in the engine: %s", request_id, exc)

@@ -73,10 +73,10 @@ class PtGenerator:
                  max_prefill_tokens: int = 8192) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.max_batch_size, self.max_prefill_tokens = max_batch_size, max_prefill_tokens
-        self._max_model_len = max_model_len
+        self.max_model_len = max_model_len
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self._adapters = tuple(getattr(model, "peft_config", {}) or ())
+        self.adapters: Sequence[str] = tuple(getattr(model, "peft_config", {}) or ())
         self._forward_kwargs = _forward_kwarg_names(model)
         self._token_texts: dict[int, str] = {}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -86,22 +86,21 @@ class PtGenerator:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
-        self.steps = 0  # decoding steps run, for tests and metrics
+        # for tests and metrics: decoding steps run, the most rows decoded together, requests dropped by an abort
+        self.steps = 0
         self.max_rows_seen = 0
+        self.aborted = 0
 
     @property
-    def adapters(self) -> Sequence[str]:
-        return self._adapters
-
-    @property
-    def max_model_len(self) -> int | None:
-        return self._max_model_len
+    def active(self) -> int:
+        """Requests waiting or decoding (read from any thread: a snapshot)."""
+        return len(self._rows) + len(self._waiting)
 
     # ----- the consumer side (any thread, any event loop) -----
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
-        if request.adapter is not None and request.adapter not in self._adapters:
-            raise UnknownAdapterError(request.adapter, list(self._adapters))
+        if request.adapter is not None and request.adapter not in self.adapters:
+            raise UnknownAdapterError(request.adapter, list(self.adapters))
         loop = asyncio.get_running_loop()
         outputs: asyncio.Queue = asyncio.Queue()
 
@@ -158,10 +157,8 @@ class PtGenerator:
                     self._admit()
                     if self._rows:
                         self._decode()
-                except Exception as e:  # a failed step loses its rows, not the engine
-                    logger.exception("the PyTorch engine failed a step; its %d requests get an error",
-                                     len(self._rows))
-                    self._fail(self._rows, EngineError(f"generation failed: {type(e).__name__}: {e}"))
+                except Exception as e:  # noqa: BLE001  (_fail logs it) a failed step loses its rows, not the engine
+                    self._fail(self._rows, "a decoding step failed", e)
                     self._rows, self._batch = [], None
         leftovers = self._rows + list(self._waiting)
         while True:  # requests that arrived with or after the stop message
@@ -171,7 +168,8 @@ class PtGenerator:
                 break
             if kind == "add":
                 leftovers.append(item)
-        self._fail(leftovers, EngineError("the engine was closed"))
+        for row in leftovers:
+            row.sink(EngineError("the engine was closed"))
 
     def _read_inbox(self, *, block: bool) -> bool:
         """Take in new requests and aborts; False once asked to stop."""
@@ -189,10 +187,12 @@ class PtGenerator:
             else:
                 aborted.add(item)
         if aborted:
+            before = self.active
             self._waiting = deque(r for r in self._waiting if r.request.request_id not in aborted)
             keep = [i for i, r in enumerate(self._rows) if r.request.request_id not in aborted]
             if len(keep) < len(self._rows):
                 self._keep(keep)
+            self.aborted += before - self.active
         return True
 
     def _admit(self) -> None:
@@ -219,9 +219,8 @@ class PtGenerator:
                 self._batch = batch
             else:
                 self._batch.merge(batch)
-        except Exception as e:  # the new rows fail; the running ones go on
-            logger.exception("prefill failed for %d requests", len(rows))
-            self._fail(rows, EngineError(f"prefill failed: {type(e).__name__}: {e}"))
+        except Exception as e:  # noqa: BLE001  (_fail logs it) the new rows fail; the running ones go on
+            self._fail(rows, "the prefill failed", e)
             return
         self._rows += [rows[i] for i in keep]
         self.max_rows_seen = max(self.max_rows_seen, len(self._rows))
@@ -261,18 +260,23 @@ class PtGenerator:
             if row.detokenizer.add(token_id):
                 finish = "stop"
         if finish is None and (len(row.generated) >= row.params.max_tokens or (
-                self._max_model_len and len(row.prompt) + len(row.generated) >= self._max_model_len)):
+                self.max_model_len and len(row.prompt) + len(row.generated) >= self.max_model_len)):
             finish = "length"
         output = GenerationOutput(row.detokenizer.take(final=finish is not None), [token_id], len(row.prompt),
                                   len(row.generated), finish, [info] if info is not None else None)
         return row.sink(output) and finish is None
 
-    def _fail(self, rows: Sequence[_Row], error: BaseException) -> None:
+    def _fail(self, rows: Sequence[_Row], what: str, cause: Exception) -> None:
+        """Each row gets its own `EngineError` chained to `cause`; the traceback is logged here, once for all."""
+        ids = [row.request.request_id for row in rows]
+        logger.error("the PyTorch engine: %s; requests %s get an error", what, ids, exc_info=cause)
         for row in rows:
+            error = EngineError(f"{what}: {type(cause).__name__}: {cause}")
+            error.__cause__ = cause
             row.sink(error)
 
     def _adapter_names(self, rows: Sequence[_Row]) -> list[str] | None:
-        return [row.adapter for row in rows] if self._adapters else None
+        return [row.adapter for row in rows] if self.adapters else None
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                  cache: Any, adapter_names: Sequence[str] | None) -> torch.Tensor:

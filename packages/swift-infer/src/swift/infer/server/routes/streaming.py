@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel
 
-from swift.core.errors import SwiftError
+from swift.core import SwiftError
 from swift.infer.engine.errors import EngineError
-from swift.infer.server.errors import error_body
+from swift.infer.server.errors import error_body, internal_error, log_engine_error
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,9 +42,10 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
-async def sse(chunks: AsyncIterator[BaseModel], on_chunk: Callable[[Any], None] | None = None,
+async def sse(chunks: AsyncIterator[BaseModel], request_id: str, on_chunk: Callable[[Any], None] | None = None,
               drop_usage_only: bool = False) -> AsyncIterator[str]:
-    """`data: {json}` events, then `data: [DONE]`. An error after the stream started becomes an error event.
+    """`data: {json}` events, then `data: [DONE]`. An error after the stream started becomes an error event (a
+    failure of ours names only `request_id`, as a 500 does).
 
     `on_chunk` sees every chunk (usage accounting); `drop_usage_only` leaves out the final usage chunk that was
     asked for internally but not by the client.
@@ -56,11 +57,14 @@ async def sse(chunks: AsyncIterator[BaseModel], on_chunk: Callable[[Any], None] 
             if drop_usage_only and not chunk.choices and chunk.usage is not None:
                 continue
             yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
-    except SwiftError as e:
-        yield f"data: {_json(error_body(500 if isinstance(e, EngineError) else 400, str(e)))}\n\n"
-    except Exception as e:  # the stream has started: report it in the stream, the server goes on
-        logger.exception("stream failed")
-        yield f"data: {_json(error_body(500, f'internal error: {type(e).__name__}: {e}'))}\n\n"
+    except EngineError as e:
+        log_engine_error(request_id, e)
+        yield f"data: {_json(internal_error(request_id))}\n\n"
+    except SwiftError as e:  # the request's fault, found late: say what to fix
+        yield f"data: {_json(error_body(400, str(e)))}\n\n"
+    except Exception:  # the stream has started: report it in the stream, the server goes on
+        logger.exception("request %s: the stream failed", request_id)
+        yield f"data: {_json(internal_error(request_id))}\n\n"
     yield "data: [DONE]\n\n"
 
 
