@@ -3,7 +3,8 @@
 Without --eval_url the model is served by `swift deploy`'s own app inside this process (127.0.0.1, a free port, a
 random key), so eval measures what deploy serves: our templates, our engine, per-request adapters. EvalScope runs
 in a child process (`swift.infer.eval.worker`) as an OpenAI-API client of that server, with its caches under
-$SWIFT_CACHE/eval instead of the user's ~/.cache/modelscope and ~/.cache/huggingface.
+$SWIFT_CACHE/eval instead of the user's ~/.cache/modelscope and ~/.cache/huggingface. The child reads its plan from
+the run's eval_plan.json and the API key from its environment (SWIFT_API_KEY): the key never reaches the disk.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swift.core.env import swift_cache
-from swift.core.errors import ConfigError, SwiftError
+from swift.core import ConfigError, SwiftError, env
 from swift.infer.arguments import EvalArguments
 from swift.infer.eval.datasets import BenchmarkPlan, check_data_reachable, plan_benchmarks
 from swift.infer.eval.endpoint import Endpoint, list_models, normalize_url, own_server
@@ -27,6 +27,7 @@ from swift.infer.eval.results import Row, write_results
 
 logger = logging.getLogger(__name__)
 
+API_KEY_VARIABLE = "SWIFT_API_KEY"  # how the child gets the key (it reads it with swift.core.env.read)
 # Greedy and bounded unless the user says otherwise; few quick retries (EvalScope's default is 5 x 10 s).
 DEFAULT_GENERATION = {"temperature": 0.0, "max_tokens": 512, "retries": 1, "retry_interval": 2}
 
@@ -93,7 +94,7 @@ def evaluate(args: EvalArguments, endpoint: Endpoint, models: list[str], plans: 
                                                                                          ".rows.json")}
              for model in models]
     plan = {
-        "api_url": endpoint.url, "api_key": endpoint.api_key, "prompt_lang": args.eval.eval_prompt_lang,
+        "api_url": endpoint.url, "api_key": "***", "prompt_lang": args.eval.eval_prompt_lang,
         "benchmarks": [{"name": p.name, "options": p.options, "shown_as": p.shown_as} for p in plans],
         "limit": args.eval.eval_limit, "generation_config": {**DEFAULT_GENERATION,
                                                              **(args.eval.eval_generation_config or {})},
@@ -102,16 +103,10 @@ def evaluate(args: EvalArguments, endpoint: Endpoint, models: list[str], plans: 
         "mcq_fallback": args.eval.eval_mcq_fallback,
     }
     plan_path = run_dir / "eval_plan.json"
-    plan_path.write_text(json.dumps({**plan, "api_key": "***"}, indent=2), encoding="utf-8")
-    secret_plan = run_dir / ".eval_plan.json"
-    secret_plan.write_text(json.dumps(plan), encoding="utf-8")
-    secret_plan.chmod(0o600)
+    plan_path.write_text(json.dumps(plan, indent=2), encoding="utf-8")
     logger.info("evaluating %s on %s at %s", ", ".join(models), ", ".join(p.name for p in plans), endpoint.url)
-    try:
-        code = subprocess.call([sys.executable, "-m", "swift.infer.eval.worker", str(secret_plan)],
-                               env=worker_env())
-    finally:
-        secret_plan.unlink(missing_ok=True)
+    code = subprocess.call([sys.executable, "-m", "swift.infer.eval.worker", str(plan_path)],
+                           env=worker_env(endpoint.api_key))
     if code != 0:
         raise EvalRunError(f"EvalScope failed (exit {code}); its logs are under {run_dir}")
     rows: list[Row] = []
@@ -126,19 +121,22 @@ def evaluate(args: EvalArguments, endpoint: Endpoint, models: list[str], plans: 
 
 
 def eval_cache() -> Path:
-    return swift_cache() / "eval"
+    return env.swift_cache() / "eval"
 
 
-def worker_env() -> dict[str, str]:
-    """The child's environment: EvalScope's, ModelScope's and HF datasets' caches under $SWIFT_CACHE/eval."""
+def worker_env(api_key: str | None) -> dict[str, str]:
+    """The child's environment: the server's API key (never on disk, and not in argv, which `ps` shows to every
+    user), EvalScope's, ModelScope's and HF datasets' caches under $SWIFT_CACHE/eval."""
     cache = eval_cache()
-    env = dict(os.environ)
-    env.update(MODELSCOPE_CACHE=str(cache / "modelscope"), EVALSCOPE_CACHE=str(cache / "evalscope"),
-               HF_DATASETS_CACHE=str(cache / "huggingface" / "datasets"),
-               HF_HUB_CACHE=str(cache / "huggingface" / "hub"))
-    no_proxy = [p for p in env.get("NO_PROXY", env.get("no_proxy", "")).split(",") if p]
-    env["NO_PROXY"] = env["no_proxy"] = ",".join([*no_proxy, "127.0.0.1", "localhost"])
-    return env
+    child = {name: value for name, value in os.environ.items() if name != API_KEY_VARIABLE}
+    if api_key is not None:
+        child[API_KEY_VARIABLE] = api_key
+    child.update(MODELSCOPE_CACHE=str(cache / "modelscope"), EVALSCOPE_CACHE=str(cache / "evalscope"),
+                 HF_DATASETS_CACHE=str(cache / "huggingface" / "datasets"),
+                 HF_HUB_CACHE=str(cache / "huggingface" / "hub"))
+    no_proxy = [p for p in child.get("NO_PROXY", child.get("no_proxy", "")).split(",") if p]
+    child["NO_PROXY"] = child["no_proxy"] = ",".join([*no_proxy, "127.0.0.1", "localhost"])
+    return child
 
 
 def _safe(name: str) -> str:

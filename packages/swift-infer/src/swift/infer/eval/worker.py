@@ -1,7 +1,8 @@
 """The EvalScope side of `swift eval`, run as `python -m swift.infer.eval.worker PLAN.json` in a child process.
 
 A child process because EvalScope reads its cache locations from the environment at import time, and Swift's
-library code never writes `os.environ`: the parent passes SWIFT_CACHE-based locations in the child's environment.
+library code never writes `os.environ`: the parent passes SWIFT_CACHE-based locations in the child's environment,
+and the server's API key as SWIFT_API_KEY (the plan file holds "***").
 The child writes one JSON list of result rows per model and exits non-zero with a one-line reason on failure.
 """
 
@@ -115,16 +116,18 @@ def metric_name(metric: Any) -> str:
 def run(plan_path: str) -> int:
     from evalscope.run import run_task
 
+    from swift.core import env
     from swift.infer.eval.compat import mcq_label_fallback
 
     plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
+    api_key = env.read("SWIFT_API_KEY")  # the parent's key, passed in the environment: the plan on disk has none
     logging.getLogger("evalscope").addFilter(QuietConsole(Path(plan["run_dir"]) / "evalscope.log"))
     for name in ("httpx", "httpx2", "openai"):  # one INFO line per request otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
     args = dataset_args(plan["benchmarks"], plan["prompt_lang"])
     for task in plan["tasks"]:
         config = {
-            "model": task["model"], "api_url": plan["api_url"], "api_key": plan["api_key"] or "EMPTY",
+            "model": task["model"], "api_url": plan["api_url"], "api_key": api_key or "EMPTY",
             "eval_type": "openai_api", "datasets": list(args), "dataset_args": args, "limit": plan["limit"],
             "generation_config": plan["generation_config"], "eval_batch_size": plan["num_proc"],
             "work_dir": task["work_dir"], "no_timestamp": True, "dataset_hub": plan["dataset_hub"],
