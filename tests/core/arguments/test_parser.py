@@ -127,3 +127,51 @@ def test_flat_dict_has_every_flag():
     assert flat["model"] == "m"
     assert flat["lora_rank"] == 8
     assert "dataset" in flat
+
+
+KINDS: dict[str, str | None] = {"alpha": None, "beta": None, "gamma": "needs a device we do not have"}
+
+
+@dataclass
+class PluginArgs:
+    """Plugins"""
+
+    kind: str = arg("alpha", "a registry-backed choice", choices=lambda: KINDS)
+    plugins: list[str] = arg([], "files that register kinds", plugin=True)
+    port: int = arg(8000, "a typed flag with an environment fallback", env="SWIFT_API_KEY")
+
+
+@dataclass
+class PluginCommand:
+    model: ModelArgs = field(default_factory=ModelArgs)
+    extra: PluginArgs = field(default_factory=PluginArgs)
+
+
+def test_registry_choices_are_checked_and_unbuilt_ones_refused(capsys):
+    assert parse_args(PluginCommand, ["--kind", "beta"]).extra.kind == "beta"
+    with pytest.raises(ConfigError, match=r"--kind must be one of alpha, beta, gamma; got 'bta' \(did you mean"):
+        parse_args(PluginCommand, ["--kind", "bta"])
+    with pytest.raises(ConfigError, match=r"--kind gamma: not built yet \(needs a device we do not have\)"):
+        parse_args(PluginCommand, ["--kind", "gamma"])
+    assert "[not built yet: gamma]" in format_help(PluginCommand, prog="x")
+
+
+def test_plugin_files_run_before_the_flags_that_choose_what_they_register(tmp_path):
+    plugin = tmp_path / "more_kinds.py"
+    plugin.write_text(f"import {__name__} as t\nt.KINDS['delta'] = None\n")
+    # the plugin flag comes after the choice on the command line, and still runs first
+    assert parse_args(PluginCommand, ["--kind", "delta", "--plugins", str(plugin)]).extra.kind == "delta"
+    KINDS.pop("delta")
+
+
+def test_secrets_stay_out_of_flat_dicts_and_fall_back_to_the_environment(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_from_env")
+    parsed = parse_args(PluginCommand, [])
+    assert parsed.model.hub_token == "hf_from_env"
+    assert to_flat_dict(parse_args(PluginCommand, ["--hub_token", "hf_given"]))["hub_token"] is None
+    assert parse_args(PluginCommand, ["--hub_token", "hf_given"]).model.hub_token == "hf_given"  # the flag wins
+    monkeypatch.setenv("SWIFT_API_KEY", "9000")
+    assert parse_args(PluginCommand, []).extra.port == 9000  # converted like a flag value
+    monkeypatch.setenv("SWIFT_API_KEY", "nine")
+    with pytest.raises(ConfigError, match=r"\$SWIFT_API_KEY \(for --port\) takes INT"):
+        parse_args(PluginCommand, [])

@@ -102,3 +102,12 @@ def test_third_party_import_noise_is_dropped_and_other_messages_are_kept():
     assert "Setting accelerator to CPU" not in quiet_out
     assert "Failed to load CPU gemm_4bit_forward" not in quiet_out
     assert "kept: a real warning" in quiet_out
+
+
+def test_help_into_a_closed_pipe_stops_quietly():
+    """`swift sft --help | head -1`: the reader goes away; no traceback."""
+    proc = subprocess.Popen([str(BIN / "swift"), "sft", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the child writes a byte: its write fails with EPIPE
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err
+    assert proc.returncode == 1

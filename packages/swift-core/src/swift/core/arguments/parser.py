@@ -309,7 +309,10 @@ def parse_args(cls: type[T], argv: Sequence[str] | None = None, *, prog: str = "
             put(name, raw, where)
     for flag in {f.name: f for f in flags.values()}.values():
         if flag.env and flag.name not in values and (value := env.read(flag.env)) is not None:
-            values[flag.name] = value
+            try:
+                values[flag.name] = convert(flag, value, f"${flag.env} (for --{flag.name})")
+            except ConfigError as e:
+                errors.append(str(e))
     if errors:
         raise ConfigError("\n".join(errors))
 
