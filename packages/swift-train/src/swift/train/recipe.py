@@ -44,11 +44,9 @@ class Run:
     """A training run once its inputs are loaded: what every command's trainer is built from."""
 
     args: SftArguments  # (PtArguments and RlhfArguments are SftArguments)
-    command: str
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     template: Template
-    tuner: TunerMeta
     train_rows: Dataset | IterableDataset
     val_rows: Dataset | None
     run_dir: Path
@@ -160,7 +158,7 @@ def start_run(args: SftArguments, command: str, *, pretrain: bool = False, requi
                             "world_size": env.world_size()}
     if is_rank0():
         write_json_atomic(run_dir / ARGS_FILE, flat)
-    return Run(args, command, model, tokenizer, template, tuner, train_rows, val_rows, run_dir, flat,
+    return Run(args, model, tokenizer, template, train_rows, val_rows, run_dir, flat,
                max_length(args.template), learning_rate, padding_free(args, tuner))
 
 
