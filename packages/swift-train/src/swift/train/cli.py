@@ -8,7 +8,7 @@ Ray when asked to, and only then imports the training stack.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from swift.core.cli import resolve_args, run_command
@@ -16,61 +16,47 @@ from swift.train.arguments import ExportArguments, PtArguments, RlhfArguments, S
 
 
 def sft_main(args: SftArguments | Sequence[str] | None = None):
-    from swift.train.recipe import check_args
-
-    parsed = resolve_args(SftArguments, args, prog="swift sft")
-    check_args(parsed)
-
-    def work(parsed: SftArguments):
-        from swift.train.sft import run_sft
-
-        return run_sft(parsed)
-
-    return _launch("sft", args, parsed, work)
+    return _train("sft", SftArguments, args)
 
 
 def pt_main(args: PtArguments | Sequence[str] | None = None):
-    from swift.train.recipe import check_args
-
-    parsed = resolve_args(PtArguments, args, prog="swift pt")
-    check_args(parsed)
-
-    def work(parsed: PtArguments):
-        from swift.train.sft import run_sft
-
-        return run_sft(parsed, pretrain=True)
-
-    return _launch("pt", args, parsed, work)
+    return _train("pt", PtArguments, args)
 
 
 def rlhf_main(args: RlhfArguments | Sequence[str] | None = None):
-    from swift.train.rlhf.run import check_rlhf_args
-
-    parsed = resolve_args(RlhfArguments, args, prog="swift rlhf")
-    check_rlhf_args(parsed)
-
-    def work(parsed: RlhfArguments):
-        from swift.train.rlhf import run_rlhf
-
-        return run_rlhf(parsed)
-
-    return _launch("rlhf", args, parsed, work)
+    return _train("rlhf", RlhfArguments, args)
 
 
-def _launch(command: str, args: Any, parsed: Any, work: Callable[[Any], Any]):
-    """Run `work(parsed)` here, or start the processes that will: Ray Train workers (--use_ray), torchrun
-    (NPROC_PER_NODE) or this task's rank of a multi-task srun. Python API callers (a parsed dataclass) run here."""
+def _train(command: str, cls: type, args: Any):
+    """Parse and check the flags (nothing heavy imported), then train here, or start the processes that will: Ray
+    Train workers (--use_ray), torchrun (NPROC_PER_NODE) or this task's rank of a multi-task srun. Python API callers
+    (a parsed dataclass) train here."""
+    parsed = resolve_args(cls, args, prog=f"swift {command}")
+    if command == "rlhf":
+        from swift.train.rlhf.run import check_rlhf_args
+
+        check_rlhf_args(parsed)
+    else:
+        from swift.train.recipe import check_args
+
+        check_args(parsed)
     if parsed.train.use_ray:
         from swift.train.ray_launch import run_with_ray
 
         return run_with_ray(COMMANDS[command], parsed)
-    if not isinstance(args, type(parsed)):
+    if not isinstance(args, cls):
         from swift.core.run import relaunch_under_torchrun
 
         argv = list(sys.argv[1:] if args is None else args)
         if (code := relaunch_under_torchrun(command, argv, module="swift.train.cli")) is not None:
             return code
-    return work(parsed)
+    if command == "rlhf":
+        from swift.train.rlhf import run_rlhf
+
+        return run_rlhf(parsed)
+    from swift.train.sft import run_sft
+
+    return run_sft(parsed, pretrain=command == "pt")
 
 
 def export_main(args: ExportArguments | Sequence[str] | None = None):
