@@ -144,3 +144,11 @@ def test_qlora_without_cuda_says_so():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="needs a CUDA GPU"):
             quantization_config(tuner("--quant_method", "bnb", "--quant_bits", "4"))
+
+
+def test_lora_plus_is_refused_with_other_tuners_before_loading():
+    from swift.tuners import check_tuner_args
+
+    assert check_tuner_args(tuner("--lorap_lr_ratio", "16")) == []
+    assert check_tuner_args(tuner("--train_type", "full", "--lorap_lr_ratio", "16")) == [
+        "--lorap_lr_ratio is LoRA+: it needs --train_type lora, not full"]

@@ -52,6 +52,8 @@ def check_tuner_args(args: TunerArgs) -> list[str]:
         problems.append(f"--lora_rank {args.lora_rank}: must be at least 1")
     if args.lorap_lr_ratio is not None and args.lorap_lr_ratio <= 0:
         problems.append(f"--lorap_lr_ratio {args.lorap_lr_ratio}: must be positive")
+    if args.lorap_lr_ratio is not None and args.train_type != "lora":
+        problems.append(f"--lorap_lr_ratio is LoRA+: it needs --train_type lora, not {args.train_type}")
     if args.train_type == "lora":
         problems += check_init_weights(args)
     if args.quant_method is not None:
