@@ -3,7 +3,7 @@ template and rows through these, so no call site unpacks a group by hand and the
 (the default max length, what "delete" truncation means) are decided here once.
 
     model, tokenizer = load_model(args.model)                         # every ModelArgs flag, as given
-    ref, _ = load_model(args.model, model=args.rlhf.ref_model)        # the same flags for another model
+    ref, _ = load_model(args.model, model=ref_id, model_type=None)    # the same dtype/device/hub flags, another id
     template = build_template(args.template, tokenizer)
     train, val = load_rows(args.data)
     encoded = encode_rows(train, template, args.data, args.template)

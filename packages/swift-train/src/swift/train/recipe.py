@@ -86,7 +86,10 @@ def check_args(args: SftArguments, *, problems: list[str] | None = None) -> None
                         "so it encodes up front; drop --lazy_tokenize (or use --streaming true --packing true, which "
                         "packs rows as they are read)")
     problems += check_tuner_args(args.tuner)
-    tuner = _tuner_or_none(args.tuner.train_type, get_tuner)
+    try:
+        tuner = get_tuner(args.tuner.train_type)
+    except ConfigError:
+        tuner = None  # check_tuner_args reported it
     if tuner is not None and not tuner.padding_free and tmpl.packing:
         problems.append(f"--packing true with --train_type {tuner.name}: peft drops position_ids for "
                         f"{tuner.name} tuning, so packed rows would attend to each other; drop --packing")
@@ -95,13 +98,6 @@ def check_args(args: SftArguments, *, problems: list[str] | None = None) -> None
         problems += check_liger()
     if problems:
         raise ConfigError("\n".join(problems))
-
-
-def _tuner_or_none(name: str, get_tuner: Any) -> TunerMeta | None:
-    try:
-        return get_tuner(name)
-    except ConfigError:
-        return None  # check_tuner_args reported it
 
 
 def check_strategy(deepspeed: str | None, fsdp: str | None) -> list[str]:

@@ -299,15 +299,22 @@ def parse_args(cls: type[T], argv: Sequence[str] | None = None, *, prog: str = "
         except ConfigError as e:
             errors.append(str(e))
     given += [(name, raw, f"--{name}") for name, raw in pairs if name != "config"]
-    # Plugin files register registry entries (a tuner, a reward function...) that other flags may choose.
-    plugin_given = [g for g in given if g[0] in flags and flags[g[0]].plugin]
-    for name, raw, where in plugin_given:
-        put(name, raw, where)
-    _load_plugins({flag: values[flag] for flag in {flags[name].name for name, _, _ in plugin_given} if flag in values})
-    for name, raw, where in given:
-        if (name, raw, where) not in plugin_given:
+    # Plugin files register registry entries (a tuner, a reward function...) that other flags may choose: they are
+    # read and run first.
+    unique = {f.name: f for f in flags.values()}.values()
+    is_plugin = [name in flags and flags[name].plugin for name, _, _ in given]
+    for (name, raw, where), plugin in zip(given, is_plugin, strict=True):
+        if plugin:
             put(name, raw, where)
-    for flag in {f.name: f for f in flags.values()}.values():
+    for flag in unique:
+        if flag.plugin and flag.name in values:
+            from swift.core.plugins import load_custom_register
+
+            load_custom_register(values[flag.name], flag=f"--{flag.name}")
+    for (name, raw, where), plugin in zip(given, is_plugin, strict=True):
+        if not plugin:
+            put(name, raw, where)
+    for flag in unique:
         if flag.env and flag.name not in values and (value := env.read(flag.env)) is not None:
             try:
                 values[flag.name] = convert(flag, value, f"${flag.env} (for --{flag.name})")
@@ -329,13 +336,6 @@ def parse_args(cls: type[T], argv: Sequence[str] | None = None, *, prog: str = "
     if errors:
         raise ConfigError("\n".join(errors))
     return cls(**built)
-
-
-def _load_plugins(files: dict[str, list[str]]) -> None:
-    from swift.core.plugins import load_custom_register
-
-    for flag, paths in files.items():
-        load_custom_register(paths, flag=f"--{flag}")
 
 
 def format_help(cls: type, *, prog: str) -> str:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from swift.train.recipe import check_not_empty, encode, prepare_tuner, total_steps, trainer_kwargs, training_arguments
 from swift.train.rlhf import layouts
-from swift.train.rlhf.registry import RlhfMethod, register_method
+from swift.train.rlhf.registry import RlhfMethod, get_method, register_method
 
 if TYPE_CHECKING:
     from swift.train.arguments import RlhfArguments
@@ -36,8 +36,6 @@ GRPO_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "ves
 
 
 def beta(run: Run) -> float:
-    from swift.train.rlhf.registry import get_method
-
     rlhf = run.args.rlhf
     return rlhf.beta if rlhf.beta is not None else get_method(rlhf.rlhf_type).default_beta
 
