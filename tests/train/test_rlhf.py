@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from swift.core import rewards
 from swift.core.errors import ConfigError
 from swift.train import rlhf_main
-from swift.train.rlhf import rewards
 from swift.train.rlhf.layouts import preference_ids, split_answer
 
 PAIRS = [("Write a haiku about rain.", "Soft rain on the roof, the street breathes again.", "rain"),

@@ -84,7 +84,12 @@ def test_import_swift_core_is_light():
 
 
 def test_unbuilt_command_says_so_instead_of_pretending(capsys):
-    assert main(["sample", "--model", "m"]) == 1
+    from swift.core.cli import not_built, run_command
+
+    def unbuilt(argv):
+        raise not_built("swift later", "a later issue")
+
+    assert run_command(unbuilt, ["--model", "m"]) == 1
     assert "does not run yet" in capsys.readouterr().err
 
 

@@ -143,25 +143,33 @@ def test_backend_serves_a_lora_adapter_per_request(backend, tmp_path):
 
 
 @pytest.mark.parametrize(("backend", "options"), [
-    ("vllm", {"tensor_parallel_size": 2, "gpu_memory_utilization": 0.9, "dtype": "auto", "trust_remote_code": False,
-              "max_num_seqs": 3}),
-    ("sglang", {"tp_size": 2, "mem_fraction_static": 0.9, "dtype": "auto", "trust_remote_code": False,
-                "max_running_requests": 3}),
-    ("lmdeploy", {"tp": 2, "cache_max_entry_count": 0.9, "max_batch_size": 3}),
+    ("vllm", {"tensor_parallel_size": 2, "gpu_memory_utilization": 0.5, "trust_remote_code": False,
+              "max_num_seqs": 3, "enforce_eager": True, "enable_prefix_caching": False, "max_lora_rank": 32,
+              "quantization": "fp8", "swap_space": 4}),
+    ("sglang", {"tp_size": 2, "mem_fraction_static": 0.5, "trust_remote_code": False, "max_running_requests": 3}),
+    ("lmdeploy", {"tp": 2, "cache_max_entry_count": 0.5, "max_batch_size": 3}),
 ])
 def test_builders_give_each_library_the_serving_flags_under_its_own_names(backend, options, tiny_llama_dir,
                                                                          monkeypatch):
     """The engine classes cannot run here: a stand-in records what the builder gives the real one."""
-    from swift.infer.backends import get_backend
+    from swift.infer.backends import default_cpu_dtype, get_backend
     from swift.infer.checkpoint import resolve_serve_spec
 
     given: dict = {}
     monkeypatch.setattr(importlib.import_module(f"swift.infer.engine.{backend}"), BACKENDS[backend],
                         lambda model, **kwargs: given.update(model=model, **kwargs))
+    vllm_flags = ["--vllm_enforce_eager", "true", "--vllm_enable_prefix_caching", "false", "--vllm_max_lora_rank",
+                  "32", "--vllm_quantization", "fp8", "--vllm_engine_kwargs", '{"swap_space": 4}',
+                  "--vllm_use_async_engine", "true"]
     args = parse_args(InferArguments, ["--model", str(tiny_llama_dir), "--infer_backend", backend,
                                        "--tensor_parallel_size", "2", "--max_batch_size", "3", "--system",
-                                       "Be brief.", "--temperature", "0.3"], prog="swift infer")
+                                       "Be brief.", "--temperature", "0.3", "--gpu_memory_utilization", "0.5",
+                                       *(vllm_flags if backend == "vllm" else [])], prog="swift infer")
     get_backend(backend).build(args, resolve_serve_spec(args), "served")
+    if backend != "lmdeploy":  # LMDeploy's engine config has no dtype: bf16 where the CPU has fast bf16
+        options = {**options, "dtype": default_cpu_dtype() or "auto"}
+    if backend == "vllm":
+        assert given.pop("use_async_engine") is True
     assert given["engine_kwargs"] == options
     assert (given["model"], given["model_name"]) == (str(tiny_llama_dir), "served")
     assert given["default_config"].temperature == 0.3

@@ -28,6 +28,13 @@ _EXPORTS = {
     "TemplateMeta": "swift.core.template",
     "register_template": "swift.core.template",
     "TEMPLATES": "swift.core.template",
+    # reward functions (GRPO, swift sample)
+    "register_reward": "swift.core.rewards",
+    "REWARDS": "swift.core.rewards",
+    "resolve_rewards": "swift.core.rewards",
+    "reward_choices": "swift.core.rewards",
+    "reward_problems": "swift.core.rewards",
+    "load_reward_plugins": "swift.core.rewards",
     # builders per argument group
     "load_model": "swift.core.builders",
     "build_template": "swift.core.builders",
@@ -62,6 +69,7 @@ _EXPORTS = {
     "lazy_exports": "swift.core.lazy",
     # public submodules
     "env": "swift.core.env",
+    "rewards": "swift.core.rewards",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -36,9 +36,10 @@ _FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
 
 
 def load_model(args: ModelArgs, *, load_model: bool = True, quantization: Any = None, num_labels: int | None = None,
-               **overrides: Any) -> tuple[Any, Any]:
+               need_weights: bool | None = None, **overrides: Any) -> tuple[Any, Any]:
     """`(model, tokenizer)` for the flags of `args`; `overrides` replace ModelArgs fields (`model=` another id with
-    the same hub flags, `torch_dtype=`, `device_map=`). `model` is None with `load_model=False`."""
+    the same hub flags, `torch_dtype=`, `device_map=`). `model` is None with `load_model=False`; `need_weights=True`
+    then still puts the weights on disk (for serving libraries that read them themselves)."""
     from swift.core.model.loader import get_model_tokenizer
     from swift.core.plugins import load_custom_register
 
@@ -47,7 +48,7 @@ def load_model(args: ModelArgs, *, load_model: bool = True, quantization: Any = 
     return get_model_tokenizer(
         args.model, args.torch_dtype, args.device_map, args.attn_impl, quantization, load_model,
         model_type=args.model_type, revision=args.model_revision, use_hf=args.use_hf, token=args.hub_token,
-        trust_remote_code=args.trust_remote_code, num_labels=num_labels)
+        trust_remote_code=args.trust_remote_code, num_labels=num_labels, need_weights=need_weights)
 
 
 def max_length(args: TemplateArgs) -> int:

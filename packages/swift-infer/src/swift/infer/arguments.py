@@ -26,11 +26,28 @@ class InferArgs:
     seed: int | None = arg(None, "sampling seed (the same answer for the same request)")
     stop_words: list[str] = arg([], "extra strings that end an answer", aliases=["stop"])
     stream: bool | None = arg(None, "stream tokens as they come (default: on in a terminal)")
-    max_batch_size: int = arg(16, "most sequences decoded together (PyTorch engine)")
+    max_batch_size: int = arg(16, "most sequences decoded together (PyTorch engine; vLLM's max_num_seqs)",
+                              aliases=["vllm_max_num_seqs"])
     result_path: str | None = arg(None, "jsonl file for the answers to --val_dataset")
-    gpu_memory_utilization: float = arg(0.9, "vLLM / SGLang: fraction of GPU memory to use")
-    tensor_parallel_size: int = arg(1, "vLLM / SGLang / LMDeploy tensor parallelism")
-    max_model_len: int | None = arg(None, "longest prompt + answer in tokens (default: the model's)")
+    gpu_memory_utilization: float | None = arg(
+        None, "vLLM / SGLang: fraction of GPU memory to use (default: the library's, 0.9 for vLLM); vLLM on a CPU: "
+              "fraction of RAM, and when unset a KV cache of VLLM_CPU_KVCACHE_SPACE GiB (default 2)",
+        aliases=["vllm_gpu_memory_utilization"])
+    tensor_parallel_size: int = arg(1, "vLLM / SGLang / LMDeploy tensor parallelism",
+                                    aliases=["vllm_tensor_parallel_size"])
+    max_model_len: int | None = arg(None, "longest prompt + answer in tokens (default: the model's)",
+                                    aliases=["vllm_max_model_len"])
+    vllm_enforce_eager: bool = arg(False, "vLLM: no torch.compile / CUDA graphs (starts in seconds, decodes slower)")
+    vllm_enable_prefix_caching: bool | None = arg(None, "vLLM: reuse the KV cache of shared prompt prefixes "
+                                                        "(default: vLLM's)")
+    vllm_max_lora_rank: int | None = arg(None, "vLLM: largest LoRA rank served (default: the smallest vLLM "
+                                               "allows that fits every --adapters checkpoint)")
+    vllm_quantization: str | None = arg(None, "vLLM: quantization method of the weights (vLLM's --quantization)")
+    vllm_use_async_engine: bool | None = arg(None, "vLLM: AsyncLLM with its engine core in a process of its own, as "
+                                                   "`vllm serve` runs (default: on a GPU); else vLLM's engine in "
+                                                   "this process (starts faster, uses every CPU core)")
+    vllm_engine_kwargs: dict | None = arg(None, "vLLM: JSON of further engine arguments, e.g. "
+                                                "'{\"swap_space\": 4}' (vLLM's own names)")
 
 
 @dataclass
@@ -92,11 +109,66 @@ class EvalArguments(DeployArguments):
     eval: EvalArgs = field(default_factory=EvalArgs)
 
 
+def _rollout_backends() -> dict[str, str | None]:
+    return {"vllm": None}
+
+
+@dataclass
+class RolloutInferArgs(InferArgs):
+    """Inference (swift rollout: vLLM, in this process, so that the trainer's weights can be loaded into it)"""
+
+    infer_backend: str = arg("vllm", "inference engine (swift rollout serves vLLM)", choices=_rollout_backends)
+    vllm_enable_lora: bool = arg(False, "take the trainer's LoRA adapter as it trains (faster weight sync for LoRA "
+                                        "training); else the trainer sends merged weights")
+
+
 @dataclass
 class RolloutArguments(DeployArguments):
-    """Not built yet (issue 7): checks its flags, then stops. To come: vLLM rollouts served to a GRPO trainer."""
+    """Serve vLLM rollouts to a GRPO trainer in another process (`swift rlhf --use_vllm true --vllm_mode server`):
+    the OpenAI routes plus /rollout/generate and weight updates after each optimizer step."""
+
+    infer: RolloutInferArgs = field(default_factory=RolloutInferArgs)
+
+
+def _sampler_types() -> dict[str, str | None]:
+    return {"sample": None, "mcts": "not built yet (tree search over reasoning steps)",
+            "distill": "not built yet (answers of a teacher behind an OpenAI API: use --sampler_engine with the "
+                       "teacher as --model)"}
+
+
+def _sampler_engines() -> dict[str, str | None]:
+    return {**backend_choices(), "transformers": None}
+
+
+@dataclass
+class SampleArgs:
+    """Sampling"""
+
+    sampler_type: str = arg("sample", "what to sample: several answers per prompt", choices=_sampler_types)
+    sampler_engine: str = arg("pt", "engine that answers: pt (alias transformers), vllm, ... (--infer_backend's "
+                                    "names)", choices=_sampler_engines)
+    num_return_sequences: int = arg(64, "answers sampled per prompt")
+    n_best_to_keep: int = arg(5, "answers written per prompt: the best by --orm_model (unscored: the first)")
+    orm_model: str | None = arg(None, "scores each answer: a reward function name (GRPO's --reward_funcs "
+                                      "registry, e.g. accuracy; plugins by --external_plugins) or a reward model "
+                                      "(directory or hub id with a sequence-classification head)")
+    prm_model: str | None = arg(None, "process reward model (not built yet: refused)")
+    easy_query_threshold: float | None = arg(None, "drop a prompt when more than this share of its answers score "
+                                                   "above 0.5 (too easy to teach anything)")
+    output_dir: str = arg("sample_output", "where the jsonl goes")
+    output_file: str | None = arg(None, "file name in --output_dir (default: a timestamp .jsonl); an existing one "
+                                        "is resumed")
+    override_exist_file: bool = arg(False, "start --output_file afresh instead of resuming it")
+    num_sampling_batch_size: int = arg(8, "prompts sampled together")
+    data_range: list[int] = arg([], "I N: sample only the I-th (from 0) of N equal parts of the dataset, for N "
+                                    "parallel runs")
+    external_plugins: list[str] = arg([], "python files registering reward functions (run before the other flags "
+                                          "are checked)", plugin=True)
 
 
 @dataclass
 class SampleArguments(InferArguments):
-    """Not built yet (a later issue): checks its flags, then stops. To come: several scored answers per prompt."""
+    """Several answers per prompt, scored by a reward function or model, the best written as jsonl
+    (rejection-sampling / distillation data)."""
+
+    sample: SampleArgs = field(default_factory=SampleArgs)

@@ -125,20 +125,22 @@ def _library_options(args: InferArguments, names: dict[str, str]) -> dict[str, A
     infer = args.infer
     flags = {"tensor_parallel_size": infer.tensor_parallel_size, "gpu_memory_utilization": infer.gpu_memory_utilization,
              "max_model_len": infer.max_model_len, "max_batch_size": infer.max_batch_size,
-             "torch_dtype": args.model.torch_dtype or "auto", "trust_remote_code": args.model.trust_remote_code}
+             "torch_dtype": args.model.torch_dtype or default_cpu_dtype() or "auto",
+             "trust_remote_code": args.model.trust_remote_code}
     return {option: flags[flag] for flag, option in names.items() if flags[flag] is not None}
 
 
 def _external(engine_class: Any, args: InferArguments, spec: ServeSpec, model_name: str,
-              option_names: dict[str, str]) -> InferEngine:
-    """An engine over a serving library: our tokenizer and template, the library's weights from the model dir."""
+              option_names: dict[str, str], options: dict[str, Any] | None = None, **engine_options: Any) -> InferEngine:
+    """An engine over a serving library: our tokenizer and template, the library's weights from the model dir
+    (put on disk here: a hub download or the packaged model's conversion)."""
     from swift.core import load_model
 
-    _, tokenizer = load_model(args.model, model=spec.model, load_model=False)
+    _, tokenizer = load_model(args.model, model=spec.model, load_model=False, need_weights=True)
     return engine_class(str(tokenizer.swift_model_info.model_dir), template=_template(args, spec, tokenizer),
                         adapters=spec.adapters, default_adapter=spec.default_adapter,
                         default_config=default_request_config(args), model_name=model_name,
-                        engine_kwargs=_library_options(args, option_names))
+                        engine_kwargs=_library_options(args, option_names) | (options or {}), **engine_options)
 
 
 # ----- the built-in backends -----
@@ -170,7 +172,24 @@ LMDEPLOY_OPTIONS = {"tensor_parallel_size": "tp", "gpu_memory_utilization": "cac
 def build_vllm(args: InferArguments, spec: ServeSpec, model_name: str) -> InferEngine:
     from swift.infer.engine.vllm import VllmEngine
 
-    return _external(VllmEngine, args, spec, model_name, VLLM_OPTIONS)
+    return _external(VllmEngine, args, spec, model_name, VLLM_OPTIONS, vllm_options(args),
+                     use_async_engine=args.infer.vllm_use_async_engine)
+
+
+def vllm_options(args: InferArguments) -> dict[str, Any]:
+    """The `--vllm_*` flags as vLLM engine arguments (unset ones: vLLM's default); `--vllm_engine_kwargs` last."""
+    infer = args.infer
+    options: dict[str, Any] = {"enforce_eager": infer.vllm_enforce_eager}
+    if infer.vllm_enable_prefix_caching is not None:
+        options["enable_prefix_caching"] = infer.vllm_enable_prefix_caching
+    if infer.vllm_max_lora_rank is not None:
+        options["max_lora_rank"] = infer.vllm_max_lora_rank
+    if infer.vllm_quantization is not None:
+        options["quantization"] = infer.vllm_quantization
+    if getattr(infer, "vllm_enable_lora", False):  # swift rollout: room for the trainer's adapter
+        options |= {"enable_lora": True, "max_loras": max(1, len(infer.adapters) + 1),
+                    "max_lora_rank": infer.vllm_max_lora_rank or 16}
+    return options | dict(infer.vllm_engine_kwargs or {})
 
 
 def build_sglang(args: InferArguments, spec: ServeSpec, model_name: str) -> InferEngine:

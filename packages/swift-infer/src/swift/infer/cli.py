@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from swift.core.cli import not_built, resolve_args
+from swift.core import ConfigError
+from swift.core.cli import resolve_args
 from swift.infer.arguments import DeployArguments, EvalArguments, InferArguments, RolloutArguments, SampleArguments
 
 
@@ -36,10 +37,22 @@ def eval_main(args: EvalArguments | Sequence[str] | None = None) -> int:
 
 
 def rollout_main(args: RolloutArguments | Sequence[str] | None = None) -> int:
-    resolve_args(RolloutArguments, args, prog="swift rollout")
-    raise not_built("swift rollout", "issue 7")
+    """`swift rollout`: vLLM for a GRPO trainer in another process, with weight updates (see routes/rollout.py)."""
+    parsed = resolve_args(RolloutArguments, args, prog="swift rollout")
+    if parsed.infer.vllm_use_async_engine:
+        raise ConfigError("--vllm_use_async_engine true: swift rollout loads the trainer's weights into vLLM's model, "
+                          "which only the in-process engine exposes; leave it unset")
+    parsed.infer.vllm_use_async_engine = False
+    from swift.infer.server.serve import run_server
+
+    return run_server(parsed, rollout=True)
 
 
 def sample_main(args: SampleArguments | Sequence[str] | None = None) -> int:
-    resolve_args(SampleArguments, args, prog="swift sample")
-    raise not_built("swift sample", "a later issue")
+    """`swift sample`: N scored answers per prompt into jsonl (see swift/infer/sample.py)."""
+    parsed = resolve_args(SampleArguments, args, prog="swift sample")
+    from swift.infer.sample import check_sample_args, run_sample
+
+    check_sample_args(parsed)
+    print(run_sample(parsed), flush=True)
+    return 0

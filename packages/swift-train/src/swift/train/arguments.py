@@ -19,7 +19,7 @@ def _rlhf_types() -> dict[str, str | None]:
 
 
 def _reward_funcs() -> dict[str, None]:
-    from swift.train.rlhf.rewards import reward_choices
+    from swift.core import reward_choices
 
     return reward_choices()
 
@@ -98,9 +98,24 @@ class RlhfArgs:
     reward_weights: list[float] = arg([], "weights of --reward_funcs")
     external_plugins: list[str] = arg([], "python files registering reward functions, methods or models (run "
                                           "before the other flags are checked)", plugin=True)
-    use_vllm: bool = arg(False, "GRPO rollouts on vLLM (not built yet: refused; rollouts run on the PyTorch engine)")
-    vllm_mode: Literal["colocate", "server"] = arg("colocate", "vLLM in this process or a `swift rollout` server "
-                                                               "(not built yet)")
+    use_vllm: bool = arg(False, "GRPO rollouts on vLLM (default: swift-infer's PyTorch engine on the policy itself)")
+    vllm_mode: Literal["colocate", "server"] = arg("colocate", "colocate: vLLM in this process (needs vLLM here); "
+                                                               "server: a `swift rollout` server (needs only HTTP)")
+    vllm_server_host: str | None = arg(None, "server mode: host of the `swift rollout` server")
+    vllm_server_port: int = arg(8000, "server mode: its port")
+    vllm_server_base_url: str | None = arg(None, "server mode: its URL, e.g. http://10.0.0.2:8000 (instead of "
+                                                 "host and port)")
+    vllm_server_timeout: float = arg(240.0, "server mode: seconds to wait for the server to answer at start")
+    vllm_enable_lora: bool = arg(False, "LoRA training: sync the adapter into vLLM's LoRA (colocate; a server "
+                                        "started with --vllm_enable_lora true) rather than merged weights")
+    vllm_gpu_memory_utilization: float | None = arg(None, "colocate: vLLM's share of GPU memory (on a CPU: of "
+                                                          "RAM; unset there: a VLLM_CPU_KVCACHE_SPACE GiB KV cache)")
+    vllm_tensor_parallel_size: int = arg(1, "colocate: vLLM tensor parallelism")
+    vllm_max_model_len: int | None = arg(None, "colocate: vLLM's longest prompt + completion (default: the "
+                                               "model's, capped at max_length + max_completion_length)")
+    vllm_enforce_eager: bool = arg(False, "colocate: vLLM without torch.compile / CUDA graphs (starts faster)")
+    vllm_enable_prefix_caching: bool = arg(True, "colocate: reuse the KV cache of the repeated prompts of a group")
+    vllm_engine_kwargs: dict | None = arg(None, "colocate: JSON of further vLLM engine arguments")
 
 
 @dataclass

@@ -74,13 +74,16 @@ def get_model_tokenizer(
     token: str | None = None,
     trust_remote_code: bool = False,
     num_labels: int | None = None,
+    need_weights: bool | None = None,
 ) -> tuple[Any, Any]:
     """Load `(model, tokenizer)`; `model` is None with `load_model=False` (fast: no weights are read).
 
     The id is resolved to a local directory (a path, the HF/ModelScope hub, or a packaged model). The model's
     `config._name_or_path` keeps the id the user gave, so checkpoints (PEFT's base_model_name_or_path) record it
     rather than a cache path. `trust_remote_code` is never on unless asked for. `num_labels` loads a sequence
-    classification head instead of the LM head (reward models: `num_labels=1`).
+    classification head instead of the LM head (reward models: `num_labels=1`). `need_weights=True` with
+    `load_model=False` puts the weights on disk (download, packaged conversion) without reading them, for serving
+    libraries that load them themselves.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -89,7 +92,8 @@ def get_model_tokenizer(
         raise ConfigError(f"--model {model_id_or_path}: this model runs code from its repository; "
                           "pass --trust_remote_code true if you trust it")
     model_dir = resolve_model_dir(model_id_or_path, revision=revision, use_hf=use_hf, token=token,
-                                  need_weights=load_model, meta=meta)
+                                  need_weights=load_model if need_weights is None else need_weights,
+                                  meta=meta)
     gguf = _lone_gguf(model_dir)  # transformers reads a GGUF export through its gguf reader
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, **gguf)
     tokenizer.name_or_path = model_id_or_path

@@ -6,10 +6,11 @@ only what is its own: how to start it, how to ask it for tokens, how to stop it.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from swift.core import get_model_tokenizer, get_template, require_backend
 from swift.core.template import Template
@@ -17,6 +18,8 @@ from swift.infer.engine.engine import InferEngine
 from swift.infer.engine.loop import LoopBridge
 from swift.infer.engine.types import GenerationOutput, GenerationRequest
 from swift.infer.protocol import RequestConfig
+
+T = TypeVar("T")
 
 
 class LoopBackend(Protocol):
@@ -46,11 +49,18 @@ class BridgedGenerator:
         except BaseException:
             self._bridge.close()
             raise
-        self.adapters: Sequence[str] = tuple(backend.adapters)
         self.max_model_len: int | None = backend.max_model_len
+
+    @property
+    def adapters(self) -> Sequence[str]:
+        return tuple(self.backend.adapters)  # a backend may add adapters while it serves (swift rollout)
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
         return self._bridge.stream(lambda: self.backend.generate(request))
+
+    async def run_on_backend(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await `coro` on the backend's loop, from any other loop."""
+        return await asyncio.wrap_future(self._bridge.thread.submit(coro))
 
     def close(self) -> None:
         self._bridge.call(self.backend.shutdown)

@@ -29,6 +29,7 @@ class ServerOptions:
     max_concurrency: int | None = None
     log_interval: int = 20  # seconds between throughput log lines; 0: none
     close_engine: bool = True  # close the engine when the app shuts down
+    rollout: bool = False  # swift rollout: the /rollout routes a GRPO trainer drives
 
 
 def build_app(engine: InferEngine, options: ServerOptions) -> FastAPI:
@@ -49,6 +50,11 @@ def build_app(engine: InferEngine, options: ServerOptions) -> FastAPI:
     install_error_handlers(app)
     for module in (chat, completions, models, health):
         app.include_router(module.router)
+    if options.rollout:
+        from swift.infer.server.routes import rollout
+
+        app.state.swift_rollout = rollout.RolloutState()
+        app.include_router(rollout.router)
     app.add_middleware(Gate, api_key=options.api_key, max_concurrency=options.max_concurrency,
                        metrics=state.metrics)
     app.add_middleware(RequestIds)  # added last: the outermost, so that even the gate's answers carry the id

@@ -24,7 +24,8 @@ def check_server_flags(args: DeployArguments) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def run_server(args: DeployArguments) -> int:
+def run_server(args: DeployArguments, *, rollout: bool = False) -> int:
+    """Serve until SIGINT / SIGTERM. `rollout`: also the /rollout routes of `swift rollout` (weight updates)."""
     import uvicorn
 
     from swift.infer.backends import build_engine
@@ -40,10 +41,11 @@ def run_server(args: DeployArguments) -> int:
                        args.server.host)
     app = build_app(engine, ServerOptions(model_name=model_name, api_key=args.server.api_key,
                                           max_concurrency=args.server.max_concurrency,
-                                          log_interval=args.server.log_interval))
+                                          log_interval=args.server.log_interval, rollout=rollout))
     config = uvicorn.Config(app, host=args.server.host, port=args.server.port, log_level="info",
                             timeout_keep_alive=30, access_log=False)
     server = uvicorn.Server(config)
-    print(f"serving {model_name} at http://{args.server.host}:{args.server.port}/v1", file=sys.stderr, flush=True)
+    what = "rollouts of" if rollout else "serving"
+    print(f"{what} {model_name} at http://{args.server.host}:{args.server.port}/v1", file=sys.stderr, flush=True)
     server.run()
     return 0

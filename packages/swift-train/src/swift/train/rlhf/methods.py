@@ -149,11 +149,10 @@ def build_gkd(run: Run) -> tuple[Any, int]:
 def build_grpo(run: Run) -> tuple[Any, int]:
     from trl import GRPOConfig
 
-    from swift.train.rlhf.rewards import resolve_rewards
-    from swift.train.rlhf.rollout import PtRollout, pt_engine_available
+    from swift.core import resolve_rewards
     from swift.train.rlhf.trainers import grpo_trainer_class
 
-    rlhf, targs = run.args.rlhf, run.args.train
+    rlhf = run.args.rlhf
     train = layouts.prompt_rows(run.train_rows)
     val = None if run.val_rows is None else layouts.prompt_rows(run.val_rows)
     funcs: list[Any] = resolve_rewards(rlhf.reward_funcs, max_completion_length=rlhf.max_completion_length)
@@ -172,20 +171,61 @@ def build_grpo(run: Run) -> tuple[Any, int]:
         epsilon=rlhf.epsilon, num_iterations=rlhf.num_iterations, reward_weights=rlhf.reward_weights or None,
         loss_type=rlhf.loss_type[0] if rlhf.loss_type else "grpo", scale_rewards=rlhf.scale_rewards,
         log_completions=False, shuffle_dataset=run.args.data.dataset_shuffle)
-    rollout = None
-    if pt_engine_available():
-        rollout = PtRollout(run.template, max_tokens=rlhf.max_completion_length, temperature=rlhf.temperature,
-                            top_p=rlhf.top_p, top_k=rlhf.top_k, repetition_penalty=rlhf.repetition_penalty,
-                            seed=targs.seed, max_batch_size=max(targs.per_device_train_batch_size,
-                                                                rlhf.num_generations))
-    else:
-        logger.warning("swift-infer is not installed: GRPO rollouts use transformers' generate "
-                       "(pip install swift-infer for continuous batching)")
+    rollout = grpo_rollout(run)
     trainer = grpo_trainer_class()(
         model=run.model, reward_funcs=funcs, args=config, train_dataset=train, eval_dataset=val,
         processing_class=run.tokenizer, reward_processing_classes=reward_tokenizers if rlhf.reward_model else None,
         rollout_func=rollout, template=run.template, **trainer_kwargs(run))
     return trainer, n_rows or 0
+
+
+def grpo_rollout(run: Run) -> Any:
+    """The `rollout_func` of --use_vllm / --vllm_mode, or the PyTorch engine's; None: trl's own generate."""
+    from swift.core import max_length
+    from swift.train.rlhf import rollout
+
+    rlhf, targs = run.args.rlhf, run.args.train
+    sampling = dict(max_tokens=rlhf.max_completion_length, temperature=rlhf.temperature, top_p=rlhf.top_p,
+                    top_k=rlhf.top_k, repetition_penalty=rlhf.repetition_penalty, seed=targs.seed)
+    use_lora = rlhf.vllm_enable_lora and hasattr(run.model, "peft_config")
+    if rlhf.use_vllm and rlhf.vllm_mode == "server":
+        from swift.core import env
+
+        url = rollout.server_url(rlhf.vllm_server_host, rlhf.vllm_server_port, rlhf.vllm_server_base_url)
+        return rollout.VllmServerRollout(run.template, url, timeout=rlhf.vllm_server_timeout, use_lora=use_lora,
+                                         api_key=env.read("SWIFT_API_KEY"), **sampling)
+    if rlhf.use_vllm:
+        config = run.model.config
+        limit = rlhf.vllm_max_model_len or max_length(run.args.template) + rlhf.max_completion_length
+        limit = min(limit, getattr(config, "max_position_embeddings", None) or limit)
+        engine_kwargs: dict[str, Any] = {"max_model_len": limit, "enforce_eager": rlhf.vllm_enforce_eager,
+                                         "tensor_parallel_size": rlhf.vllm_tensor_parallel_size,
+                                         "enable_prefix_caching": rlhf.vllm_enable_prefix_caching,
+                                         "dtype": _vllm_dtype(run), "seed": targs.seed}
+        if rlhf.vllm_gpu_memory_utilization is not None:
+            engine_kwargs["gpu_memory_utilization"] = rlhf.vllm_gpu_memory_utilization
+        engine_kwargs |= dict(rlhf.vllm_engine_kwargs or {})
+        model_dir = str(run.tokenizer.swift_model_info.model_dir)
+        lora_rank = getattr(next(iter(getattr(run.model, "peft_config", {}).values()), None), "r", None)
+        return rollout.VllmColocateRollout(run.template, model_dir, engine_kwargs=engine_kwargs, use_lora=use_lora,
+                                           lora_rank=lora_rank, **sampling)
+    if rollout.pt_engine_available():
+        return rollout.PtRollout(run.template, max_batch_size=max(targs.per_device_train_batch_size,
+                                                                  rlhf.num_generations), **sampling)
+    logger.warning("swift-infer is not installed: GRPO rollouts use transformers' generate "
+                   "(pip install swift-infer for continuous batching)")
+    return None
+
+
+def _vllm_dtype(run: Run) -> str:
+    """vLLM's weights: bf16 where the policy trains in bf16 or the CPU multiplies bf16 natively, else fp32."""
+    import torch
+
+    from swift.core import env
+
+    if run.model.dtype == torch.bfloat16 or (not torch.cuda.is_available() and env.cpu_has_fast_bf16()):
+        return "bfloat16"
+    return "auto"
 
 
 def check_gkd(args: RlhfArguments) -> list[str]:
@@ -200,7 +240,7 @@ def check_kto(args: RlhfArguments) -> list[str]:
 
 
 def check_grpo(args: RlhfArguments) -> list[str]:
-    from swift.train.rlhf.rewards import reward_problems
+    from swift.core import reward_problems
 
     rlhf, problems = args.rlhf, []
     if not rlhf.reward_funcs and not rlhf.reward_model:
@@ -217,8 +257,40 @@ def check_grpo(args: RlhfArguments) -> list[str]:
     if rlhf.num_generations >= 1 and batch % rlhf.num_generations:
         problems.append(f"--per_device_train_batch_size x --gradient_accumulation_steps ({batch}) must be a "
                         f"multiple of --num_generations ({rlhf.num_generations}): each batch holds whole groups")
-    if rlhf.use_vllm:
-        problems.append("--use_vllm: vLLM rollouts are not built yet (the PyTorch engine rollout is the default)")
+    problems += vllm_problems(args)
+    return problems
+
+
+def vllm_problems(args: RlhfArguments) -> list[str]:
+    """--use_vllm and its flags, checked before any weights load."""
+    import dataclasses
+    import importlib.util
+
+    from swift.train.arguments import RlhfArgs
+
+    rlhf = args.rlhf
+    defaults = RlhfArgs()
+    vllm_flags = [f.name for f in dataclasses.fields(RlhfArgs) if f.name.startswith("vllm_")]
+    if not rlhf.use_vllm:
+        given = [f"--{name}" for name in vllm_flags if getattr(rlhf, name) != getattr(defaults, name)]
+        return [f"{', '.join(given)} given without --use_vllm true: rollouts run on the PyTorch engine"] if given else []
+    problems = []
+    server_only = ("vllm_server_host", "vllm_server_port", "vllm_server_base_url", "vllm_server_timeout")
+    if rlhf.vllm_mode == "colocate":
+        if importlib.util.find_spec("vllm") is None:
+            problems.append("--use_vllm true --vllm_mode colocate: vLLM is not installed in this environment "
+                            "(make setup-vllm builds .venv-vllm; or --vllm_mode server against `swift rollout`)")
+        given = [f"--{n}" for n in server_only if getattr(rlhf, n) != getattr(defaults, n)]
+        if given:
+            problems.append(f"{', '.join(given)}: server-mode flags with --vllm_mode colocate")
+    else:
+        colocate_only = [n for n in vllm_flags if n not in (*server_only, "vllm_mode", "vllm_enable_lora")]
+        given = [f"--{n}" for n in colocate_only if getattr(rlhf, n) != getattr(defaults, n)]
+        if given:
+            problems.append(f"{', '.join(given)}: colocate-mode flags with --vllm_mode server (set them on "
+                            "`swift rollout`)")
+    if rlhf.vllm_enable_lora and args.tuner.train_type == "full":
+        problems.append("--vllm_enable_lora true with --train_type full: there is no adapter to sync")
     return problems
 
 

@@ -1,15 +1,27 @@
-"""GRPO rollouts on swift-infer's PyTorch engine (continuous batching on the policy being trained, in process).
+"""GRPO rollouts, plugged into trl's `GRPOTrainer` as its `rollout_func(prompts, trainer)`: our template renders the
+(already repeated) prompts into ids, an engine completes each once, trl scores and trains.
 
-Plugged into trl's `GRPOTrainer` as its `rollout_func`: prompts are rendered by our template, the policy generates
-through `PtGenerator` (no weight copy: it is the same module, switched to inference for the rollout). Without
-swift-infer installed, GRPO falls back to trl's own `model.generate` path.
+- `PtRollout` (default): swift-infer's PyTorch engine on the policy being trained, in process (no weight copy: the
+  same module, switched to inference for the rollout).
+- `VllmColocateRollout` (`--use_vllm true --vllm_mode colocate`): vLLM in this process. After each optimizer step
+  the policy's weights go into vLLM's model before the next rollout: merged LoRA weights (only the layers LoRA
+  touches), the whole model for full training, or the adapter itself with `--vllm_enable_lora true`.
+- `VllmServerRollout` (`--vllm_mode server`): a `swift rollout` server started separately (the way clusters run
+  it), over HTTP: this process needs neither vLLM nor a GPU for rollouts. Weights go there the same way.
+Without swift-infer installed, GRPO falls back to trl's own `model.generate` path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -32,29 +44,48 @@ def stop_token_ids(template: Any, tokenizer: Any) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
-class PtRollout:
-    """`rollout_func(prompts, trainer)` for trl: one completion per (already repeated) prompt."""
+class Rollout:
+    """What every rollout shares: prompt ids from our template, sampling settings, a seed per call and prompt."""
 
     def __init__(self, template: Any, *, max_tokens: int, temperature: float, top_p: float = 1.0, top_k: int = 0,
-                 repetition_penalty: float = 1.0, seed: int = 42, max_batch_size: int = 64) -> None:
-        self.template, self.max_batch_size, self.seed = template, max_batch_size, seed
+                 repetition_penalty: float = 1.0, seed: int = 42) -> None:
+        self.template, self.seed = template, seed
         self.params = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                            repetition_penalty=repetition_penalty)
+        self.stops = stop_token_ids(template, template.tokenizer)
         self._counter = itertools.count()
 
     def __call__(self, prompts: list, trainer: Any) -> dict[str, Any]:
+        prompt_ids = [self.template.encode({"messages": prompt})["input_ids"] for prompt in prompts]
+        call = next(self._counter)
+        completions = self.complete(prompt_ids, trainer, seed=self.seed + 7919 * call, call=call)
+        return {"prompt_ids": prompt_ids, "completion_ids": completions, "logprobs": None}
+
+    def complete(self, prompt_ids: list[list[int]], trainer: Any, *, seed: int, call: int) -> list[list[int]]:
+        raise NotImplementedError
+
+    def requests(self, prompt_ids: list[list[int]], *, seed: int, call: int, adapter: str | None = None) -> list:
+        from swift.infer.engine import GenerationRequest, SamplingParams
+
+        return [GenerationRequest(f"rollout-{call}-{i}", ids,
+                                  SamplingParams(**self.params, stop_token_ids=self.stops, seed=seed + i),
+                                  adapter=adapter)
+                for i, ids in enumerate(prompt_ids)]
+
+
+class PtRollout(Rollout):
+    """Rollouts on the policy itself through swift-infer's `PtGenerator` (continuous batching)."""
+
+    def __init__(self, template: Any, *, max_batch_size: int = 64, **kwargs: Any) -> None:
+        super().__init__(template, **kwargs)
+        self.max_batch_size = max_batch_size
+
+    def complete(self, prompt_ids: list[list[int]], trainer: Any, *, seed: int, call: int) -> list[list[int]]:
         from trl.models.utils import unwrap_model_for_generation
 
-        from swift.infer.engine import GenerationRequest, PtGenerator, SamplingParams
+        from swift.infer.engine import PtGenerator
 
-        tokenizer = trainer.processing_class
-        prompt_ids = [self.template.encode({"messages": prompt})["input_ids"] for prompt in prompts]
-        stops = stop_token_ids(self.template, tokenizer)
-        call = next(self._counter)
-        requests = [
-            GenerationRequest(f"rollout-{call}-{i}", ids,
-                              SamplingParams(**self.params, stop_token_ids=stops, seed=self.seed + 7919 * call + i))
-            for i, ids in enumerate(prompt_ids)]
+        requests = self.requests(prompt_ids, seed=seed, call=call)
         with unwrap_model_for_generation(
                 trainer.model_wrapped, trainer.accelerator,
                 gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs) as model:
@@ -62,17 +93,16 @@ class PtRollout:
             model.eval()
             use_cache = model.config.use_cache
             model.config.use_cache = True
-            generator = PtGenerator(model, tokenizer, max_batch_size=self.max_batch_size)
+            generator = PtGenerator(model, trainer.processing_class, max_batch_size=self.max_batch_size)
             try:
-                completions = asyncio.run(_collect_all(generator, requests))
+                return asyncio.run(collect_all(generator, requests))
             finally:
                 generator.close()
                 model.config.use_cache = use_cache
                 model.train(was_training)
-        return {"prompt_ids": prompt_ids, "completion_ids": completions, "logprobs": None}
 
 
-async def _collect_all(generator: Any, requests: list) -> list[list[int]]:
+async def collect_all(generator: Any, requests: list) -> list[list[int]]:
     async def collect(request: Any) -> list[int]:
         ids: list[int] = []
         async for output in generator.generate(request):
@@ -80,3 +110,205 @@ async def _collect_all(generator: Any, requests: list) -> list[list[int]]:
         return ids
 
     return list(await asyncio.gather(*(collect(r) for r in requests)))
+
+
+# ----- the policy's weights, as the rollout engine wants them -----
+
+def policy_weights(model: Any, dtype: Any = None) -> dict[str, Any]:
+    """The policy's weights under the HF checkpoint's names, for a rollout engine's `load_weights`.
+
+    With a PEFT LoRA: the merged weights of every module beside one LoRA wraps (the whole `self_attn` for a
+    `q_proj` target), since serving engines fuse siblings (q/k/v, gate/up) into one tensor and reload it whole,
+    plus modules_to_save; nothing else changes. Else every parameter.
+    """
+    import torch
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        t = t.detach()
+        return (t.to(dtype) if dtype is not None else t).contiguous().cpu()
+
+    if not hasattr(model, "merge_adapter"):
+        return {name: cast(p) for name, p in model.named_parameters()}
+    named = dict(model.named_parameters())
+    parents = {_hf_name(name.split(".base_layer.")[0]).rpartition(".")[0] + "." for name in named
+               if ".base_layer." in name}
+    saved = {_hf_name(name.replace(".modules_to_save.default.", ".")) for name in named
+             if ".modules_to_save.default." in name}
+    out: dict[str, Any] = {}
+    model.merge_adapter()
+    try:
+        for name, p in model.named_parameters():
+            if "lora_" in name or ".original_module." in name:
+                continue
+            hf = _hf_name(name.replace(".base_layer.", ".").replace(".modules_to_save.default.", "."))
+            if hf in saved or any(hf.startswith(parent) for parent in parents):
+                out[hf] = cast(p)
+    finally:
+        model.unmerge_adapter()
+    return out
+
+
+def _hf_name(name: str) -> str:
+    return name.removeprefix("base_model.model.")
+
+
+def save_adapter(model: Any, directory: Path) -> Path:
+    """The policy's LoRA adapter as a PEFT checkpoint directory (what vLLM's LoRA loads)."""
+    model.save_pretrained(directory)
+    return directory
+
+
+def unwrapped(trainer: Any) -> Any:
+    return trainer.accelerator.unwrap_model(trainer.model_wrapped)
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "half": torch.float16,
+            "float32": torch.float32, "float": torch.float32}.get(str(name).removeprefix("torch."))
+
+
+class SyncedRollout(Rollout):
+    """A rollout engine holding its own copy of the policy: before a rollout, if an optimizer step ran since the
+    last one, the policy's weights (or its adapter) go to the engine."""
+
+    def __init__(self, template: Any, *, use_lora: bool, **kwargs: Any) -> None:
+        super().__init__(template, **kwargs)
+        self.use_lora = use_lora
+        self.adapter: str | None = None
+        self._synced_step: int | None = None
+        self.sync_seconds = 0.0
+        self.syncs = 0
+
+    def complete(self, prompt_ids: list[list[int]], trainer: Any, *, seed: int, call: int) -> list[list[int]]:
+        if self._synced_step != trainer.state.global_step:
+            start = time.perf_counter()
+            model = unwrapped(trainer)
+            if self.use_lora:
+                with tempfile.TemporaryDirectory(prefix="swift-adapter-") as tmp:
+                    self.send_adapter(save_adapter(model, Path(tmp)))
+                self.adapter = "policy"
+            else:
+                self.send_weights(model)
+            self._synced_step = trainer.state.global_step
+            self.sync_seconds += time.perf_counter() - start
+            self.syncs += 1
+            logger.debug("weights synced to the rollout engine in %.2f s", time.perf_counter() - start)
+        return self.generate(prompt_ids, seed=seed, call=call)
+
+    def send_weights(self, model: Any) -> None:
+        raise NotImplementedError
+
+    def send_adapter(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    def generate(self, prompt_ids: list[list[int]], *, seed: int, call: int) -> list[list[int]]:
+        raise NotImplementedError
+
+
+class VllmColocateRollout(SyncedRollout):
+    """vLLM's engine in this process (`VllmEngine`, in-process backend), its weights kept equal to the policy's."""
+
+    def __init__(self, template: Any, model_dir: str, *, engine_kwargs: dict[str, Any], use_lora: bool,
+                 lora_rank: int | None = None, **kwargs: Any) -> None:
+        from swift.infer.engine import VllmEngine
+
+        super().__init__(template, use_lora=use_lora, **kwargs)
+        engine_kwargs = dict(engine_kwargs)
+        if use_lora:
+            engine_kwargs |= {"enable_lora": True, "max_loras": 1, "max_lora_rank": _vllm_lora_rank(lora_rank or 16)}
+        self.engine = VllmEngine(model_dir, template=template, engine_kwargs=engine_kwargs, use_async_engine=False)
+        self.dtype = torch_dtype(self.engine.backend.engine.model_config.dtype)
+
+    def send_weights(self, model: Any) -> None:
+        self.engine.load_weights(policy_weights(model, self.dtype).items())
+
+    def send_adapter(self, directory: Path) -> None:
+        self.engine.set_adapter("policy", directory)  # vLLM reads the files now; the directory may go
+
+    def generate(self, prompt_ids: list[list[int]], *, seed: int, call: int) -> list[list[int]]:
+        requests = self.requests(prompt_ids, seed=seed, call=call, adapter=self.adapter)
+        return asyncio.run(collect_all(self.engine.generator, requests))
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _vllm_lora_rank(rank: int) -> int:
+    return next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank), rank)
+
+
+class RolloutServerError(RuntimeError):
+    """The `swift rollout` server is gone or refused a request."""
+
+
+class VllmServerRollout(SyncedRollout):
+    """A `swift rollout` server over HTTP (routes: swift/infer/server/routes/rollout.py)."""
+
+    def __init__(self, template: Any, base_url: str, *, timeout: float, use_lora: bool, api_key: str | None = None,
+                 **kwargs: Any) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.info = self._wait_for_server(timeout)
+        if use_lora and not self.info.get("lora"):
+            raise RolloutServerError(f"--vllm_enable_lora true: the swift rollout server at {self.base_url} was "
+                                     "started without it (restart it with --vllm_enable_lora true, or drop the flag "
+                                     "here to send merged weights)")
+        super().__init__(template, use_lora=use_lora, **kwargs)
+        self.dtype = torch_dtype(self.info.get("dtype", ""))
+        logger.info("GRPO rollouts on the swift rollout server at %s (%s)", self.base_url, self.info.get("model"))
+
+    def _wait_for_server(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._call("GET", "/rollout/info", timeout=10)
+            except RolloutServerError:
+                if time.monotonic() > deadline:
+                    raise RolloutServerError(f"no swift rollout server answered at {self.base_url} within "
+                                             f"{timeout:g} s (--vllm_server_timeout); start one with `swift rollout "
+                                             "--model ...` and pass its --vllm_server_host/--vllm_server_port"
+                                             ) from None
+                time.sleep(1)
+
+    def _call(self, method: str, path: str, body: bytes | None = None, *, headers: dict[str, str] | None = None,
+              timeout: float = 3600) -> dict:
+        request = urllib.request.Request(self.base_url + path, data=body, method=method, headers=dict(headers or {}))
+        if self.api_key:
+            request.add_header("Authorization", f"Bearer {self.api_key}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode("utf-8", "replace")[:500]
+            raise RolloutServerError(f"the swift rollout server at {self.base_url} refused {path}: HTTP {e.code} "
+                                     f"{detail}") from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise RolloutServerError(f"the swift rollout server at {self.base_url} is not answering ({path}: "
+                                     f"{reason}); was it stopped?") from None
+
+    def send_weights(self, model: Any) -> None:
+        from safetensors.torch import save
+
+        self._call("POST", "/rollout/update_weights", save(policy_weights(model, self.dtype)),
+                   headers={"Content-Type": "application/octet-stream"})
+
+    def send_adapter(self, directory: Path) -> None:
+        config = (directory / "adapter_config.json").read_text(encoding="utf-8")
+        self._call("POST", "/rollout/update_adapter", (directory / "adapter_model.safetensors").read_bytes(),
+                   headers={"Content-Type": "application/octet-stream",
+                            "X-Adapter-Config": json.dumps(json.loads(config))})
+
+    def generate(self, prompt_ids: list[list[int]], *, seed: int, call: int) -> list[list[int]]:
+        body = {"prompt_ids": prompt_ids, **self.params, "stop_token_ids": list(self.stops), "seed": seed}
+        out = self._call("POST", "/rollout/generate", json.dumps(body).encode(),
+                         headers={"Content-Type": "application/json"})
+        return out["completion_ids"]
+
+
+def server_url(host: str | None, port: int, base_url: str | None) -> str:
+    if base_url:
+        return base_url if "://" in base_url else f"http://{base_url}"
+    return f"http://{host or '127.0.0.1'}:{port}"

@@ -34,9 +34,9 @@ def rlhf_problems(args: RlhfArguments) -> list[str]:
 
 
 def check_rlhf_args(args: RlhfArguments) -> None:
-    from swift.train.rlhf.rewards import load_plugins
+    from swift.core import load_reward_plugins
 
-    load_plugins(args.rlhf.external_plugins)  # (the CLI ran them already; the Python API may not have)
+    load_reward_plugins(args.rlhf.external_plugins)  # (the CLI ran them already; the Python API may not have)
     check_args(args, problems=rlhf_problems(args))
 
 

@@ -1,11 +1,12 @@
-"""GRPO reward functions: the built-in ones (`--reward_funcs accuracy format cosine repetition soft_overlong`) and
-the user's, from `--external_plugins file.py`.
+"""Reward functions of GRPO (`--reward_funcs`) and `swift sample` (`--orm_model`): the built-in ones (accuracy format
+cosine repetition soft_overlong) and the user's, from `--external_plugins file.py`. They live in swift-core because
+swift-train and swift-infer both score with them.
 
 A reward function takes the batch's `completions` (text, or a one-message list for chat prompts) and keyword
 arguments: `prompts`, `completion_ids`, and every extra dataset column (`solution`...). It returns one float per
 completion (None: no opinion). A plugin file registers its own with the decorator:
 
-    from swift.train.rlhf import register_reward
+    from swift.core import register_reward  # also exported by swift.train.rlhf
 
     @register_reward("short")
     def short(completions, **kwargs):
@@ -178,7 +179,7 @@ def soft_overlong(completions: list, completion_ids: list | None = None, max_len
     return out
 
 
-def load_plugins(paths: list[str]) -> None:
+def load_reward_plugins(paths: list[str]) -> None:
     """Run each `--external_plugins` file once (it registers reward functions with `register_reward`)."""
     from swift.core import load_custom_register
 
