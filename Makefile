@@ -19,7 +19,7 @@ lint: setup
 	$(VENV)/lint-imports
 
 test: lint setup-vllm
-	$(VENV)/pytest $(PYTEST_ARGS)
+	SWIFT_REQUIRE_VLLM=1 $(VENV)/pytest $(PYTEST_ARGS)
 
 demo: setup
 	@bash scripts/demo.sh

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,25 @@ def test_method_flags_are_checked_before_loading(tiny_llama_dir, data_dir, tmp_p
     with pytest.raises(ConfigError, match=r"--external_plugins .*missing\.py"):
         rlhf_main(flags(tiny_llama_dir, data_dir / "math.jsonl", tmp_path, "grpo", "--reward_funcs", "accuracy",
                         "--external_plugins", str(tmp_path / "missing.py"), "--per_device_train_batch_size", "8"))
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    (["--temperature", "0"], "--temperature 0: GRPO"),
+    (["--use_vllm", "true"], "vLLM is not installed in this environment"),
+    (["--vllm_mode", "server"], "--vllm_mode given without --use_vllm true"),
+    (["--vllm_server_port", "9000"], "--vllm_server_port given without --use_vllm true"),
+    (["--use_vllm", "true", "--vllm_mode", "server", "--vllm_enforce_eager", "true"],
+     "--vllm_enforce_eager: colocate-mode flags with --vllm_mode server"),
+    (["--use_vllm", "true", "--vllm_server_host", "h"], "server-mode flags with --vllm_mode colocate"),
+    (["--use_vllm", "true", "--vllm_mode", "server", "--vllm_server_port", "1", "--vllm_server_timeout", "1"],
+     "no swift rollout server answered at http://127.0.0.1:1 within 1 s"),
+])
+def test_grpo_vllm_flags_are_checked_before_weights_load(tiny_llama_dir, data_dir, tmp_path, extra, says):
+    from swift.core import SwiftError
+
+    with pytest.raises(SwiftError, match=re.escape(says)):
+        rlhf_main(flags(tiny_llama_dir, data_dir / "math.jsonl", tmp_path, "grpo", "--reward_funcs", "accuracy",
+                        "--per_device_train_batch_size", "8", *extra))
 
 
 def test_dpo_on_plain_conversations_says_what_rows_it_needs(tiny_llama_dir, tmp_path):

@@ -166,7 +166,7 @@ def run_sample(args: SampleArguments) -> Path:
         with path.open("a", encoding="utf-8") as out:
             for batch_start in range(0, len(todo), sample.num_sampling_batch_size):
                 batch = todo[batch_start:batch_start + sample.num_sampling_batch_size]
-                answers = _sample(engine, [split_row(dict(rows[i]))[0] for i in batch], args)
+                answers = _sample(engine, [split_row(dict(rows[i]))[0] for i in batch], batch, args)
                 for index, texts in zip(batch, answers, strict=True):
                     lines = _keep(index, dict(rows[index]), texts, scorer, args)
                     out.write("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
@@ -190,16 +190,17 @@ def data_range(n_rows: int, spec: Sequence[int]) -> list[int]:
     return list(range(part * size, min(n_rows, (part + 1) * size)))
 
 
-def _sample(engine: Any, requests: list[dict], args: SampleArguments) -> list[list[str]]:
-    """num_return_sequences answers per request, asked in requests of at most MAX_N (seeded apart)."""
+def _sample(engine: Any, requests: list[dict], indices: list[int], args: SampleArguments) -> list[list[str]]:
+    """num_return_sequences answers per request, asked in requests of at most MAX_N, seeded by the row's index
+    (a resumed run samples a row as the first run did)."""
     from swift.infer.protocol import RequestConfig
 
     n, infer = args.sample.num_return_sequences, args.infer
     temperature = infer.temperature if infer.temperature is not None else 1.0
     futures = []
-    for i, request in enumerate(requests):
+    for i, (request, index) in enumerate(zip(requests, indices, strict=True)):
         for chunk, count in enumerate(range(0, n, MAX_N)):
-            seed = None if infer.seed is None else infer.seed + 1000 * i + chunk
+            seed = None if infer.seed is None else infer.seed + 1000 * index + chunk
             config = RequestConfig(n=min(MAX_N, n - count), temperature=temperature, seed=seed)
             futures.append((i, engine.submit(request, config)))
     answers: list[list[str]] = [[] for _ in requests]

@@ -257,6 +257,9 @@ def check_grpo(args: RlhfArguments) -> list[str]:
     if rlhf.num_generations >= 1 and batch % rlhf.num_generations:
         problems.append(f"--per_device_train_batch_size x --gradient_accumulation_steps ({batch}) must be a "
                         f"multiple of --num_generations ({rlhf.num_generations}): each batch holds whole groups")
+    if rlhf.temperature <= 0:
+        problems.append(f"--temperature {rlhf.temperature:g}: GRPO scores completions by their log-probabilities "
+                        "at the sampling temperature, so it must be > 0 (--top_k 1 samples greedily)")
     problems += vllm_problems(args)
     return problems
 

@@ -24,6 +24,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from swift.core import SwiftError
+
 logger = logging.getLogger(__name__)
 
 
@@ -239,7 +241,7 @@ def _vllm_lora_rank(rank: int) -> int:
     return next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank), rank)
 
 
-class RolloutServerError(RuntimeError):
+class RolloutServerError(SwiftError):
     """The `swift rollout` server is gone or refused a request."""
 
 
