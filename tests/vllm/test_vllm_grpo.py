@@ -108,7 +108,7 @@ def test_grpo_against_swift_rollout_syncs_merged_weights_or_the_adapter(rollout_
 
 
 def test_a_rollout_server_that_dies_mid_run_is_named_in_the_error(rollout_server, vllm_env, math_data, tmp_path):
-    url, port, process = rollout_server
+    _, port, process = rollout_server
     command = [str(BIN / "swift"), *grpo(math_data, tmp_path / "killed", "--use_vllm", "true", "--vllm_mode",
                                          "server", "--vllm_server_port", str(port), steps=200)]
     trainer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=vllm_env)
