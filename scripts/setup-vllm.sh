@@ -26,7 +26,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x $VENV/bin/swift ];
 fi
 
 [ -x $VENV/bin/python ] || "$UV" venv --quiet --python "$PYTHON" $VENV
-members=(-e packages/swift-core -e packages/swift-infer -e packages/swift-tuners -e packages/swift-train)
+# swift-infer[eval]: `swift eval --infer_backend vllm` runs EvalScope beside vLLM
+members=(-e packages/swift-core -e "packages/swift-infer[eval]" -e packages/swift-tuners -e packages/swift-train)
 # The client the tests and `swift eval` talk to the server with, and pytest for the vLLM env's own checks.
 extras=(openai pytest)
 if [ $device = cuda ]; then
