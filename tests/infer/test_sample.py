@@ -1,5 +1,5 @@
 """`swift sample` on the PyTorch engine (the tiny llama): N answers per prompt, scored, the best kept, resumable.
-On vLLM: tests/vllm/test_vllm_grpo.py."""
+On vLLM: tests/with_vllm/test_vllm_grpo.py."""
 
 from __future__ import annotations
 

