@@ -16,6 +16,9 @@ from tests.conftest import BIN, HEAVY, run_python
     ("sample", ["--dataset", "d.jsonl", "--sampler_type", "mcts"], "not built yet"),
     ("sample", ["--dataset", "d.jsonl", "--orm_model", "nonesuch"], "--orm_model nonesuch"),
     ("sample", ["--dataset", "d.jsonl", "--output_file", "a/b.jsonl"], "--output_file"),
+    ("sample", ["--dataset", "d.jsonl", "--infer_backend", "vllm", "--sampler_engine", "lmdeploy"],
+     "--infer_backend vllm and --sampler_engine lmdeploy: give one engine"),
+    ("sample", ["--dataset", "d.jsonl", "--result_path", "r.jsonl"], "--result_path: swift sample writes"),
 ])
 def test_rollout_and_sample_refuse_bad_flags_before_anything_heavy_loads(command, bad, says):
     refused = subprocess.run([str(BIN / "swift"), command, "--model", "m", *bad], capture_output=True, text=True,

@@ -45,6 +45,15 @@ def check_sample_args(args: SampleArguments) -> None:
     sample, problems = args.sample, []
     if sample.sampler_engine == "transformers":
         sample.sampler_engine = "pt"
+    backend = args.infer.infer_backend  # the same choice under swift infer's name: one of them, or both alike
+    if backend != "pt" and sample.sampler_engine == "pt":
+        sample.sampler_engine = backend
+    elif backend not in ("pt", sample.sampler_engine):
+        problems.append(f"--infer_backend {backend} and --sampler_engine {sample.sampler_engine}: give one engine")
+    if args.infer.result_path is not None:
+        problems.append("--result_path: swift sample writes to --output_dir / --output_file")
+    if args.infer.stream is not None:
+        problems.append("--stream: swift sample writes whole answers to its jsonl; it does not stream")
     if sample.prm_model is not None:
         problems.append("--prm_model: process reward models are not built yet; score with --orm_model")
     if sample.num_return_sequences < 1:
