@@ -187,7 +187,12 @@ def grpo_rollout(run: Run) -> Any:
     rlhf, targs = run.args.rlhf, run.args.train
     sampling = dict(max_tokens=rlhf.max_completion_length, temperature=rlhf.temperature, top_p=rlhf.top_p,
                     top_k=rlhf.top_k, repetition_penalty=rlhf.repetition_penalty, seed=targs.seed)
-    use_lora = rlhf.vllm_enable_lora and hasattr(run.model, "peft_config")
+    use_lora = rlhf.vllm_enable_lora
+    if use_lora and not hasattr(run.model, "peft_config"):
+        from swift.core import ConfigError
+
+        raise ConfigError(f"--vllm_enable_lora true with --train_type {run.args.tuner.train_type}: vLLM's LoRA takes "
+                          "a PEFT LoRA adapter (--train_type lora); drop the flag to sync the weights")
     if rlhf.use_vllm and rlhf.vllm_mode == "server":
         from swift.core import env
 
