@@ -53,18 +53,23 @@ def report(tokens, seconds, **extra):
     print("RESULT " + json.dumps({"tokens": tokens, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), **extra}))
 """
 
-ENGINE = COMMON + r"""
-from swift.core import get_model_tokenizer
-from swift.infer.engine import PtEngine
-from swift.infer.protocol import RequestConfig
-model, tokenizer = get_model_tokenizer(args["model"], args["torch_dtype"])
-engine = PtEngine(model, tokenizer, max_batch_size=args["requests"])
+# the 16 requests through one of our engines (`engine`), after a warm-up: `responses`, `seconds`
+TIMED_INFER = r"""
 requests = [{"messages": [{"role": "user", "content": p}]} for p in args["prompts"]]
 config = RequestConfig(temperature=0, max_tokens=args["max_tokens"])
 engine.infer(requests[:2], RequestConfig(temperature=0, max_tokens=4))  # warm-up
 start = time.perf_counter()
 responses = engine.infer(requests, config)
 seconds = time.perf_counter() - start
+"""
+
+ENGINE = COMMON + r"""
+from swift.core import get_model_tokenizer
+from swift.infer.engine import PtEngine
+from swift.infer.protocol import RequestConfig
+model, tokenizer = get_model_tokenizer(args["model"], args["torch_dtype"])
+engine = PtEngine(model, tokenizer, max_batch_size=args["requests"])
+""" + TIMED_INFER + r"""
 report(sum(r.usage.completion_tokens for r in responses), seconds, steps=engine.generator.steps,
        sample=responses[0].choices[0].message.content[:80])
 engine.close()
@@ -116,12 +121,7 @@ from swift.infer.engine import VllmEngine
 from swift.infer.protocol import RequestConfig
 engine = VllmEngine(args["model_dir"], engine_kwargs={"dtype": args["torch_dtype"], "max_model_len": 2048,
                                                       "enforce_eager": args["eager"]})
-requests = [{"messages": [{"role": "user", "content": p}]} for p in args["prompts"]]
-config = RequestConfig(temperature=0, max_tokens=args["max_tokens"])
-engine.infer(requests[:2], RequestConfig(temperature=0, max_tokens=4))  # warm-up
-start = time.perf_counter()
-responses = engine.infer(requests, config)
-seconds = time.perf_counter() - start
+""" + TIMED_INFER + r"""
 report(sum(r.usage.completion_tokens for r in responses), seconds, sample=responses[0].choices[0].message.content[:80])
 engine.close()
 """
