@@ -48,6 +48,9 @@ def engine_options(adapters: Mapping[str, str | Path], engine_kwargs: dict[str, 
     kwargs = dict(engine_kwargs)
     if adapters:
         kwargs = {"enable_lora": True, "max_loras": len(adapters), "max_lora_rank": lora_rank(adapters), **kwargs}
+    if "max_lora_rank" in kwargs:  # vLLM takes only some ranks: the smallest of them that fits
+        kwargs["max_lora_rank"] = next((r for r in _LORA_RANKS if r >= kwargs["max_lora_rank"]),
+                                       kwargs["max_lora_rank"])
     if (not _on_gpu() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ
             and not {"gpu_memory_utilization", "kv_cache_memory_bytes"} & kwargs.keys()):
         kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_GIB << 30

@@ -180,8 +180,6 @@ class SyncedRollout(Rollout):
         self.use_lora = use_lora
         self.adapter: str | None = None
         self._synced_step: int | None = None
-        self.sync_seconds = 0.0
-        self.syncs = 0
 
     def complete(self, prompt_ids: list[list[int]], trainer: Any, *, seed: int, call: int) -> list[list[int]]:
         if self._synced_step != trainer.state.global_step:
@@ -194,8 +192,6 @@ class SyncedRollout(Rollout):
             else:
                 self.send_weights(model)
             self._synced_step = trainer.state.global_step
-            self.sync_seconds += time.perf_counter() - start
-            self.syncs += 1
             logger.debug("weights synced to the rollout engine in %.2f s", time.perf_counter() - start)
         return self.generate(prompt_ids, seed=seed, call=call)
 
@@ -219,7 +215,7 @@ class VllmColocateRollout(SyncedRollout):
         super().__init__(template, use_lora=use_lora, **kwargs)
         engine_kwargs = dict(engine_kwargs)
         if use_lora:
-            engine_kwargs |= {"enable_lora": True, "max_loras": 1, "max_lora_rank": _vllm_lora_rank(lora_rank or 16)}
+            engine_kwargs |= {"enable_lora": True, "max_loras": 1, "max_lora_rank": lora_rank or 16}
         self.engine = VllmEngine(model_dir, template=template, engine_kwargs=engine_kwargs, use_async_engine=False)
         self.dtype = torch_dtype(self.engine.backend.engine.model_config.dtype)
 
@@ -235,10 +231,6 @@ class VllmColocateRollout(SyncedRollout):
 
     def close(self) -> None:
         self.engine.close()
-
-
-def _vllm_lora_rank(rank: int) -> int:
-    return next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank), rank)
 
 
 class RolloutServerError(SwiftError):
