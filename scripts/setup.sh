@@ -34,27 +34,34 @@ if [ -z "$UV" ]; then
 fi
 echo "setup: uv $("$UV" --version | cut -d' ' -f2)"
 
-# The lock's torch is PyPI's, which on Linux is the CUDA build (~4.5 GB with nvidia-*/triton). Where pip is set up
-# with a local wheel folder holding the CPU build of that same version, install that one instead: seconds, ~1 GB.
-torch_version=$(sed -n '/^name = "torch"$/{n;s/^version = "\(.*\)"$/\1/p}' uv.lock | sort -V | tail -1)
-find_links=$("$PYTHON" -m pip config get global.find-links 2>/dev/null || true)
-cpu_wheel=""
-for dir in $find_links; do
-  cpu_wheel=$(ls "$dir"/torch-"$torch_version"+cpu-*.whl 2>/dev/null | head -1 || true)
-  [ -n "$cpu_wheel" ] && break
+# The lock's torch + torchvision are PyPI's (on Linux x86_64 the CUDA builds: ~5 GB with nvidia-*/triton, and they
+# run on a CPU-only box too). Where pip is set up with local wheel folders or file:// indexes that hold those same
+# releases (this workplace's machines), install them from there: seconds instead of a 3 GB download.
+# The dev group's pins (pyproject.toml [dependency-groups] torch), which the lock holds for the dev resolution.
+read -r torch_version vision_version < <("$PYTHON" -c 'import tomllib; g = dict(r.split("==") for r in tomllib.load(open("pyproject.toml", "rb"))["dependency-groups"]["torch"]); print(g["torch"], g["torchvision"])')
+local_from=(); has_local=""
+for dir in $("$PYTHON" -m pip config get global.find-links 2>/dev/null || true); do
+  local_from+=(--find-links "$dir")
+  ls "$dir"/torch-"$torch_version"-*.whl >/dev/null 2>&1 && has_local=1
+done
+for url in $("$PYTHON" -m pip config get global.extra-index-url 2>/dev/null || true); do
+  case $url in file://*) ;; *) continue ;; esac
+  local_from+=(--extra-index-url "$url")
+  grep -q "torch-$torch_version-" "${url#file://}/torch/index.html" 2>/dev/null && has_local=1
 done
 
-# Every member with every extra that runs beside torch 2.13 (eval, deepspeed, ray, liger, modelscope...): the dev
-# environment tests all of them. The engine extras need other torch releases and live in their own forks.
+# Every member with every extra that runs beside the dev torch (eval, deepspeed, ray, liger, modelscope, vision...):
+# the dev environment tests all of them. The engine extras need other torch releases and live in their own forks.
 sync=("$UV" sync --all-packages --all-extras --no-extra vllm --no-extra sglang --no-extra lmdeploy --locked
       --python "$PYTHON")
-if [ -n "$cpu_wheel" ]; then
-  echo "setup: torch $torch_version from the local CPU build $cpu_wheel"
-  # Every CUDA-only package of the lock (torch's nvidia-*, cuda-*, triton), skipped along with torch itself.
-  skip=$(sed -n 's/^name = "\(\(nvidia-\|cuda-\)[^"]*\|triton\)"$/\1/p' uv.lock | sort -u)
-  for name in torch $skip; do sync+=(--no-install-package "$name"); done
+if [ -n "$has_local" ]; then
+  echo "setup: torch $torch_version + torchvision $vision_version from the local wheels (${local_from[*]})"
+  # Every package of torch's closure that the lock takes from PyPI (nvidia-*, cuda-*, triton) comes from there too.
+  skip=$(sed -n 's/^name = "\(\(nvidia-\|cuda-\)[^"]*\|triton\|torch\|torchvision\)"$/\1/p' uv.lock | sort -u)
+  for name in $skip; do sync+=(--no-install-package "$name"); done
   "${sync[@]}"
-  "$UV" pip install --python .venv/bin/python --no-deps --quiet "$cpu_wheel"
+  "$UV" pip install --python .venv/bin/python --quiet "${local_from[@]}" --index-strategy unsafe-best-match \
+    "torch==$torch_version" "torchvision==$vision_version"
 else
   "${sync[@]}"
 fi
