@@ -15,6 +15,9 @@ _EXPORTS = {
     "register_model": "swift.core.model",
     "get_model_meta": "swift.core.model",
     "find_model_meta": "swift.core.model",
+    "ModelParts": "swift.core.model",
+    "model_parts": "swift.core.model.media",
+    "part_of": "swift.core.model.media",
     # datasets
     "load_dataset": "swift.core.dataset",
     "DatasetMeta": "swift.core.dataset",

@@ -62,3 +62,7 @@ def require_backend(module: str, *, extra: str):
         if e.name is not None and e.name.split(".")[0] != module.split(".")[0]:
             raise  # the backend is there but one of *its* imports failed: show that, not an install hint
         raise MissingBackendError(module, extra=extra) from e
+
+
+class ModelLoadError(SwiftError, OSError):
+    """A model directory that cannot be loaded as asked (a vision model without its processor files...)."""

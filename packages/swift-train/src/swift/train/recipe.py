@@ -147,6 +147,7 @@ def start_run(args: SftArguments, command: str, *, pretrain: bool = False, requi
     train_rows, val_rows = load_rows(args.data, require_answer=require_answer)  # a bad row fails before weights
     model, tokenizer = load_model(args.model, quantization=quantization_config(args.tuner), num_labels=num_labels)
     template = build_template(args.template, tokenizer, pretrain=pretrain)
+    template.bind_model(model)
     run_dir = on_rank0(lambda: new_run_dir(args.train.output_dir, args.model.model, add_version=args.train.add_version))
     learning_rate = args.train.learning_rate or tuner.default_learning_rate
     flat = to_flat_dict(args) | {"run_dir": str(run_dir), "template_name": template.name, "command": command,
@@ -197,7 +198,8 @@ def prepare_tuner(run: Run, steps: int) -> PreparedModel:
     """Apply --train_type to the run's model (use_cache off: packed rows need the mask built from position_ids)."""
     from swift.tuners import prepare_model
 
-    prepared = prepare_model(run.model, run.args.tuner, total_steps=steps, seed=run.args.train.seed)
+    prepared = prepare_model(run.model, run.args.tuner, total_steps=steps, seed=run.args.train.seed,
+                             learning_rate=run.learning_rate)
     run.model, run.prepared = prepared.model, prepared
     run.model.config.use_cache = False
     return prepared
@@ -289,8 +291,12 @@ class Collator:
 
             return {key: torch.tensor([[t for row in rows for t in row[key]]], dtype=torch.long)
                     for key in ("input_ids", "labels", "position_ids")}
-        keep = [{k: v for k, v in row.items() if k in ("input_ids", "labels")} for row in rows]
+        keep = [{k: v for k, v in row.items() if k not in BOOKKEEPING} for row in rows]
         return self.template.data_collator(keep, padding_free=self.padding_free)
+
+
+# Columns of encoded rows that are not model inputs (multimodal rows carry theirs: pixel_values, image_grid_thw...).
+BOOKKEEPING = ("length", "seq_lengths", "label")
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:

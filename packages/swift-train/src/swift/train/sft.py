@@ -47,7 +47,7 @@ def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
                 "streamed" if data.streaming else len(train_set), " (packed)" if tmpl.packing else "",
                 config.bf16, run.padding_free)
     trainer = SwiftTrainer(model=run.model, args=config, train_dataset=train_set, eval_dataset=val_set,
-                           data_collator=Collator(run.template, run.padding_free), processing_class=run.tokenizer,
+                           data_collator=Collator(run.template, run.padding_free), processing_class=run.template.processor or run.tokenizer,
                            **trainer_kwargs(run))
     add_callbacks(trainer, run)
     return finish(trainer, run, 0 if data.streaming else len(train_set))

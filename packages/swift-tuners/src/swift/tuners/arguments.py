@@ -38,5 +38,14 @@ class TunerArgs:
     llamapro_num_new_blocks: int = arg(4, "LLaMA-Pro: decoder blocks added")
     lisa_activated_layers: int = arg(2, "LISA: layers trained at a time")
     lisa_step_interval: int = arg(20, "LISA: steps between re-sampling the trained layers")
+    freeze_llm: bool | None = arg(None, "multimodal models: freeze the language model (full tuners) or keep adapters "
+                                        "off it (all-linear); default false")
+    freeze_vit: bool | None = arg(None, "multimodal models: freeze the vision/audio tower, or keep adapters off it; "
+                                        "default true")
+    freeze_aligner: bool | None = arg(None, "multimodal models: freeze the aligner (projector), or keep adapters off "
+                                            "it; default true")
+    vit_lr: float | None = arg(None, "multimodal models: learning rate of the vision tower (with --freeze_vit false)")
+    aligner_lr: float | None = arg(None, "multimodal models: learning rate of the aligner (with --freeze_aligner "
+                                         "false)")
     quant_method: Literal["bnb"] | None = arg(None, "quantize the base for QLoRA (needs bitsandbytes and CUDA)")
     quant_bits: Literal[4, 8] | None = arg(None, "bits of the quantized base")

@@ -64,8 +64,13 @@ def check_tuner_args(args: TunerArgs) -> list[str]:
     return problems
 
 
-def prepare_model(model: Any, args: TunerArgs, *, total_steps: int | None = None, seed: int = 42) -> PreparedModel:
-    """Apply the registered tuner of `args.train_type` to `model` and log what trains (count and %)."""
+def prepare_model(model: Any, args: TunerArgs, *, total_steps: int | None = None, seed: int = 42,
+                  learning_rate: float | None = None) -> PreparedModel:
+    """Apply the registered tuner of `args.train_type` to `model` and log what trains (count and %).
+
+    Multimodal models: the frozen parts and what all-linear covers follow --freeze_llm / --freeze_vit /
+    --freeze_aligner, and --vit_lr / --aligner_lr become learning-rate factors (`multimodal.py`)."""
+    from swift.tuners import multimodal
     meta = get_tuner(args.train_type)
     if meta.apply is None:
         raise ConfigError(f"--train_type {meta.name}: not built yet ({meta.not_built})")
@@ -73,8 +78,17 @@ def prepare_model(model: Any, args: TunerArgs, *, total_steps: int | None = None
         _check_quantized_base(model, args, meta)
     if args.lorap_lr_ratio is not None and args.train_type != "lora":
         raise ConfigError(f"--lorap_lr_ratio is LoRA+: it needs --train_type lora, not {args.train_type}")
-    result = meta.apply(model, args, TunerContext(total_steps=total_steps, seed=seed))
+    parts = multimodal.parts_of(model)
+    if parts is None:
+        multimodal.check_text_model(model, args)
+    else:
+        args = multimodal.multimodal_args(model, args, parts)
+    result = meta.apply(model, args, TunerContext(total_steps=total_steps, seed=seed, learning_rate=learning_rate))
     tuned = result if isinstance(result, Tuned) else Tuned(result)
+    if parts is not None:
+        if meta.full_weights:
+            multimodal.freeze_parts(tuned.model, args, parts)
+        tuned.lr_ratios = {**multimodal.part_lr_ratios(args, parts, learning_rate), **tuned.lr_ratios}
     trainable, total = count_parameters(tuned.model)
     if trainable == 0:
         raise ConfigError(f"--train_type {meta.name}: nothing would train; check --target_modules / --freeze_parameters")

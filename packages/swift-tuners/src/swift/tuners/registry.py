@@ -33,6 +33,7 @@ class TunerContext:
 
     total_steps: int | None = None  # optimizer steps of the run (AdaLoRA's schedule)
     seed: int = 42
+    learning_rate: float | None = None  # the run's (per-part learning rates of multimodal models are factors on it)
 
 
 @dataclass

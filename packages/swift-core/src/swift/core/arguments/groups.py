@@ -68,3 +68,6 @@ class TemplateArgs:
     padding_free: bool = arg(True, "flatten each batch into one row with position_ids: no padding compute, each row "
                                    "attends only to itself (no flash-attention needed); false pads to the longest")
     packing: bool = arg(False, "pack rows into --max_length bins (padding-free, each row attends to itself)")
+    max_pixels: int | None = arg(None, "multimodal models: images over this many pixels (width x height) are scaled "
+                                       "down, aspect kept, before the processor sees them (Qwen-VL also read the "
+                                       "MAX_PIXELS environment variable, their processor's own bound)")

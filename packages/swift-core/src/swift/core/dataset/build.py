@@ -1,6 +1,6 @@
 """Normalised rows -> `datasets.Dataset`, and joining datasets whose columns differ.
 
-`messages` (and `tools`, `images`) are stored with the `Json` feature: each message comes back exactly as written,
+`messages` (and `tools`, `images`, `videos`, `audios`) are stored with the `Json` feature: each message comes back exactly as written,
 with no `None`-filled keys that a struct column would add (chat templates test `'tool_calls' in message`).
 """
 
@@ -20,14 +20,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CHUNK_ROWS = 10_000  # rows turned into Arrow at a time, so that a large file never sits in memory as Python dicts
-CANONICAL = ("messages", "tools", "rejected_response", "label", "images")
+CANONICAL = ("messages", "tools", "rejected_response", "label", "images", "videos", "audios")
 
 
 def canonical_features() -> Features:
     from datasets import Features, Json, List, Value
 
     return Features({"messages": List(Json()), "tools": Json(), "rejected_response": Value("string"),
-                     "label": Value("bool"), "images": Json()})
+                     "label": Value("bool"), "images": Json(), "videos": Json(), "audios": Json()})
 
 
 class BadRows:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from swift.core import env
 from swift.core.dataset.build import BadRows, canonical_features, drop_empty_canonical
 from swift.core.dataset.meta import DatasetMeta, LoadOptions
-from swift.core.dataset.preprocess import RowProblem, prepare_row
+from swift.core.dataset.preprocess import RowProblem, check_media, prepare_row
 from swift.core.errors import DatasetRowError, MissingBackendError, UnknownDatasetError
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def normalize_arrow(dataset: Dataset, meta: DatasetMeta | None, options: LoadOpt
         for i in range(len(next(iter(batch.values())))):
             raw = {name: values[i] for name, values in batch.items()}
             try:
-                row, problem = prepare_row(raw, meta, options), None
+                row, problem = check_media(prepare_row(raw, meta, options), None), None
             except RowProblem as p:
                 row, problem = raw, p
             for name in features:

@@ -17,7 +17,7 @@ from swift.core import env
 from swift.core.dataset.build import BadRows, concat_datasets, drop_empty_canonical, rows_to_dataset
 from swift.core.dataset.hub import load_hub, normalize_arrow
 from swift.core.dataset.meta import DatasetMeta, LoadOptions, Row
-from swift.core.dataset.preprocess import RowProblem, prepare_row
+from swift.core.dataset.preprocess import RowProblem, check_media, prepare_row
 from swift.core.dataset.read import LINE_NUMBERED, SUFFIXES, list_files, read_rows
 from swift.core.dataset.registry import closest_dataset_names, find_dataset_meta
 from swift.core.errors import ConfigError, DatasetRowError, SwiftError, UnknownDatasetError
@@ -200,7 +200,8 @@ def _iter_rows(source: DatasetSource, options: LoadOptions, bad: BadRows) -> Ite
         try:
             if isinstance(raw, RowProblem):
                 raise raw
-            yield prepare_row(raw, source.meta, options)
+            row = prepare_row(raw, source.meta, options)
+            yield check_media(row, Path(location).parent if source.hub_id is None else None)
         except RowProblem as p:
             line_numbered = Path(location).suffix.lower() in LINE_NUMBERED
             bad.handle(DatasetRowError(location, number, p.field,

@@ -3,8 +3,10 @@
 The normalised row has:
 - `messages`: a list of {"role", "content", ...} with roles system / user / assistant / tool. Keys other than role and
   content (`tool_calls`, `name`, `reasoning_content`, `loss`...) are kept as given.
-- `tools` (list of OpenAI tool schemas), `rejected_response` (str), `label` (bool), `images` (list) where the row has
-  them, and every column that no format consumed (`id`, `solution`...), unchanged.
+- `tools` (list of OpenAI tool schemas), `rejected_response` (str), `label` (bool), `images` / `videos` / `audios`
+  (lists of references, `swift.core.media`) where the row has them, and every column that no format consumed (`id`,
+  `solution`...), unchanged. Local media paths are made absolute (relative to the dataset file) and checked by the
+  loader (`check_media`), which also matches `<image>`-style tags against the media.
 
 Formats, detected per row in this order:
 - preference: `chosen` + `rejected` (strings with a prompt field, or message lists) -> messages + rejected_response.
@@ -19,10 +21,16 @@ Formats, detected per row in this order:
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+from pathlib import Path
 from typing import Any
 
 from swift.core.dataset.meta import DatasetMeta, LoadOptions, Row
+from swift.core.media import COLUMNS, MediaError, check_row_media, has_media
+
+MEDIA_COLUMNS = tuple(COLUMNS.values())
 
 ROLES = ("system", "user", "assistant", "tool")
 ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant",
@@ -200,7 +208,7 @@ def _tool_call(value: Any, field: str) -> dict:
 
 
 def _common_fields(row: Row) -> Row:
-    """tools, rejected_response, label and images, checked and taken out of `row`."""
+    """tools, rejected_response, label and media columns, checked and taken out of `row`."""
     out: Row = {}
     if "tools" in row:
         tools = _maybe_json(row.pop("tools"), objects=True)
@@ -213,13 +221,45 @@ def _common_fields(row: Row) -> Row:
         out["rejected_response"] = _text(row.pop("rejected_response"), "rejected_response")
     if "label" in row:
         out["label"] = _label(row.pop("label"))
-    if "images" in row:
-        images = row.pop("images")
-        images = [images] if isinstance(images, (str, dict)) else images
-        if not isinstance(images, list):
-            raise RowProblem("images", f"must be a list of image paths, URLs or objects, got {type(images).__name__}")
-        out["images"] = images
+    for column in MEDIA_COLUMNS:
+        if column not in row:
+            continue
+        refs = _maybe_json(row.pop(column))
+        refs = [refs] if isinstance(refs, (str, dict)) else refs
+        if not isinstance(refs, list):
+            raise RowProblem(column, f"must be a list of paths, URLs or data: URIs, got {type(refs).__name__}")
+        if refs:
+            out[column] = [_media_json(ref, f"{column}[{i}]") for i, ref in enumerate(refs)]
     return out
+
+
+def _media_json(ref: Any, field: str) -> Any:
+    """A media reference as JSON (rows are stored as JSON): `{"bytes"}` objects and PIL images become data URIs."""
+    if isinstance(ref, (str, list)):
+        return ref
+    if isinstance(ref, dict) and ref.get("bytes") is None:
+        ref = ref.get("path") or ref.get("url")
+        if isinstance(ref, str):
+            return ref
+        raise RowProblem(field, "a media object needs a 'path', 'url' or 'bytes'")
+    if isinstance(ref, dict):
+        return "data:;base64," + base64.b64encode(bytes(ref["bytes"])).decode()
+    if hasattr(ref, "save"):  # a PIL image (the datasets Image feature decoded)
+        buffer = io.BytesIO()
+        ref.save(buffer, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    raise RowProblem(field, f"must be a path, URL or data: URI, got {type(ref).__name__}")
+
+
+def check_media(row: Row, base_dir: Path | None) -> Row:
+    """Media paths made absolute (relative to `base_dir`, the dataset file's folder) and checked, image headers
+    read, tags matched against media; raises `RowProblem` naming the field."""
+    if not any(row.get(column) for column in MEDIA_COLUMNS) and not has_media(row):
+        return row
+    try:
+        return check_row_media(row, base_dir)
+    except MediaError as e:
+        raise RowProblem(e.field, e.reason) from None
 
 
 def _label(value: Any) -> bool:

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swift.core.errors import ConfigError
+from swift.core.errors import ConfigError, ModelLoadError
 from swift.core.model.hub import resolve_model_dir
+from swift.core.model.media import apply_processor_env
 from swift.core.model.meta import ModelMeta
-from swift.core.model.registry import find_model_meta, get_model_meta
+from swift.core.model.registry import find_model_meta, find_model_meta_by_config, get_model_meta
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,11 @@ class ModelInfo:
     model_dir: Path
     model_type: str | None
     meta: ModelMeta | None
+    processor: Any = None  # the HF processor of a vision/audio language model (its tokenizer is the tokenizer)
+
+    @property
+    def is_multimodal(self) -> bool:
+        return self.processor is not None
 
 
 def _resolve_dtype(torch_dtype: Any, config_dtype: Any, device_map: Any) -> Any:
@@ -58,6 +64,31 @@ def _lone_gguf(model_dir: Path) -> dict[str, str]:
         return {}
     files = sorted(model_dir.glob("*.gguf"))
     return {"gguf_file": files[0].name} if len(files) == 1 else {}
+
+
+def is_multimodal_config(raw: dict) -> bool:
+    """A config.json of a vision/audio language model (transformers' multimodal-LM classes, which take images or
+    audio besides text), not a text-only one (Gemma 3 1B is `gemma3_text`)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES
+
+    model_type = raw.get("model_type")
+    if model_type in MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES:
+        return True
+    towers = ("vision_config", "audio_config", "visual", "vision_tower")
+    return any(isinstance(raw.get(key), dict) for key in towers) and model_type is not None
+
+
+def _load_processor(model_dir: Path, trust_remote_code: bool) -> Any:
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, ImportError) as e:
+        raise ModelLoadError(f"{model_dir}: a vision/audio language model needs its processor "
+                             f"(preprocessor_config.json / processor_config.json): {str(e).splitlines()[0]}") from e
+    if getattr(processor, "tokenizer", None) is None:
+        raise ModelLoadError(f"{model_dir}: the processor ({type(processor).__name__}) has no tokenizer")
+    return processor
 
 
 def get_model_tokenizer(
@@ -95,15 +126,26 @@ def get_model_tokenizer(
                                   need_weights=load_model if need_weights is None else need_weights,
                                   meta=meta)
     gguf = _lone_gguf(model_dir)  # transformers reads a GGUF export through its gguf reader
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, **gguf)
+    raw = _read_config_json(model_dir)
+    processor = None
+    if is_multimodal_config(raw) and num_labels is None:
+        processor = _load_processor(model_dir, trust_remote_code)
+        tokenizer = processor.tokenizer
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, **gguf)
     tokenizer.name_or_path = model_id_or_path
-    info = ModelInfo(model_id_or_path, model_dir, meta.model_type if meta else model_type, meta)
+    if meta is None and processor is not None:
+        meta = find_model_meta_by_config(raw)
+    if processor is not None:
+        apply_processor_env(processor, meta)
+    if processor is not None and getattr(processor, "chat_template", None):
+        tokenizer.chat_template = processor.chat_template  # the processor's template is the model's (image parts)
+    info = ModelInfo(model_id_or_path, model_dir, meta.model_type if meta else model_type, meta, processor)
     if not load_model:
         tokenizer.swift_model_info = info
         return None, tokenizer
 
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code, **gguf)
-    raw = _read_config_json(model_dir)
     dtype = _resolve_dtype(torch_dtype, raw.get("dtype") or raw.get("torch_dtype"), device_map)
     kwargs: dict[str, Any] = {"config": config, "dtype": dtype, "trust_remote_code": trust_remote_code,
                               "attn_implementation": attn_impl or (meta.default_attn_impl if meta else None) or "sdpa"}
@@ -117,6 +159,10 @@ def get_model_tokenizer(
         if getattr(config, "pad_token_id", None) is None:
             config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
+    elif processor is not None:
+        from transformers import AutoModelForMultimodalLM
+
+        model = AutoModelForMultimodalLM.from_pretrained(model_dir, **kwargs)
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     # PEFT records `model.name_or_path` as base_model_name_or_path: the id the user gave, never a cache path.

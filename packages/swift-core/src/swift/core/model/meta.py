@@ -18,6 +18,21 @@ class ModelId:
 
 
 @dataclass(frozen=True)
+class ModelParts:
+    """Where a vision/audio language model keeps its parts, as module-name prefixes of the loaded model.
+
+    `vision`: the vision (or audio) encoder; `aligner`: the projector from it into the language model (a prefix
+    inside `vision` is taken out of it: Qwen2-VL's merger sits in its vision tower); `language_model`: the LLM and
+    its head. `--freeze_vit / --freeze_aligner / --freeze_llm`, `--vit_lr / --aligner_lr` and what
+    `--target_modules all-linear` means for a multimodal model are decided by these.
+    """
+
+    vision: tuple[str, ...]
+    aligner: tuple[str, ...]
+    language_model: tuple[str, ...] = ("model.language_model", "lm_head")
+
+
+@dataclass(frozen=True)
 class ModelMeta:
     """A model family: its ids on each hub, architectures and the template it speaks.
 
@@ -33,6 +48,14 @@ class ModelMeta:
     requires_trust_remote_code: bool = False
     default_attn_impl: str | None = None
     is_reasoning: bool = False  # emits a thinking part (<think>...</think>) before its answer
+    # Vision/audio language models: the transformers `model_type`s of the family (`--model_type` is detected from
+    # config.json for models that are not registered by id), their parts, and the media they take.
+    config_model_types: tuple[str, ...] = ()
+    parts: ModelParts | None = None
+    media: tuple[str, ...] = ()  # "image", "video", "audio"
+    # The processor's pixel bounds come from these environment variables when they are set (ms-swift's MAX_PIXELS
+    # for the Qwen-VL families): `(variable, key of the image processor's size)`.
+    env_processor_kwargs: tuple[tuple[str, str], ...] = ()
 
     @property
     def ids(self) -> tuple[str, ...]:

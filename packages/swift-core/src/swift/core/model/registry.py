@@ -37,6 +37,15 @@ def find_model_meta(model_id: str) -> ModelMeta | None:
     return MODELS.get(model_type) if model_type else None
 
 
+def find_model_meta_by_config(config: dict) -> ModelMeta | None:
+    """The multimodal family whose transformers `model_type` is config.json's (for models not registered by id)."""
+    model_type = config.get("model_type")
+    for meta in MODELS.values():
+        if model_type in meta.config_model_types:
+            return meta
+    return None
+
+
 def closest_model_ids(model_id: str, n: int = 5) -> list[str]:
     ids = [i for meta in MODELS.values() for i in meta.ids]
     by_lower = {i.lower(): i for i in ids}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -9,10 +10,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from swift.core.errors import ConfigError
+from swift.core.media import has_media
 from swift.core.template import encode as _encode
 from swift.core.template.collate import collate
-from swift.core.template.errors import TemplateError
+from swift.core.template.errors import RowTooLongError, TemplateError
 from swift.core.template.meta import TemplateMeta
+from swift.core.template.multimodal import MediaEncoder, collate_media, expand_labels
 from swift.core.template.parse import parse_response
 from swift.core.template.registry import detect_template_meta, get_template_meta
 from swift.core.template.spans import find_assistant_spans
@@ -29,15 +32,19 @@ class TemplateOptions:
     truncation_strategy: _encode.TruncationStrategy = "delete"
     loss_scale: _encode.LossScale = "default"
     enable_thinking: bool | None = None
+    max_pixels: int | None = None  # images larger than this many pixels are scaled down (aspect kept)
 
 
 class Template:
     """Encodes conversations for one tokenizer: token-exact with its chat template, loss on the assistant's turns."""
 
     def __init__(self, meta: TemplateMeta, tokenizer: Any, options: TemplateOptions | None = None, *,
-                 use_own_chat_template: bool | None = None) -> None:
-        """`use_own_chat_template`: render with the tokenizer's chat template (default: whenever it has one)."""
+                 use_own_chat_template: bool | None = None, processor: Any = None) -> None:
+        """`use_own_chat_template`: render with the tokenizer's chat template (default: whenever it has one).
+        `processor`: a vision/audio model's processor; rows with media are then tokenized by it (`multimodal.py`)."""
         self.meta, self.tokenizer, self.options = meta, tokenizer, options or TemplateOptions()
+        self.processor = processor
+        self.media = MediaEncoder(processor, max_pixels=self.options.max_pixels) if processor is not None else None
         has_own = bool(getattr(tokenizer, "chat_template", None))
         use_own = has_own if use_own_chat_template is None else use_own_chat_template and has_own
         if not use_own and meta.chat_template is None:
@@ -63,6 +70,15 @@ class Template:
     @property
     def name(self) -> str:
         return self.meta.name
+
+    @property
+    def is_multimodal(self) -> bool:
+        return self.media is not None
+
+    def bind_model(self, model: Any) -> None:
+        """Tell a multimodal template its model (padding-free Qwen-VL batches need the model's 3-D rope index)."""
+        if self.media is not None:
+            self.media.bind_model(model)
 
     @property
     def stop_words(self) -> list[str]:
@@ -93,20 +109,51 @@ class Template:
         row = dict(row)  # datasets hands over lazy row views
         tools = _encode.read_tools(row)
         sides = _encode.preference_sides(row)
+        multimodal = has_media(row)
+        if multimodal and self.media is None:
+            raise TemplateError(f"the row has images, videos or audio, but {self.tokenizer.name_or_path} is a text "
+                                "model (no processor): serve or train a vision/audio language model for them")
+        encode = functools.partial(self._encode_media, row) if multimodal else self._encode_plain
         if sides is not None and chosen_only:
-            ids, labels = self._encode_messages(sides[0], tools)
-            return {"input_ids": ids, "labels": labels}
+            return encode(sides[0], tools)
         if sides is not None:
             out: dict[str, Any] = {}
             for prefix, messages in zip(("chosen_", "rejected_"), sides, strict=True):
-                ids, labels = self._encode_messages(messages, tools)
-                out[prefix + "input_ids"], out[prefix + "labels"] = ids, labels
+                out |= {prefix + key: value for key, value in encode(messages, tools).items()}
             return out
-        ids, labels = self._encode_messages(row.get("messages"), tools)
-        out = {"input_ids": ids, "labels": labels}
+        out = encode(row.get("messages"), tools)
         if row.get("label") is not None:
             out["label"] = bool(row["label"])
         return out
+
+    def _encode_plain(self, messages: Any, tools: list | None) -> dict[str, Any]:
+        ids, labels = self._encode_messages(messages, tools)
+        return {"input_ids": ids, "labels": labels}
+
+    def _encode_media(self, row: dict, messages: Any, tools: list | None) -> dict[str, Any]:
+        """A conversation with images / videos / audio, tokenized by the processor (see `multimodal.py`)."""
+        messages = _encode.prepare_messages(messages, default_system=self.default_system,
+                                            tool_call_id_length=self.meta.tool_call_id_length)
+        messages, refs = self.media.split(row, messages)
+        is_generation = messages[-1]["role"] != "assistant"
+        try:
+            text = self.render(messages, tools, add_generation_prompt=is_generation)
+        except _template_refusals() as e:
+            raise TemplateError(f"the chat template ({self.name}) refuses this conversation: "
+                                f"{type(e).__name__}: {e}") from e
+        spans = [] if is_generation else self._label_spans(messages, tools, text)
+        ids, labels = _encode.tokenize_with_labels(self.tokenizer, text, spans, self._special_ids)
+        output = self.media(text, self.media.load(refs))
+        expanded = output["input_ids"][0].tolist()
+        labels = expand_labels(ids, labels, expanded)
+        max_length = self.options.max_length
+        if max_length is not None and len(expanded) > max_length:
+            if self.options.truncation_strategy == "delete":
+                raise RowTooLongError(len(expanded), max_length)
+            raise TemplateError(f"a row with media has {len(expanded)} tokens, over max_length={max_length}; "
+                                "it cannot be cut without cutting an image's tokens: raise --max_length, lower "
+                                "--max_pixels, or use --truncation_strategy delete")
+        return {"input_ids": expanded, "labels": labels, **self.media.model_inputs(output, len(expanded))}
 
     def _encode_messages(self, messages: Any, tools: list | None) -> tuple[list[int], list[int]]:
         messages = _encode.prepare_messages(messages, default_system=self.default_system,
@@ -164,8 +211,12 @@ class Template:
 
     def data_collator(self, batch: Sequence[dict], padding_free: bool = False, *,
                       padding_side: Literal["right", "left"] = "right") -> dict[str, Any]:
-        """Tensors for a batch of `encode` outputs (see `collate.collate`)."""
-        return collate(batch, pad_id=self.pad_id, padding_free=padding_free, padding_side=padding_side)
+        """Tensors for a batch of `encode` outputs (see `collate.collate`; media: `multimodal.collate_media`)."""
+        out = collate(batch, pad_id=self.pad_id, padding_free=padding_free, padding_side=padding_side)
+        if self.media is not None and any(len(row) > 2 for row in batch):
+            out = collate_media(batch, out, padding_free=padding_free, row_batched=self.media.row_batched,
+                                rope_index=self.media.rope_index, padding_side=padding_side)
+        return out
 
     @property
     def pad_id(self) -> int:
@@ -180,25 +231,30 @@ class Template:
 
 def get_template(template_type: str | None, tokenizer: Any, *, default_system: str | None = None,
                  max_length: int | None = None, truncation_strategy: _encode.TruncationStrategy = "delete",
-                 loss_scale: _encode.LossScale = "default", enable_thinking: bool | None = None) -> Template:
+                 loss_scale: _encode.LossScale = "default", enable_thinking: bool | None = None,
+                 processor: Any = None, max_pixels: int | None = None) -> Template:
     """The template named `template_type`, or with None the tokenizer's family (else its own chat template).
 
     The tokenizer's own chat template renders the text, except where it has none (then the family's fallback
     template, `chatml` when none is named) or where `template_type` names another family that brings a template
     of its own (`--template chatml` for a tokenizer whose template is Llama 3's: ChatML it is).
     """
-    options = TemplateOptions(default_system, max_length, truncation_strategy, loss_scale, enable_thinking)
+    options = TemplateOptions(default_system, max_length, truncation_strategy, loss_scale, enable_thinking, max_pixels)
+    if processor is None:  # a vision/audio model's tokenizer knows its processor (swift.core.model.loader)
+        info = getattr(tokenizer, "swift_model_info", None)
+        processor = getattr(info, "processor", None)
     _check_options(options)
     detected = detect_template_meta(tokenizer)
     has_own = bool(getattr(tokenizer, "chat_template", None))
     if template_type is None:
-        return Template(detected or get_template_meta("hf" if has_own else "chatml"), tokenizer, options)
+        return Template(detected or get_template_meta("hf" if has_own else "chatml"), tokenizer, options,
+                        processor=processor)
     meta = get_template_meta(template_type)
     use_own = has_own and (meta.chat_template is None or (detected is not None and detected.name == meta.name))
     if has_own and not use_own:
         logger.info("--template %s: rendering with its template instead of the tokenizer's own (%s)",
                     meta.name, detected.name if detected else "unregistered")
-    return Template(meta, tokenizer, options, use_own_chat_template=use_own)
+    return Template(meta, tokenizer, options, use_own_chat_template=use_own, processor=processor)
 
 
 def _check_options(options: TemplateOptions) -> None:

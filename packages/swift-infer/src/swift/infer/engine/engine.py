@@ -56,12 +56,13 @@ class _Job:
     n: int
     adapter: str | None
     parser: AnswerParser | None  # None: a raw completion, returned as generated
+    media: dict[str, Any] | None = None  # a multimodal prompt's processor outputs (pixel_values...)
 
     def generation(self, index: int) -> GenerationRequest:
         params = self.params
         if params.seed is not None and index:
             params = replace(params, seed=params.seed + index)  # n choices from one seed must differ
-        return GenerationRequest(f"{self.request_id}-{index}", self.prompt_ids, params, self.adapter)
+        return GenerationRequest(f"{self.request_id}-{index}", self.prompt_ids, params, self.adapter, self.media)
 
 
 @dataclass
@@ -182,14 +183,21 @@ class InferEngine:
                       request_id: str | None = None) -> _Job:
         request = request if isinstance(request, InferRequest) else InferRequest.model_validate(request)
         config = config or RequestConfig()
+        if request.has_media and not getattr(self.generator, "accepts_media", False):
+            raise RequestError(f"this engine ({type(self.generator).__name__}) does not take images, videos or "
+                               "audio yet; serve the model with --infer_backend pt", param="messages")
         try:
-            prompt_ids = list(self.template.encode(request.template_row())["input_ids"])
+            encoded = self.template.encode(request.template_row())
         except TemplateError as e:
             raise RequestError(str(e), param="messages") from e
+        prompt_ids = list(encoded["input_ids"])
+        media = {k: v for k, v in encoded.items() if k not in ("input_ids", "labels")} or None
         opens_think = self.template.decode(prompt_ids[-4:]).rstrip().endswith("<think>")
         parser = AnswerParser(self.template.meta.response_format, self._stop_words, has_tools=bool(request.tools),
                               opens_think=opens_think)
-        return self._job(request_id or new_id("chatcmpl"), prompt_ids, config, adapter, parser, chat=True)
+        job = self._job(request_id or new_id("chatcmpl"), prompt_ids, config, adapter, parser, chat=True)
+        job.media = media
+        return job
 
     def encode_prompt(self, prompt: str | Sequence[int]) -> list[int]:
         """The token ids of a raw completion's prompt (text, or ids checked against the vocabulary)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -42,6 +42,9 @@ class GenerationRequest:
     prompt_ids: list[int]
     params: SamplingParams
     adapter: str | None = None  # a LoRA adapter name the backend loaded; None: the base model
+    # A multimodal prompt's processor outputs besides its ids (pixel_values, image_grid_thw, mm_token_type_ids...),
+    # for backends whose generator has `accepts_media = True`.
+    media: dict[str, Any] | None = None
 
 
 @dataclass

@@ -60,6 +60,9 @@ def split_row(row: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         tools = json.loads(tools)
     if tools:
         request["tools"] = [t if "function" in t else {"type": "function", "function": t} for t in tools]
+    for column in ("images", "videos", "audios"):  # a multimodal row's media (paths made absolute by the loader)
+        if row.get(column):
+            request[column] = list(row[column])
     return request, labels
 
 
@@ -77,6 +80,9 @@ def result_line(index: int, request: dict[str, Any], labels: str | None, future:
     if message.tool_calls:
         line["tool_calls"] = [call.model_dump() for call in message.tool_calls]
     line["messages"] = request["messages"]
+    for column in ("images", "videos", "audios"):
+        if request.get(column):
+            line[column] = request[column]
     line["usage"] = response.usage.model_dump()
     return line
 

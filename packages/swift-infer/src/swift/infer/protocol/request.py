@@ -13,10 +13,49 @@ class _Model(BaseModel):
 
 
 class TextPart(_Model):
-    """A text part of a message's content (the only kind the text models served here read)."""
+    """A text part of a message's content."""
 
     type: Literal["text"]
     text: str
+
+
+class ImageUrl(_Model):
+    url: str  # a data: URI (base64), an http(s) URL or a path on the server's disk
+    detail: str | None = None
+
+
+class ImageUrlPart(_Model):
+    """OpenAI's image part (vision models)."""
+
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+    @field_validator("image_url", mode="before")
+    @classmethod
+    def _url_as_object(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+
+class InputAudio(_Model):
+    data: str  # base64
+    format: str = "wav"
+
+
+class InputAudioPart(_Model):
+    """OpenAI's audio part (audio models): base64 data and its format."""
+
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class MediaUrlPart(_Model):
+    """vLLM's `video_url` / `audio_url` parts and ms-swift's `{"type": "image" | "video" | "audio", ...: ref}`."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["video_url", "audio_url", "image", "video", "audio"]
+
+
+ContentPart = TextPart | ImageUrlPart | InputAudioPart | MediaUrlPart
 
 
 class FunctionCall(_Model):
@@ -37,7 +76,7 @@ class ToolCall(_Model):
 
 class ChatMessage(_Model):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
@@ -52,12 +91,20 @@ class ChatMessage(_Model):
     @property
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
+            return "".join(part.text for part in self.content if isinstance(part, TextPart))
         return self.content or ""
 
+    @property
+    def has_media(self) -> bool:
+        return isinstance(self.content, list) and any(not isinstance(part, TextPart) for part in self.content)
+
     def to_template(self) -> dict[str, Any]:
-        """The message as chat templates read it: plain text content, tool-call arguments as objects."""
-        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": self.text}
+        """The message as chat templates read it: text content (media parts kept as parts, which the template of a
+        multimodal model reads), tool-call arguments as objects."""
+        content: Any = self.text
+        if self.has_media:
+            content = [part.model_dump(exclude_none=True) for part in self.content]
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": content}
         if self.tool_calls:
             message["tool_calls"] = [_call_for_template(call) for call in self.tool_calls]
         for key in ("name", "tool_call_id", "reasoning_content"):
@@ -95,12 +142,23 @@ class InferRequest(_Model):
 
     messages: list[ChatMessage] = Field(min_length=1)
     tools: list[Tool] | None = None
+    # ms-swift's way: `<image>` / `<video>` / `<audio>` tags in the text take these in order (paths, URLs, data URIs)
+    images: list[str] = Field(default_factory=list)
+    videos: list[str | list[str]] = Field(default_factory=list)
+    audios: list[str] = Field(default_factory=list)
 
     def template_row(self) -> dict[str, Any]:
         row: dict[str, Any] = {"messages": [m.to_template() for m in self.messages]}
         if self.tools:
             row["tools"] = [tool.model_dump(exclude_none=True) for tool in self.tools]
+        for column in ("images", "videos", "audios"):
+            if getattr(self, column):
+                row[column] = list(getattr(self, column))
         return row
+
+    @property
+    def has_media(self) -> bool:
+        return bool(self.images or self.videos or self.audios) or any(m.has_media for m in self.messages)
 
 
 class ResponseFormat(_Model):

@@ -48,9 +48,9 @@ register_model(ModelMeta(
 register_model(ModelMeta(
     "gemma",
     _ms("LLM-Research", "google/gemma-2-2b-it", "google/gemma-2-9b-it", "google/gemma-2-27b-it",
-        "google/gemma-3-1b-it", "google/gemma-3-4b-it", "google/gemma-3-12b-it", "google/gemma-3-27b-it"),
+        "google/gemma-3-1b-it", "google/gemma-3-1b-pt"),  # Gemma 3 4B and up see images: gemma3_vl
     # Gemma 2 soft-caps attention logits, which sdpa does not do: eager is what HF recommends for it.
-    architectures=("Gemma2ForCausalLM", "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"),
+    architectures=("Gemma2ForCausalLM", "Gemma3ForCausalLM"),
     template="gemma", default_attn_impl="eager",
 ))
 register_model(ModelMeta(

@@ -10,15 +10,16 @@ layers' `keys` / `values` ([batch, kv_heads, seq, head_dim]) between steps, neve
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-# forward(input_ids [B, L], attention_mask [B, T], position_ids [B, L], cache, last_only) -> logits [B, V] of the
-# last position of each row
-Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any, Sequence[str] | None], torch.Tensor]
+# forward(input_ids [B, L], attention_mask [B, T], position_ids [B, L], cache, adapter_names, media=None) -> logits
+# [B, V] of the last position of each row; `media`: a multimodal prompt's processor outputs (prefill only)
+Forward = Callable[..., torch.Tensor]
 
 
 SPARE_TOKENS = 64  # room a cache layer keeps for the next steps' keys and values
@@ -85,8 +86,15 @@ class DecodeBatch:
 
     @classmethod
     def prefill(cls, forward: Forward, prompts: Sequence[Sequence[int]], adapter_names: Sequence[str] | None,
-                pad_id: int, device: torch.device) -> tuple[DecodeBatch, torch.Tensor]:
-        """Run the prompts (left-padded) through the model: the batch, and logits [b, V] for their first token."""
+                pad_id: int, device: torch.device, *, media: dict[str, Any] | None = None,
+                rope_index: Any = None) -> tuple[DecodeBatch, torch.Tensor]:
+        """Run the prompts (left-padded) through the model: the batch, and logits [b, V] for their first token.
+
+        `media`: the processor outputs of ONE multimodal prompt (pixel_values...), passed to its prefill. With
+        `rope_index` (Qwen-VL's 3-D M-RoPE) the prompt's positions come from it, and the row's later text positions
+        are shifted by its rope delta (images take fewer positions than tokens), as transformers' generate does."""
+        if media:
+            return cls._prefill_media(forward, prompts, adapter_names, device, media, rope_index)
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -99,6 +107,28 @@ class DecodeBatch:
         logits = forward(ids, mask, position_ids, cache, adapter_names)
         positions = mask.sum(-1)
         return cls(cache, mask, positions, torch.zeros_like(positions)), logits
+
+    @classmethod
+    def _prefill_media(cls, forward: Forward, prompts: Sequence[Sequence[int]], adapter_names: Sequence[str] | None,
+                       device: torch.device, media: dict[str, Any], rope_index: Any) -> tuple[DecodeBatch, torch.Tensor]:
+        if len(prompts) != 1:
+            raise ValueError("a prompt with media prefills alone")
+        ids = torch.tensor([list(prompts[0])], dtype=torch.long, device=device)
+        mask = torch.ones_like(ids)
+        inputs: dict[str, Any] = {}
+        for key, value in media.items():
+            tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+            inputs[key] = (tensor[None] if key.endswith("token_type_ids") and tensor.dim() == 1 else tensor).to(device)
+        position_ids: torch.Tensor = (mask.cumsum(-1) - 1)
+        delta = torch.zeros((1,), dtype=torch.long, device=device)
+        if rope_index is not None and "mm_token_type_ids" in inputs:
+            accepted = set(inspect.signature(rope_index).parameters)
+            kwargs = {"input_ids": ids, "attention_mask": mask, **inputs}
+            position_ids, deltas = rope_index(**{k: v for k, v in kwargs.items() if k in accepted})
+            delta = deltas.reshape(-1).to(device=device, dtype=torch.long)
+        cache = new_cache()
+        logits = forward(ids, mask, position_ids, cache, adapter_names, inputs)
+        return cls(cache, mask, mask.sum(-1) + delta, torch.zeros((1,), dtype=torch.long, device=device)), logits
 
     def step(self, forward: Forward, adapter_names: Sequence[str] | None) -> torch.Tensor:
         """Feed each row's next token: logits [B, V] for the token after it."""

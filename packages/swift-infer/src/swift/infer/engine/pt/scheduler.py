@@ -78,6 +78,10 @@ class PtGenerator:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.adapters: Sequence[str] = tuple(getattr(model, "peft_config", {}) or ())
         self._forward_kwargs = _forward_kwarg_names(model)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # Multimodal prompts: their processor outputs go into the prefill; Qwen-VL's 3-D positions come from here.
+        self.accepts_media = True
+        self.rope_index = getattr(getattr(base, "model", base), "get_rope_index", None)
         self._token_texts: dict[int, str] = {}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._waiting: deque[_Row] = deque()
@@ -205,11 +209,14 @@ class PtGenerator:
             longest = max(width, len(self._waiting[0].prompt))
             if rows and longest * (len(rows) + 1) > self.max_prefill_tokens:
                 break  # the rest prefill next step, so running rows are not stalled by one huge prefill
+            if rows and (self._waiting[0].request.media or rows[0].request.media):
+                break  # a prompt with images prefills alone (its media tensors and 3-D positions are its own)
             rows.append(self._waiting.popleft())
             width = longest
         try:
             batch, logits = DecodeBatch.prefill(self._forward, [r.prompt for r in rows], self._adapter_names(rows),
-                                                self.pad_id, self.device)
+                                                self.pad_id, self.device, media=rows[0].request.media,
+                                                rope_index=self.rope_index)
             keep, batch.next_tokens = self._advance(rows, logits)
             if not keep:
                 return
@@ -279,10 +286,10 @@ class PtGenerator:
         return [row.adapter for row in rows] if self.adapters else None
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                 cache: Any, adapter_names: Sequence[str] | None) -> torch.Tensor:
+                 cache: Any, adapter_names: Sequence[str] | None, media: dict[str, Any] | None = None) -> torch.Tensor:
         cache_kw, keep_kw = self._forward_kwargs
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask,
-                                  "position_ids": position_ids, cache_kw: cache, "use_cache": True}
+                                  "position_ids": position_ids, cache_kw: cache, "use_cache": True, **(media or {})}
         if keep_kw:
             kwargs[keep_kw] = 1
         if adapter_names is not None:
