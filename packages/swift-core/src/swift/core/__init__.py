@@ -9,6 +9,7 @@ _EXPORTS = {
     # models
     "get_model_tokenizer": "swift.core.model.loader",
     "ModelInfo": "swift.core.model.loader",
+    "processing_class": "swift.core.model.loader",
     "ModelMeta": "swift.core.model",
     "ModelId": "swift.core.model",
     "MODELS": "swift.core.model",

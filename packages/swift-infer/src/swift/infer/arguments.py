@@ -86,8 +86,20 @@ class EvalArgs:
 
 
 @dataclass
-class InferArguments:
-    """Chat with a model, or run a dataset through it."""
+class ChatMediaArgs:
+    """Chat media"""
+
+    image: list[str] = arg([], "chat and pipe mode: images (paths, URLs, data: URIs) sent with the first query "
+                               "(a pipe: with every line); a query's <image> tags place them, else they go first",
+                           aliases=["images"])
+    video: list[str] = arg([], "chat and pipe mode: videos (files or folders of frames), as --image",
+                           aliases=["videos"])
+    audio: list[str] = arg([], "chat and pipe mode: audio files, as --image", aliases=["audios"])
+
+
+@dataclass
+class EngineArguments:
+    """What every command that builds an engine takes."""
 
     model: ModelArgs = field(default_factory=ModelArgs)
     data: DataArgs = field(default_factory=DataArgs)
@@ -96,7 +108,14 @@ class InferArguments:
 
 
 @dataclass
-class DeployArguments(InferArguments):
+class InferArguments(EngineArguments):
+    """Chat with a model, or run a dataset through it."""
+
+    chat: ChatMediaArgs = field(default_factory=ChatMediaArgs)
+
+
+@dataclass
+class DeployArguments(EngineArguments):
     """Serve a model over an OpenAI-compatible HTTP API."""
 
     server: ServerArgs = field(default_factory=ServerArgs)
@@ -167,7 +186,7 @@ class SampleArgs:
 
 
 @dataclass
-class SampleArguments(InferArguments):
+class SampleArguments(EngineArguments):
     """Several answers per prompt, scored by a reward function or model, the best written as jsonl
     (rejection-sampling / distillation data)."""
 

@@ -216,7 +216,9 @@ def training_arguments(run: Run, steps: int, *, config_cls: type | None = None, 
 
     targs, data = run.args.train, run.args.data
     config_cls = config_cls or TrainingArguments
-    bf16 = use_bf16(targs.bf16, hidden_size=getattr(run.model.config, "hidden_size", None))
+    model_config = run.model.config
+    text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    bf16 = use_bf16(targs.bf16, hidden_size=getattr(text_config, "hidden_size", None))
     strategy = strategy_kwargs(targs.deepspeed, targs.fsdp, run.model, bf16=bf16)
     return config_cls(
         output_dir=str(run.run_dir), num_train_epochs=targs.num_train_epochs, max_steps=steps,
@@ -287,10 +289,7 @@ class Collator:
 
     def __call__(self, rows: list[dict]) -> dict:
         if "position_ids" in rows[0]:  # packed bins: already padding-free, with their own sequence boundaries
-            import torch
-
-            return {key: torch.tensor([[t for row in rows for t in row[key]]], dtype=torch.long)
-                    for key in ("input_ids", "labels", "position_ids")}
+            return self.template.collate_packed([{k: v for k, v in row.items() if v is not None} for row in rows])
         keep = [{k: v for k, v in row.items() if k not in BOOKKEEPING} for row in rows]
         return self.template.data_collator(keep, padding_free=self.padding_free)
 

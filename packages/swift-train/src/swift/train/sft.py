@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
+    from swift.core import processing_class
     from swift.core.dataset import pack_dataset
     from swift.train.trainer import SwiftTrainer
 
@@ -35,7 +36,8 @@ def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
     val_set = encode(run, run.val_rows, chosen_only=True)
     check_not_empty(run, train_set)
     if tmpl.packing and run.padding_free:
-        train_set = pack_dataset(train_set, run.max_length, num_proc=data.dataset_num_proc)
+        train_set = pack_dataset(train_set, run.max_length, num_proc=data.dataset_num_proc,
+                                 row_batched=run.template.row_batched_keys)
     if run.padding_free:
         from swift.train.varlen import use_varlen_attention
 
@@ -47,7 +49,7 @@ def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
                 "streamed" if data.streaming else len(train_set), " (packed)" if tmpl.packing else "",
                 config.bf16, run.padding_free)
     trainer = SwiftTrainer(model=run.model, args=config, train_dataset=train_set, eval_dataset=val_set,
-                           data_collator=Collator(run.template, run.padding_free), processing_class=run.template.processor or run.tokenizer,
+                           data_collator=Collator(run.template, run.padding_free), processing_class=processing_class(run.tokenizer),
                            **trainer_kwargs(run))
     add_callbacks(trainer, run)
     return finish(trainer, run, 0 if data.streaming else len(train_set))

@@ -134,11 +134,15 @@ class LazyEncodedDataset:
         raise ValueError(f"no row of the dataset fits in max_length={self.max_length} tokens")
 
 
-def pack_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[int]]:
+def pack_rows(rows: Sequence[Mapping[str, Any]], *, row_batched: Sequence[str] = ()) -> dict[str, Any]:
     """Encoded rows as ONE padding-free row: ids and labels concatenated, position_ids restarting at 0 per row.
 
     The first label of every sequence is set to -100: models shift labels, so that label would otherwise train the
     previous sequence's last token to predict across the boundary (unpacked, it is never used either).
+    Multimodal rows keep their processor outputs: per-token keys (`*token_type_ids`) concatenated like the ids,
+    media (`pixel_values`, `image_grid_thw`...) concatenated in row order (along the second axis for `row_batched`
+    keys, Idefics-style `[1, images, ...]`), and `<key>_counts` saying how many entries of each `*_grid_thw` each
+    sequence has (the collator splits them per sequence for Qwen-VL's 3-D positions).
     """
     input_ids: list[int] = []
     labels: list[int] = []
@@ -155,8 +159,28 @@ def pack_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[int]]:
         labels += row_labels
         position_ids += range(len(ids))
         seq_lengths.append(len(ids))
-    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "seq_lengths": seq_lengths,
-            "length": len(input_ids)}
+    packed: dict[str, Any] = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids,
+                              "seq_lengths": seq_lengths, "length": len(input_ids)}
+    media_keys = sorted({k for row in rows for k in row if k not in _PACK_BOOKKEEPING and row[k] is not None})
+    for key in media_keys:
+        values = [_as_list(row.get(key)) for row in rows]
+        if key.endswith("token_type_ids"):
+            packed[key] = [v for value, row in zip(values, rows, strict=True)
+                           for v in (value or [0] * len(row["input_ids"]))]
+        elif key in row_batched:
+            packed[key] = [[item for value in values if value for item in value[0]]]
+        else:
+            packed[key] = [item for value in values if value for item in value]
+        if key.endswith("_grid_thw"):
+            packed[key + "_counts"] = [len(value or ()) for value in values]
+    return packed
+
+
+_PACK_BOOKKEEPING = ("input_ids", "labels", "length", "position_ids", "seq_lengths", "label")
+
+
+def _as_list(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else value
 
 
 def plan_bins(lengths: Sequence[int], max_length: int) -> list[list[int]]:
@@ -200,34 +224,34 @@ STREAM_PACK_WINDOW = 1000
 
 
 def pack_dataset(encoded: Dataset | IterableDataset, max_length: int, *, num_proc: int = 1,
-                 window: int = STREAM_PACK_WINDOW) -> Dataset | IterableDataset:
+                 window: int = STREAM_PACK_WINDOW, row_batched: Sequence[str] = ()) -> Dataset | IterableDataset:
     """Encoded rows packed into bins of at most `max_length` tokens (`pack_rows` per bin), for padding-free training.
 
-    A streamed dataset is packed as it is read, `window` rows at a time."""
+    A streamed dataset is packed as it is read, `window` rows at a time. `row_batched`: see `pack_rows`."""
     import numpy as np
     from datasets import Dataset, IterableDataset
 
     if isinstance(encoded, IterableDataset):
         return IterableDataset.from_generator(_pack_stream, gen_kwargs={
-            "encoded": encoded, "max_length": max_length, "window": window})
+            "encoded": encoded, "max_length": max_length, "window": window, "row_batched": tuple(row_batched)})
     if len(encoded) == 0:
         return encoded
     lengths = (_column_array(encoded, "length") if "length" in encoded.column_names
                else np.array([len(ids) for ids in encoded["input_ids"]]))
     bins = plan_bins(lengths, max_length)
-    source = encoded.select_columns([c for c in ("input_ids", "labels") if c in encoded.column_names])
+    source = encoded.select_columns([c for c in encoded.column_names if c != "length"])
 
     def pack_batch(batch: dict[str, list]) -> dict[str, list]:
         flat = [i for indices in batch["indices"] for i in indices]
         rows = source[flat]
-        packed: dict[str, list] = defaultdict(list)
+        bins_out = []
         start = 0
         for indices in batch["indices"]:
             members = [{k: rows[k][start + j] for k in rows} for j in range(len(indices))]
             start += len(indices)
-            for key, value in pack_rows(members).items():
-                packed[key].append(value)
-        return dict(packed)
+            bins_out.append(pack_rows(members, row_batched=row_batched))
+        keys = sorted({k for b in bins_out for k in b})  # a bin of text rows has no media keys: None there
+        return {key: [b.get(key) for b in bins_out] for key in keys}
 
     packed = Dataset.from_dict({"indices": bins}).map(
         pack_batch, batched=True, batch_size=256, remove_columns=["indices"],
@@ -237,12 +261,13 @@ def pack_dataset(encoded: Dataset | IterableDataset, max_length: int, *, num_pro
     return packed
 
 
-def _pack_stream(encoded: IterableDataset, max_length: int, window: int) -> Iterator[dict[str, Any]]:
+def _pack_stream(encoded: IterableDataset, max_length: int, window: int,
+                 row_batched: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
     buffer: list[dict[str, Any]] = []
 
     def flush() -> Iterator[dict[str, Any]]:
         for indices in plan_bins([len(row["input_ids"]) for row in buffer], max_length):
-            yield pack_rows([buffer[i] for i in indices])
+            yield pack_rows([buffer[i] for i in indices], row_batched=row_batched)
         buffer.clear()
 
     for row in encoded:

@@ -66,6 +66,13 @@ def _lone_gguf(model_dir: Path) -> dict[str, str]:
     return {"gguf_file": files[0].name} if len(files) == 1 else {}
 
 
+def processing_class(tokenizer: Any) -> Any:
+    """What to save beside a model's weights and hand to a Trainer: a multimodal model's processor (its tokenizer,
+    image processor and chat template), else the tokenizer."""
+    info = getattr(tokenizer, "swift_model_info", None)
+    return getattr(info, "processor", None) or tokenizer
+
+
 def is_multimodal_config(raw: dict) -> bool:
     """A config.json of a vision/audio language model (transformers' multimodal-LM classes, which take images or
     audio besides text), not a text-only one (Gemma 3 1B is `gemma3_text`)."""

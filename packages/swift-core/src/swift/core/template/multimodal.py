@@ -48,10 +48,16 @@ class MediaEncoder:
         self.rope_index = getattr(inner, "get_rope_index", None)
 
     def split(self, row: dict, messages: list[dict]) -> tuple[list[dict], dict[str, list]]:
+        """Messages as processors' chat templates read them (every content a list of parts: LLaVA's and Idefics'
+        templates iterate it even for text turns) and the media references per kind."""
         try:
-            return media_messages(messages, media_columns(row))
+            messages, refs = media_messages(messages, media_columns(row))
         except MediaError as e:
             raise TemplateError(str(e)) from None
+        for message in messages:
+            if isinstance(message.get("content"), str):
+                message["content"] = [{"type": "text", "text": message["content"]}]
+        return messages, refs
 
     def load(self, refs: dict[str, list]) -> dict[str, list]:
         loaded: dict[str, list] = {}
@@ -147,6 +153,40 @@ def collate_media(rows: Sequence[dict], batch: dict[str, Any], *, padding_free: 
     if padding_free and rope_index is not None and "mm_token_type_ids" in batch:
         batch["position_ids"] = _mrope_positions(rows, batch["position_ids"], rope_index)
     return batch
+
+
+def collate_packed(rows: Sequence[dict], *, row_batched: bool, rope_index: Any) -> dict[str, Any]:
+    """Packed bins (`pack_rows` output, media included) as one padding-free row; Qwen-VL bins get 3-D positions
+    per packed sequence."""
+    import torch
+
+    batch = {key: torch.tensor([[t for row in rows for t in row[key]]], dtype=torch.long)
+             for key in ("input_ids", "labels", "position_ids")}
+    segments: list[dict] = []
+    for row in rows:
+        start = 0
+        counts = {key: list(row.get(key + "_counts") or []) for key in ("image_grid_thw", "video_grid_thw")}
+        taken = dict.fromkeys(counts, 0)
+        for length in row["seq_lengths"]:
+            segment: dict[str, Any] = {"input_ids": row["input_ids"][start:start + length]}
+            if row.get("mm_token_type_ids") is not None:
+                segment["mm_token_type_ids"] = row["mm_token_type_ids"][start:start + length]
+            for key, per_sequence in counts.items():
+                if per_sequence:
+                    n = per_sequence.pop(0)
+                    if n:
+                        segment[key] = row[key][taken[key]:taken[key] + n]
+                    taken[key] += n
+            segments.append(segment)
+            start += length
+    media = [{k: v for k, v in row.items() if k not in _PACKED_NOT_MEDIA and not k.endswith("_counts")} for row in rows]
+    batch = collate_media(media, batch, padding_free=True, row_batched=row_batched, rope_index=None)
+    if rope_index is not None and "mm_token_type_ids" in batch:
+        batch["position_ids"] = _mrope_positions(segments, batch["position_ids"], rope_index)
+    return batch
+
+
+_PACKED_NOT_MEDIA = ("position_ids", "seq_lengths", "length")
 
 
 def _is_per_token(rows: Sequence[dict], key: str) -> bool:

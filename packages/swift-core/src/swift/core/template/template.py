@@ -15,12 +15,13 @@ from swift.core.template import encode as _encode
 from swift.core.template.collate import collate
 from swift.core.template.errors import RowTooLongError, TemplateError
 from swift.core.template.meta import TemplateMeta
-from swift.core.template.multimodal import MediaEncoder, collate_media, expand_labels
+from swift.core.template.multimodal import MediaEncoder, collate_media, collate_packed, expand_labels
 from swift.core.template.parse import parse_response
 from swift.core.template.registry import detect_template_meta, get_template_meta
 from swift.core.template.spans import find_assistant_spans
 
 logger = logging.getLogger(__name__)
+_PACKED_TEXT = {"input_ids", "labels", "position_ids", "seq_lengths", "length"}
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,20 @@ class Template:
             out = collate_media(batch, out, padding_free=padding_free, row_batched=self.media.row_batched,
                                 rope_index=self.media.rope_index, padding_side=padding_side)
         return out
+
+    def collate_packed(self, rows: Sequence[dict]) -> dict[str, Any]:
+        """Tensors for packed bins (`swift.core.dataset.pack_rows` outputs): one padding-free row."""
+        import torch
+
+        if self.media is None or all(set(row) <= _PACKED_TEXT for row in rows):
+            return {key: torch.tensor([[t for row in rows for t in row[key]]], dtype=torch.long)
+                    for key in ("input_ids", "labels", "position_ids")}
+        return collate_packed(rows, row_batched=self.media.row_batched, rope_index=self.media.rope_index)
+
+    @property
+    def row_batched_keys(self) -> tuple[str, ...]:
+        """Media keys whose first axis is the batch (Idefics-style), for `pack_dataset(row_batched=...)`."""
+        return ("pixel_values", "pixel_attention_mask") if self.media is not None and self.media.row_batched else ()
 
     @property
     def pad_id(self) -> int:

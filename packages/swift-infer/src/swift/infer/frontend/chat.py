@@ -33,8 +33,10 @@ def answer_text(response: ChatCompletionResponse) -> str:
     return message.content or ""
 
 
-def run_pipe(engine: InferEngine, config: RequestConfig, system: str | None, stdin: TextIO, stdout: TextIO) -> int:
-    """Each non-empty line of `stdin` is a single-turn query; answers are printed in order. 1 if any failed."""
+def run_pipe(engine: InferEngine, config: RequestConfig, system: str | None, stdin: TextIO, stdout: TextIO, *,
+             media: dict[str, list[str]] | None = None) -> int:
+    """Each non-empty line of `stdin` is a single-turn query (with `media`, --image...: the same for every line);
+    answers are printed in order. 1 if any failed."""
     pending: queue.Queue[Future | None] = queue.Queue()
     failures = 0
 
@@ -56,7 +58,7 @@ def run_pipe(engine: InferEngine, config: RequestConfig, system: str | None, std
             if not query:
                 continue
             try:
-                pending.put(engine.submit(_single_turn(query, system), config))
+                pending.put(engine.submit(_single_turn(query, system, media), config))
             except SwiftError as e:  # a query the template refuses: an empty answer line, and go on
                 future: Future = Future()
                 future.set_exception(e)
@@ -67,15 +69,19 @@ def run_pipe(engine: InferEngine, config: RequestConfig, system: str | None, std
     return 1 if failures else 0
 
 
-def _single_turn(query: str, system: str | None) -> InferRequest:
+def _single_turn(query: str, system: str | None, media: dict[str, list[str]] | None = None) -> InferRequest:
     messages = [ChatMessage(role="system", content=system)] if system else []
-    return InferRequest(messages=[*messages, ChatMessage(role="user", content=query)])
+    return InferRequest(messages=[*messages, ChatMessage(role="user", content=query)], **(media or {}))
 
 
-def run_interactive(engine: InferEngine, config: RequestConfig, system: str | None, *, stream: bool = True) -> int:
-    """A multi-turn chat on the terminal, streamed."""
+def run_interactive(engine: InferEngine, config: RequestConfig, system: str | None, *, stream: bool = True,
+                    media: dict[str, list[str]] | None = None) -> int:
+    """A multi-turn chat on the terminal, streamed. `media` (--image...) goes with the first query; a query with
+    `<image>` tags and no image to place asks for a path or URL for each (as ms-swift does)."""
     print(COMMANDS_HELP, file=sys.stderr)
     history: list[ChatMessage] = []
+    pending_media = {k: list(v) for k, v in (media or {}).items()}  # what the conversation's turns carry so far
+    conversation_media: dict[str, list[str]] = {}
     while True:
         try:
             query = input("<<< ").strip()
@@ -85,7 +91,7 @@ def run_interactive(engine: InferEngine, config: RequestConfig, system: str | No
         if query in ("exit", "quit"):
             return 0
         if query == "clear":
-            history = []
+            history, conversation_media = [], {}
             print("(conversation cleared)", file=sys.stderr)
             continue
         if query == "reset-system":
@@ -94,10 +100,13 @@ def run_interactive(engine: InferEngine, config: RequestConfig, system: str | No
             continue
         if not query:
             continue
+        turn_media = _ask_for_tagged_media(query, pending_media)
+        pending_media = {}
         history.append(ChatMessage(role="user", content=query))
         messages = ([ChatMessage(role="system", content=system)] if system else []) + history
+        carried = {k: conversation_media.get(k, []) + turn_media.get(k, []) for k in ("images", "videos", "audios")}
         try:
-            reply = _chat_turn(engine, InferRequest(messages=messages), config, stream=stream)
+            reply = _chat_turn(engine, InferRequest(messages=messages, **carried), config, stream=stream)
         except KeyboardInterrupt:  # stop this answer, keep the chat
             print("\n(interrupted)", file=sys.stderr)
             history.pop()
@@ -107,6 +116,18 @@ def run_interactive(engine: InferEngine, config: RequestConfig, system: str | No
             history.pop()
             continue
         history.append(ChatMessage(role="assistant", content=reply))
+        conversation_media = carried
+
+
+def _ask_for_tagged_media(query: str, given: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The media of one query: what was given (--image on the first query), plus a path asked for each `<image>` /
+    `<video>` / `<audio>` tag beyond those. Given media without tags are put before the query's text."""
+    out = {k: list(v) for k, v in given.items()}
+    for kind, column in (("image", "images"), ("video", "videos"), ("audio", "audios")):
+        missing = query.count(f"<{kind}>") - len(out.get(column, []))
+        for _ in range(max(0, missing)):
+            out.setdefault(column, []).append(input(f"Input an {kind} path or URL <<< ").strip())
+    return out
 
 
 def _chat_turn(engine: InferEngine, request: InferRequest, config: RequestConfig, *, stream: bool) -> str:

@@ -36,6 +36,13 @@ def run_infer(args: InferArguments) -> int:
     rows = load_rows(args) if args.data.val_dataset or args.data.dataset else None
     engine = build_engine(args)
     config = RequestConfig()  # the sampling flags are the engine's defaults
+    media = {"images": list(args.chat.image), "videos": list(args.chat.video), "audios": list(args.chat.audio)}
+    media = {k: v for k, v in media.items() if v}
+    if media and rows is not None:
+        from swift.core import ConfigError
+
+        raise ConfigError("--image/--video/--audio are for chat and pipe mode; a dataset's rows carry their own "
+                          "media (images / videos / audios columns)")
     try:
         if rows is not None:
             base = args.infer.ckpt_dir or (args.infer.adapters[0].partition("=")[2] or args.infer.adapters[0]
@@ -46,7 +53,7 @@ def run_infer(args: InferArguments) -> int:
             return 0
         if sys.stdin.isatty():
             stream = args.infer.stream if args.infer.stream is not None else True
-            return run_interactive(engine, config, None, stream=stream)
-        return run_pipe(engine, config, None, sys.stdin, sys.stdout)
+            return run_interactive(engine, config, None, stream=stream, media=media)
+        return run_pipe(engine, config, None, sys.stdin, sys.stdout, media=media)
     finally:
         engine.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from swift.core import ConfigError, MissingBackendError
+from swift.core import ConfigError, MissingBackendError, processing_class
 
 
 def bnb_config(bits: int) -> Any:
@@ -35,4 +35,4 @@ def save_bnb(weights_dir: Path, tokenizer: Any, bits: int, work: Path) -> None:
 
     model = AutoModelForCausalLM.from_pretrained(weights_dir, quantization_config=bnb_config(bits), device_map="cpu")
     model.save_pretrained(work, safe_serialization=True)
-    tokenizer.save_pretrained(work)
+    processing_class(tokenizer).save_pretrained(work)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from swift.core import MissingBackendError
+from swift.core import MissingBackendError, processing_class
 from swift.train.export.quantize import QuantSpec, quantized_linears
 
 _FP8_MAX = 448.0  # largest finite float8_e4m3fn
@@ -79,4 +79,4 @@ def save_compressed(model: Any, tokenizer: Any, scales: dict[str, Any], config: 
     compressor.compress_model(model)
     model.save_pretrained(work, safe_serialization=True)
     compressor.update_config(str(work))
-    tokenizer.save_pretrained(work)
+    processing_class(tokenizer).save_pretrained(work)

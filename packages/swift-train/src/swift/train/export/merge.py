@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swift.core import ConfigError
+from swift.core import ConfigError, processing_class
 from swift.core.run import ARGS_FILE, model_folder_name, read_args, write_json_atomic
 from swift.train.arguments import ExportArguments
 
@@ -133,7 +133,7 @@ def merge_lora(args: ExportArguments) -> Path:
 
     def write(work: Path) -> None:
         model.save_pretrained(work, safe_serialization=True)
-        tokenizer.save_pretrained(work)
+        processing_class(tokenizer).save_pretrained(work)
         record = read_args(adapters[0]) | {"model": base, "merged_from": [str(a) for a in adapters]}
         write_json_atomic(work / ARGS_FILE, record)
 
