@@ -37,6 +37,15 @@ class SwiftTrainerMixin(AtomicCheckpoints, FsdpOnCpu):
         return optimizer
 
 
+def _keeps_logits(model: Any) -> bool:
+    import inspect
+
+    while hasattr(model, "module"):  # DDP / DeepSpeed wrappers
+        model = model.module
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 def split_by_ratio(optimizer: Any, names: Mapping[int, str], ratios: Mapping[str, float]) -> None:
     """Move every parameter whose name contains a key of `ratios` into a copy of its group at lr x ratio."""
     for group in list(optimizer.param_groups):
@@ -72,7 +81,8 @@ class SwiftTrainer(SwiftTrainerMixin, Trainer):
         --use_liger_kernel the model gets the labels instead: Liger's fused linear cross-entropy never builds the
         logits at all."""
         labels = inputs.get("labels")
-        if labels is None or return_outputs or labels.dim() != 2 or self.args.use_liger_kernel:
+        if (labels is None or return_outputs or labels.dim() != 2 or self.args.use_liger_kernel
+                or not _keeps_logits(model)):  # (Qwen2-Audio's forward has no logits_to_keep)
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         import torch
         import torch.nn.functional as F

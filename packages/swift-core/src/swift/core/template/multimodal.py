@@ -40,6 +40,8 @@ class MediaEncoder:
         tokenizer = processor.tokenizer
         self.bos = getattr(tokenizer, "bos_token", None)
         self.rope_index: Any = None  # set by `bind_model` for M-RoPE models (padding-free positions)
+        # Every row of a dataset gets the same keys (datasets stores rows as columns): those the processor names.
+        self.input_names = tuple(k for k in getattr(processor, "model_input_names", ()) if k not in _NOT_INPUTS)
 
     def bind_model(self, model: Any) -> None:
         """Remember the model's 3-D rope index (Qwen2/2.5/3-VL), which padding-free batches need per sequence."""
@@ -92,8 +94,11 @@ class MediaEncoder:
                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
     def model_inputs(self, output: dict[str, Any], length: int) -> dict[str, Any]:
-        """The processor's outputs other than ids / mask: per-token keys as lists, media tensors as they are."""
+        """The processor's outputs other than ids / mask: per-token keys as lists, media tensors as they are, None
+        for the inputs the processor names but this row has not (a text row's pixel_values)."""
         out: dict[str, Any] = {}
+        for key in self.input_names:
+            out[key] = [0] * length if key.endswith("token_type_ids") else None
         for key, value in output.items():
             if key in _NOT_INPUTS or value is None:
                 continue

@@ -110,10 +110,12 @@ class Template:
         row = dict(row)  # datasets hands over lazy row views
         tools = _encode.read_tools(row)
         sides = _encode.preference_sides(row)
-        multimodal = has_media(row)
-        if multimodal and self.media is None:
+        if has_media(row) and self.media is None:
             raise TemplateError(f"the row has images, videos or audio, but {self.tokenizer.name_or_path} is a text "
                                 "model (no processor): serve or train a vision/audio language model for them")
+        # A multimodal model's text rows go through its processor too: its templates read content parts, and every
+        # row gets the same keys.
+        multimodal = self.media is not None
         encode = functools.partial(self._encode_media, row) if multimodal else self._encode_plain
         if sides is not None and chosen_only:
             return encode(sides[0], tools)

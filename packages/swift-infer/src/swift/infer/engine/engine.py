@@ -191,7 +191,9 @@ class InferEngine:
         except TemplateError as e:
             raise RequestError(str(e), param="messages") from e
         prompt_ids = list(encoded["input_ids"])
-        media = {k: v for k, v in encoded.items() if k not in ("input_ids", "labels")} or None
+        media = {k: v for k, v in encoded.items() if k not in ("input_ids", "labels") and v is not None}
+        if not any(not key.endswith("token_type_ids") for key in media):
+            media = None  # a text prompt of a multimodal model: decoded like any text prompt
         opens_think = self.template.decode(prompt_ids[-4:]).rstrip().endswith("<think>")
         parser = AnswerParser(self.template.meta.response_format, self._stop_words, has_tools=bool(request.tools),
                               opens_think=opens_think)
