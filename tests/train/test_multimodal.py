@@ -132,7 +132,7 @@ def test_vit_lr_and_aligner_lr_set_those_parts_learning_rates(qwen2_vl, image_da
     assert delta[VISION] < 5e-6
     assert 5e-3 < delta[ALIGNER] < 5e-2
     assert 2e-4 < delta[LLM] < 5e-3  # --learning_rate 1e-3
-    with pytest.raises(ConfigError, match="--vit_lr .* the vision is frozen"):
+    with pytest.raises(ConfigError, match=r"--vit_lr .* the vision is frozen"):
         sft_main(flags(qwen2_vl, image_data, tmp_path / "bad", "--max_steps", "1", "--vit_lr", "1e-4"))
 
 
