@@ -121,7 +121,7 @@ def test_openai_client_sends_image_url_parts(engines, vl_dirs):
                                                 messages=[{"role": "user", "content": content}])
         assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == \
             reply.choices[0].message.content
-        with pytest.raises(openai.BadRequestError, match="no such file|not a readable image"):
+        with pytest.raises(openai.BadRequestError, match=r"no such file|not a readable image"):
             client.chat.completions.create(model=engine.model_name, max_tokens=2, messages=[{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": "/nonexistent/x.png"}}, {"type": "text", "text": "hi"}]}])
 
