@@ -70,7 +70,7 @@ def build_template(args: TemplateArgs, tokenizer: Any, *, pretrain: bool = False
         args.template, tokenizer, default_system=args.system,
         max_length=None if drops_long_rows(args) else max_length(args),
         truncation_strategy=args.truncation_strategy, loss_scale="all" if pretrain else args.loss_scale,
-        enable_thinking=args.enable_thinking, max_pixels=args.max_pixels)
+        enable_thinking=args.enable_thinking, max_pixels=args.max_pixels, norm_bbox=args.norm_bbox)
 
 
 def use_bf16(requested: bool | None, *, hidden_size: int | None = None, cpu: bool = True) -> bool:

@@ -215,6 +215,7 @@ def check_row_media(row: dict, base_dir: Path | None) -> dict:
     messages = row.get("messages")
     if isinstance(messages, list):
         media_messages(messages, columns)
+        _check_objects(row.get("objects"), messages)
         for index, message in enumerate(messages):
             for number, part in enumerate(message.get("content") or () if isinstance(message, dict) else ()):
                 if isinstance(part, dict) and _part_kind(part) == "image":
@@ -223,6 +224,32 @@ def check_row_media(row: dict, base_dir: Path | None) -> dict:
                         field = f"messages[{index}].content[{number}]"
                         check_image(resolve_reference(ref, base_dir, field), field)
     return row
+
+
+def _check_objects(objects: Any, messages: list) -> None:
+    """Grounding rows: as many names and boxes in `objects` as `<ref-object>` / `<bbox>` tags in the messages."""
+    text = "".join(m["content"] if isinstance(m.get("content"), str) else
+                   "".join(p.get("text", "") for p in m.get("content") or () if isinstance(p, dict))
+                   for m in messages if isinstance(m, dict))
+    tags = {"ref": text.count("<ref-object>"), "bbox": text.count("<bbox>")}
+    if objects is None:
+        if any(tags.values()):
+            raise MediaError("objects", f"the messages have {tags['ref']} <ref-object> and {tags['bbox']} <bbox> "
+                             "tag(s) but the row has no 'objects' ({\"ref\": [...], \"bbox\": [...]})")
+        return
+    if isinstance(objects, str):
+        import json
+
+        try:
+            objects = json.loads(objects)
+        except ValueError as e:
+            raise MediaError("objects", f"not JSON: {e}") from None
+    if not isinstance(objects, Mapping):
+        raise MediaError("objects", f"must be an object with 'ref' and 'bbox', got {type(objects).__name__}")
+    for key, tag in (("ref", "<ref-object>"), ("bbox", "<bbox>")):
+        given = len(objects.get(key) or [])
+        if given != tags[key]:
+            raise MediaError(f"objects.{key}", f"{given} given for {tags[key]} {tag} tag(s) in the messages")
 
 
 # ---------------------------------------------------------------- loading

@@ -71,3 +71,6 @@ class TemplateArgs:
     max_pixels: int | None = arg(None, "multimodal models: images over this many pixels (width x height) are scaled "
                                        "down, aspect kept, before the processor sees them (Qwen-VL also read the "
                                        "MAX_PIXELS environment variable, their processor's own bound)")
+    norm_bbox: Literal["norm1000", "none"] | None = arg(
+        None, "grounding rows (objects): boxes as 0-1000 fractions or in the pixels the model sees; default: the "
+              "model family's convention")

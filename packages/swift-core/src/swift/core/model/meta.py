@@ -53,6 +53,7 @@ class ModelMeta:
     config_model_types: tuple[str, ...] = ()
     parts: ModelParts | None = None
     media: tuple[str, ...] = ()  # "image", "video", "audio"
+    grounding: str = "default"  # how <ref-object> / <bbox> rows are written (swift.core.template.grounding.STYLES)
     # The processor's pixel bounds come from these environment variables when they are set (ms-swift's MAX_PIXELS
     # for the Qwen-VL families): `(variable, key of the image processor's size)`.
     env_processor_kwargs: tuple[tuple[str, str], ...] = ()

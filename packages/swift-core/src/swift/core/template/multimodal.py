@@ -21,6 +21,7 @@ from typing import Any
 from swift.core.media import KINDS, MediaError, loader_for, media_columns, media_messages
 from swift.core.template.encode import IGNORE_INDEX
 from swift.core.template.errors import TemplateError
+from swift.core.template.grounding import has_grounding, render_grounding
 
 # What the processor returns that is not a model input (or that the collator builds itself).
 _NOT_INPUTS = ("input_ids", "attention_mask", "labels")
@@ -32,8 +33,10 @@ _PROCESSOR_MEDIA_ARG = {"image": "images", "video": "videos", "audio": "audio"}
 class MediaEncoder:
     """The processor side of a template: loads a row's media and runs the processor on rendered text."""
 
-    def __init__(self, processor: Any, *, max_pixels: int | None = None) -> None:
+    def __init__(self, processor: Any, *, max_pixels: int | None = None, grounding: str = "default",
+                 norm_bbox: str | None = None) -> None:
         self.processor, self.max_pixels = processor, max_pixels
+        self.grounding, self.norm_bbox = grounding, norm_bbox
         self.row_batched = type(processor).__name__ in _ROW_BATCHED
         extractor = getattr(processor, "feature_extractor", None)
         self.sampling_rate = getattr(extractor, "sampling_rate", None) or 16000
@@ -60,6 +63,36 @@ class MediaEncoder:
             if isinstance(message.get("content"), str):
                 message["content"] = [{"type": "text", "text": message["content"]}]
         return messages, refs
+
+    def ground(self, messages: list[dict], objects: Any, media: dict[str, list]) -> None:
+        """`<ref-object>` / `<bbox>` tags written in the family's convention (`grounding.py`), in place."""
+        if objects is None and not has_grounding(messages):
+            return
+        if isinstance(objects, str):
+            import json
+
+            try:
+                objects = json.loads(objects)
+            except ValueError as e:
+                raise TemplateError(f"'objects' is text but not JSON: {e}") from None
+        images = media.get("image", [])
+        sizes = [image.size for image in images]
+        render_grounding(messages, objects, sizes, [self.resized_size(image) for image in images], self.grounding,
+                         self.norm_bbox)
+
+    def resized_size(self, image: Any) -> tuple[int, int]:
+        """(width, height) of `image` as the processor feeds it to the model (Qwen-VL's smart resize)."""
+        processor = getattr(self.processor, "image_processor", None)
+        patch, merge = getattr(processor, "patch_size", None), getattr(processor, "merge_size", None)
+        if not patch or not merge:
+            return image.size
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        size = dict(getattr(processor, "size", None) or {})
+        kwargs = {k: v for k, v in (("min_pixels", size.get("shortest_edge")),
+                                    ("max_pixels", size.get("longest_edge"))) if v}
+        height, width = smart_resize(image.height, image.width, factor=patch * merge, **kwargs)
+        return width, height
 
     def load(self, refs: dict[str, list]) -> dict[str, list]:
         loaded: dict[str, list] = {}

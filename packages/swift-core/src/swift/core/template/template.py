@@ -34,6 +34,7 @@ class TemplateOptions:
     loss_scale: _encode.LossScale = "default"
     enable_thinking: bool | None = None
     max_pixels: int | None = None  # images larger than this many pixels are scaled down (aspect kept)
+    norm_bbox: Literal["norm1000", "none"] | None = None  # grounding boxes' coordinates (None: the family's)
 
 
 class Template:
@@ -45,7 +46,10 @@ class Template:
         `processor`: a vision/audio model's processor; rows with media are then tokenized by it (`multimodal.py`)."""
         self.meta, self.tokenizer, self.options = meta, tokenizer, options or TemplateOptions()
         self.processor = processor
-        self.media = MediaEncoder(processor, max_pixels=self.options.max_pixels) if processor is not None else None
+        info = getattr(tokenizer, "swift_model_info", None)
+        grounding = getattr(getattr(info, "meta", None), "grounding", "default")
+        self.media = MediaEncoder(processor, max_pixels=self.options.max_pixels, grounding=grounding,
+                                  norm_bbox=self.options.norm_bbox) if processor is not None else None
         has_own = bool(getattr(tokenizer, "chat_template", None))
         use_own = has_own if use_own_chat_template is None else use_own_chat_template and has_own
         if not use_own and meta.chat_template is None:
@@ -138,6 +142,8 @@ class Template:
         messages = _encode.prepare_messages(messages, default_system=self.default_system,
                                             tool_call_id_length=self.meta.tool_call_id_length)
         messages, refs = self.media.split(row, messages)
+        media = self.media.load(refs)
+        self.media.ground(messages, row.get("objects"), media)
         is_generation = messages[-1]["role"] != "assistant"
         try:
             text = self.render(messages, tools, add_generation_prompt=is_generation)
@@ -146,7 +152,7 @@ class Template:
                                 f"{type(e).__name__}: {e}") from e
         spans = [] if is_generation else self._label_spans(messages, tools, text)
         ids, labels = _encode.tokenize_with_labels(self.tokenizer, text, spans, self._special_ids)
-        output = self.media(text, self.media.load(refs))
+        output = self.media(text, media)
         expanded = output["input_ids"][0].tolist()
         labels = expand_labels(ids, labels, expanded)
         max_length = self.options.max_length
@@ -249,14 +255,16 @@ class Template:
 def get_template(template_type: str | None, tokenizer: Any, *, default_system: str | None = None,
                  max_length: int | None = None, truncation_strategy: _encode.TruncationStrategy = "delete",
                  loss_scale: _encode.LossScale = "default", enable_thinking: bool | None = None,
-                 processor: Any = None, max_pixels: int | None = None) -> Template:
+                 processor: Any = None, max_pixels: int | None = None,
+                 norm_bbox: Literal["norm1000", "none"] | None = None) -> Template:
     """The template named `template_type`, or with None the tokenizer's family (else its own chat template).
 
     The tokenizer's own chat template renders the text, except where it has none (then the family's fallback
     template, `chatml` when none is named) or where `template_type` names another family that brings a template
     of its own (`--template chatml` for a tokenizer whose template is Llama 3's: ChatML it is).
     """
-    options = TemplateOptions(default_system, max_length, truncation_strategy, loss_scale, enable_thinking, max_pixels)
+    options = TemplateOptions(default_system, max_length, truncation_strategy, loss_scale, enable_thinking, max_pixels,
+                              norm_bbox)
     if processor is None:  # a vision/audio model's tokenizer knows its processor (swift.core.model.loader)
         info = getattr(tokenizer, "swift_model_info", None)
         processor = getattr(info, "processor", None)

@@ -26,13 +26,13 @@ register_model(ModelMeta(
     _same(*(f"Qwen/Qwen2-VL-{s}-Instruct" for s in ("2B", "7B", "72B")), *(f"Qwen/Qwen2-VL-{s}" for s in ("2B", "7B", "72B")),
           "Qwen/QVQ-72B-Preview"),
     architectures=("Qwen2VLForConditionalGeneration",), template="qwen2_5", config_model_types=("qwen2_vl",),
-    parts=_QWEN_VL, media=("image", "video"), env_processor_kwargs=_QWEN_PIXELS,
+    parts=_QWEN_VL, media=("image", "video"), env_processor_kwargs=_QWEN_PIXELS, grounding="qwen2_vl",
 ))
 register_model(ModelMeta(
     "qwen2_5_vl",
     _same(*(f"Qwen/Qwen2.5-VL-{s}-Instruct" for s in ("3B", "7B", "32B", "72B"))),
     architectures=("Qwen2_5_VLForConditionalGeneration",), template="qwen2_5", config_model_types=("qwen2_5_vl",),
-    parts=_QWEN_VL, media=("image", "video"), env_processor_kwargs=_QWEN_PIXELS,
+    parts=_QWEN_VL, media=("image", "video"), env_processor_kwargs=_QWEN_PIXELS, grounding="qwen2_5_vl",
 ))
 register_model(ModelMeta(
     "qwen3_vl",
@@ -40,7 +40,7 @@ register_model(ModelMeta(
             for kind in ("Instruct", "Thinking"))),
     architectures=("Qwen3VLForConditionalGeneration", "Qwen3VLMoeForConditionalGeneration"), template="qwen3",
     config_model_types=("qwen3_vl", "qwen3_vl_moe"), parts=_QWEN_VL, media=("image", "video"),
-    env_processor_kwargs=_QWEN_PIXELS,
+    env_processor_kwargs=_QWEN_PIXELS, grounding="qwen3_vl",
 ))
 register_model(ModelMeta(
     "llava",
@@ -53,7 +53,7 @@ register_model(ModelMeta(
     _same(*(f"OpenGVLab/InternVL3-{s}-hf" for s in ("1B", "2B", "8B", "9B", "14B", "38B", "78B")),
           *(f"OpenGVLab/InternVL3_5-{s}-HF" for s in ("1B", "2B", "4B", "8B", "14B", "38B"))),
     architectures=("InternVLForConditionalGeneration",), config_model_types=("internvl",), parts=_PROJECTOR,
-    media=("image", "video"),
+    media=("image", "video"), grounding="internvl",
 ))
 register_model(ModelMeta(
     "gemma3_vl",
