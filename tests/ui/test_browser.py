@@ -128,3 +128,52 @@ def group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@pytest.fixture(scope="module")
+def colour_vl_checkpoint(tmp_path_factory) -> Path:
+    """A tiny Qwen2-VL taught to name an image's colour (the question never changes: only the pixels answer it)."""
+    import random
+
+    from swift.train import sft_main
+    from tests.fixtures.multimodal import sample_image, save_tiny
+
+    folder = tmp_path_factory.mktemp("colours")
+    colours = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (30, 40, 200)}
+    rows, rng = [], random.Random(0)
+    for i in range(48):
+        name = rng.choice(list(colours))
+        shade = tuple(min(255, int(c * rng.uniform(0.7, 1.1))) for c in colours[name])
+        sample_image(shade).save(folder / f"{i}.png")
+        rows.append({"messages": [{"role": "user", "content": "<image>What colour is this image?"},
+                                  {"role": "assistant", "content": name}], "images": [f"{i}.png"]})
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = save_tiny("qwen2_vl", folder / "model")
+    result = sft_main(["--model", str(model), "--dataset", str(folder / "train.jsonl"), "--train_type", "full",
+                       "--max_steps", "80", "--learning_rate", "3e-3", "--per_device_train_batch_size", "8",
+                       "--gradient_checkpointing", "false", "--save_steps", "80", "--output_dir", str(folder / "out"),
+                       "--report_to", "none", "--seed", "7"])
+    return result.last_checkpoint
+
+
+def test_swift_app_takes_an_uploaded_image(browser, colour_vl_checkpoint, tmp_path):
+    from tests.fixtures.multimodal import sample_image
+
+    with serve(["app", "--model", str(colour_vl_checkpoint), "--temperature", "0", "--max_new_tokens", "4"],
+               tmp_path) as url:
+        page = browser.new_page()
+        page.goto(url)
+        box = page.locator("#chat_input").locator("textarea, input").first
+        box.wait_for(timeout=120000)
+        for number, (name, colour) in enumerate((("blue", (30, 40, 200)), ("red", (200, 30, 30)))):
+            picture = tmp_path / f"upload-{number}.png"  # (the page may show the file name)
+            sample_image(colour).save(picture)
+            page.locator("#image input[type=file]").set_input_files(str(picture))
+            page.locator("#image img").first.wait_for(timeout=30000)  # the upload shows before it is sent
+            box.fill("What colour is this image?")
+            box.press("Enter")
+            wait_until(lambda name=name: name in page.locator("#chatbot").inner_text().lower(), 120,
+                       f"the answer {name}")
+            page.locator("#clear").click()
+            wait_until(lambda name=name: name not in page.locator("#chatbot").inner_text().lower(), 10,
+                       "the chat to clear")

@@ -58,16 +58,43 @@ def display(conversation: list[dict[str, Any]], lang: str) -> list[dict[str, Any
             fn = call.get("function", {})
             shown.append({"role": "assistant", "content": f"```json\n{fn.get('arguments', '')}\n```",
                           "metadata": {"title": t("tool_call", lang, name=fn.get("name", "?"))}})
-        if message.get("content"):
-            shown.append({"role": message["role"], "content": message["content"]})
+        content = message.get("content")
+        if isinstance(content, list):  # a user turn with an uploaded image: the picture, then the text
+            for part in content:
+                if part.get("type") == "image_url" and part.get("_path"):
+                    shown.append({"role": message["role"], "content": {"path": part["_path"]}})
+            content = "".join(part.get("text", "") for part in content if part.get("type") == "text")
+        if content:
+            shown.append({"role": message["role"], "content": content})
     return shown
+
+
+def user_message(text: str, image: str | None) -> dict[str, Any]:
+    """The user's turn: plain text, or OpenAI parts with the uploaded image as a data: URI (`_path` is for the page
+    only and never sent)."""
+    if not image:
+        return {"role": "user", "content": text}
+    import base64
+    import mimetypes
+    from pathlib import Path
+
+    mime = mimetypes.guess_type(image)[0] or "image/png"
+    url = f"data:{mime};base64," + base64.b64encode(Path(image).read_bytes()).decode()
+    return {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}, "_path": image},
+                                        {"type": "text", "text": text}]}
+
+
+def _sendable(message: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in message.items() if k in ("role", "content", "tool_calls")}
+    if isinstance(out.get("content"), list):
+        out["content"] = [{k: v for k, v in part.items() if not k.startswith("_")} for part in out["content"]]
+    return out
 
 
 def stream_reply(backend: ChatBackend, conversation: list[dict[str, Any]], system: str | None,
                  options: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Yield the assistant message as it grows: {"role", "content", "reasoning_content", "tool_calls"}."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {k: v for k, v in m.items() if k in ("role", "content", "tool_calls")} for m in conversation]
+    messages = ([{"role": "system", "content": system}] if system else []) + [_sendable(m) for m in conversation]
     reply: dict[str, Any] = {"role": "assistant", "content": "", "reasoning_content": "", "tool_calls": []}
     calls: dict[int, dict[str, Any]] = {}
     stream = backend.client().chat.completions.create(model=backend.model, messages=messages, stream=True,
@@ -105,6 +132,9 @@ def build_chat(gr: Any, get_backend: Any, lang: str, *, prefix: str = "", defaul
         chat_input = gr.Textbox(label=t("chat_input", lang), elem_id=f"{prefix}chat_input", scale=8, lines=1)
         send = gr.Button(t("send", lang), elem_id=f"{prefix}send", variant="primary", scale=1)
         clear = gr.Button(t("clear", lang), elem_id=f"{prefix}clear", scale=1)
+    # Vision models: an image sent with the next message (a text model's server answers that it takes none).
+    image = gr.Image(label=t("image", lang), type="filepath", elem_id=f"{prefix}image", height=160,
+                     sources=["upload", "clipboard"])
     with gr.Accordion(t("sampling", lang), open=False):
         system_box = gr.Textbox(label=t("system", lang), value=system or "", elem_id=f"{prefix}system", lines=2)
         with gr.Row():
@@ -115,29 +145,29 @@ def build_chat(gr: Any, get_backend: Any, lang: str, *, prefix: str = "", defaul
             max_new = gr.Number(value=defaults.get("max_new_tokens", 512), precision=0,
                                 label=t("max_new_tokens", lang), elem_id=f"{prefix}max_new_tokens")
 
-    def respond(message: str, history: list[dict[str, Any]], system_prompt: str, temp: float, p: float,
-                max_tokens: int | None) -> Iterator[tuple[Any, ...]]:
+    def respond(message: str, picture: str | None, history: list[dict[str, Any]], system_prompt: str, temp: float,
+                p: float, max_tokens: int | None) -> Iterator[tuple[Any, ...]]:
         if not message or not message.strip():
-            yield "", history, display(history, lang)
+            yield "", picture, history, display(history, lang)
             return
-        history = [*history, {"role": "user", "content": message}]
-        yield "", history, display(history, lang)
+        history = [*history, user_message(message, picture)]
+        yield "", None, history, display(history, lang)
         reply: dict[str, Any] = {"role": "assistant", "content": ""}
         try:
             backend = get_backend()
             for reply in stream_reply(backend, history, system_prompt.strip() or None,
                                       sampling(temp, p, max_tokens)):
-                yield "", history, display([*history, reply], lang)
+                yield "", None, history, display([*history, reply], lang)
         except Exception as e:  # noqa: BLE001 -- shown on the page; the page must survive a failed request
             logger.warning("chat request failed: %s", e)
             error = {"role": "assistant", "content": t("error", lang, error=str(e))}
-            yield "", history, display([*history, error], lang)
+            yield "", None, history, display([*history, error], lang)
             return
         final = {k: v for k, v in reply.items() if v}
-        yield "", [*history, final], display([*history, final], lang)
+        yield "", None, [*history, final], display([*history, final], lang)
 
-    inputs = [chat_input, conversation, system_box, temperature, top_p, max_new]
-    outputs = [chat_input, conversation, chatbot]
+    inputs = [chat_input, image, conversation, system_box, temperature, top_p, max_new]
+    outputs = [chat_input, image, conversation, chatbot]
     replies = [chat_input.submit(respond, inputs, outputs), send.click(respond, inputs, outputs)]
     # Clear also stops an answer still streaming: otherwise its next chunk would write the old turn back.
-    clear.click(lambda: ("", [], []), None, outputs, cancels=replies)
+    clear.click(lambda: ("", None, [], []), None, outputs, cancels=replies)

@@ -36,6 +36,7 @@ STRINGS: dict[str, dict[str, str]] = {
                     "zh": "此页需要 {package}，请安装：{line}"},
     "chat_input": {"en": "Message (Enter sends)", "zh": "输入消息（回车发送）"},
     "chatbot": {"en": "Conversation", "zh": "对话"},
+    "image": {"en": "Image (vision models: sent with the next message)", "zh": "图片（多模态模型：随下一条消息发送）"},
     "system": {"en": "System prompt", "zh": "系统提示词"},
     "send": {"en": "Send", "zh": "发送"},
     "clear": {"en": "Clear", "zh": "清空"},
