@@ -162,3 +162,36 @@ def test_max_pixels_environment_bounds_the_qwen_processor(qwen_224, monkeypatch,
     monkeypatch.setenv("MAX_PIXELS", str(56 * 56))
     _, tokenizer = get_model_tokenizer(str(qwen_224), load_model=False)
     assert int(get_template(None, tokenizer).encode(big_image_row(tmp_path))["image_grid_thw"].prod()) == 4 * 4
+
+
+def test_video_frames_equal_the_processor(loaded, tmp_path):
+    """A video given as its frames (paths): Qwen2-VL's video processor sees the same frames as through its own
+    apply_chat_template, and padding-free positions are built from video_grid_thw."""
+    import torch
+    from PIL import Image
+
+    from swift.core.template import get_template
+
+    model, tokenizer = loaded("qwen2_vl")
+    frames = []
+    for i, colour in enumerate([(200, 30, 30), (30, 180, 40), (30, 40, 200), (10, 10, 10)]):
+        sample_image(colour).save(tmp_path / f"frame{i}.png")
+        frames.append(str(tmp_path / f"frame{i}.png"))
+    row = {"messages": [{"role": "user", "content": "<video>What happens?"},
+                        {"role": "assistant", "content": "Colours change."}], "videos": [frames]}
+    template = get_template(None, tokenizer)
+    template.bind_model(model)
+    encoded = template.encode(row)
+    processor = tokenizer.swift_model_info.processor
+    video = [Image.open(f).convert("RGB") for f in frames]
+    reference = processor.apply_chat_template([
+        {"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": "What happens?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Colours change."}]}],
+        tokenize=True, return_dict=True, return_tensors="pt")
+    assert encoded["input_ids"] == reference["input_ids"][0].tolist()
+    assert torch.equal(encoded["video_grid_thw"], reference["video_grid_thw"])
+    flat = template.data_collator([encoded], padding_free=True)
+    padded = template.data_collator([encoded], padding_free=False)
+    with torch.no_grad():
+        assert torch.allclose(model(**flat, use_cache=False).logits, model(**padded, use_cache=False).logits,
+                              atol=1e-4)
