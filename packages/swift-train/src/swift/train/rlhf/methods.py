@@ -12,6 +12,16 @@
 
 With LoRA the reference model is the base with the adapter switched off (trl does that): no second copy. To add a
 method: write its `build(run)` (most offline methods are one `train_on(...)` call) and register it below.
+
+Multimodal rows: with a vision/audio model (loaded with its processor) `dpo`, `kto` and `grpo` train on rows with
+images, videos or audio (`images` column and `<image>` tags, as for `swift sft`). DPO/KTO rows keep the prompt's
+processor outputs, which `layouts.MediaCollator` adds to trl's batch for every sequence (both sides of a pair,
+KTO's KL sequences), so the policy and the reference model see the same pixels. GRPO rollouts run on swift-infer's
+PyTorch engine with each prompt's media, and every log-prob forward (old, reference, loss) gets the same media
+(`trainers.grpo_trainer_class`); reward functions get the completions and the prompt's `prompt_images` column.
+Tested on Qwen2-VL (DPO, KTO, GRPO) and LLaVA (DPO); the processor is saved with every checkpoint. Refused with a
+ConfigError: cpo, simpo, orpo, rm and gkd on rows with media (their trl trainers take text only), and GRPO with
+media under --use_vllm (the vLLM rollouts send token ids only) or without swift-infer.
 """
 
 from __future__ import annotations
@@ -51,17 +61,22 @@ def encode_pairs(run: Run, row_fn: Any) -> tuple[Any, Any]:
     return train, val
 
 
-def train_on(run: Run, row_fn: Any, config_cls: type, trainer_cls: type, config: dict[str, Any],
-             **extra: Any) -> tuple[Any, int]:
+def train_on(run: Run, row_fn: Any, config_cls: type, trainer_cls: type, config: dict[str, Any], *,
+             media_copies: int = 0, **extra: Any) -> tuple[Any, int]:
     """The path every offline method shares: encode rows with `row_fn`, apply the tuner, build trl's config (our
-    training flags + `config`) and the trainer (with `extra`: ref/teacher model, collator)."""
+    training flags + `config`) and the trainer (with `extra`: ref/teacher model, collator). `media_copies`: the
+    sequences trl's collator builds per row, for rows that keep their media (`layouts.MediaCollator`)."""
+    from swift.core import processing_class
+
     train, val = encode_pairs(run, row_fn)
     steps = total_steps(run.args, None if run.args.data.streaming else len(train))
     prepare_tuner(run, steps)
     args = training_arguments(run, steps, config_cls=config_cls, has_eval=val is not None, dataset_num_proc=None,
                               **config)
     trainer = trainer_cls(model=run.model, args=args, train_dataset=train, eval_dataset=val,
-                          processing_class=run.tokenizer, **trainer_kwargs(run), **extra)
+                          processing_class=processing_class(run.tokenizer), **trainer_kwargs(run), **extra)
+    if media_copies and run.template.is_multimodal:
+        trainer.data_collator = layouts.MediaCollator(trainer.data_collator, run.template, media_copies)
     return trainer, 0 if run.args.data.streaming else len(train)
 
 
@@ -92,7 +107,7 @@ def build_dpo(run: Run) -> tuple[Any, int]:
         losses.append("sft")
     return train_on(run, layouts.preference_row, DPOConfig, swift_trainer(DPOTrainer),
                     dict(beta=beta(run), loss_type=losses, loss_weights=weights, max_length=run.max_length),
-                    ref_model=ref_model(run))
+                    media_copies=2, ref_model=ref_model(run))
 
 
 def build_paired(run: Run) -> tuple[Any, int]:
@@ -122,7 +137,7 @@ def build_kto(run: Run) -> tuple[Any, int]:
     return train_on(run, layouts.kto_row, KTOConfig, swift_trainer(KTOTrainer),
                     dict(beta=beta(run), max_length=run.max_length, desirable_weight=rlhf.desirable_weight,
                          undesirable_weight=rlhf.undesirable_weight),
-                    ref_model=ref_model(run))
+                    media_copies=1, ref_model=ref_model(run))
 
 
 def build_reward_model(run: Run) -> tuple[Any, int]:
@@ -149,10 +164,12 @@ def build_gkd(run: Run) -> tuple[Any, int]:
 def build_grpo(run: Run) -> tuple[Any, int]:
     from trl import GRPOConfig
 
-    from swift.core import resolve_rewards
+    from swift.core import processing_class, resolve_rewards
     from swift.train.rlhf.trainers import grpo_trainer_class
 
     rlhf = run.args.rlhf
+    if run.template.is_multimodal and layouts.has_media(run.train_rows):
+        check_grpo_media(run)
     train = layouts.prompt_rows(run.train_rows)
     val = None if run.val_rows is None else layouts.prompt_rows(run.val_rows)
     funcs: list[Any] = resolve_rewards(rlhf.reward_funcs, max_completion_length=rlhf.max_completion_length)
@@ -174,9 +191,23 @@ def build_grpo(run: Run) -> tuple[Any, int]:
     rollout = grpo_rollout(run)
     trainer = grpo_trainer_class()(
         model=run.model, reward_funcs=funcs, args=config, train_dataset=train, eval_dataset=val,
-        processing_class=run.tokenizer, reward_processing_classes=reward_tokenizers if rlhf.reward_model else None,
+        processing_class=processing_class(run.tokenizer),
+        reward_processing_classes=reward_tokenizers if rlhf.reward_model else None,
         rollout_func=rollout, template=run.template, **trainer_kwargs(run))
     return trainer, n_rows or 0
+
+
+def check_grpo_media(run: Run) -> None:
+    """GRPO prompts with images, videos or audio roll out on the PyTorch engine only."""
+    from swift.core import ConfigError
+    from swift.train.rlhf import rollout
+
+    if run.args.rlhf.use_vllm:
+        raise ConfigError("--use_vllm true: the prompts have images, videos or audio, and the vLLM rollouts take "
+                          "token ids only; drop --use_vllm to roll out on swift-infer's PyTorch engine with them")
+    if not rollout.pt_engine_available():
+        raise ConfigError("--rlhf_type grpo on prompts with images, videos or audio needs swift-infer's PyTorch "
+                          "engine for the rollouts (pip install swift-infer); trl's own generate would drop them")
 
 
 def grpo_rollout(run: Run) -> Any:
@@ -216,7 +247,8 @@ def grpo_rollout(run: Run) -> Any:
                                            lora_rank=lora_rank, **sampling)
     if rollout.pt_engine_available():
         return rollout.PtRollout(run.template, max_batch_size=max(targs.per_device_train_batch_size,
-                                                                  rlhf.num_generations), **sampling)
+                                                                  rlhf.num_generations),
+                                 media_tokens=layouts.media_token_ids(run.model.config), **sampling)
     logger.warning("swift-infer is not installed: GRPO rollouts use transformers' generate "
                    "(pip install swift-infer for continuous batching)")
     return None
@@ -304,7 +336,7 @@ def vllm_problems(args: RlhfArguments) -> list[str]:
 
 PREFERENCE = "preference rows (messages + rejected_response, or prompt/chosen/rejected)"
 register_method(RlhfMethod("dpo", build_dpo, f"Direct Preference Optimization on {PREFERENCE}", default_beta=0.1,
-                           loss_types=DPO_LOSSES, max_losses=len(DPO_LOSSES), uses_ref_model=True))
+                           loss_types=DPO_LOSSES, max_losses=len(DPO_LOSSES), uses_ref_model=True, media=True))
 register_method(RlhfMethod("cpo", build_paired, "Contrastive Preference Optimization (no reference model)",
                            default_beta=0.1, loss_types=CPO_LOSSES))
 register_method(RlhfMethod("simpo", build_paired, "SimPO: length-normalised margin, no reference model",
@@ -312,13 +344,13 @@ register_method(RlhfMethod("simpo", build_paired, "SimPO: length-normalised marg
 register_method(RlhfMethod("orpo", build_paired, "ORPO: odds-ratio preference term on the SFT loss",
                            default_beta=0.1))
 register_method(RlhfMethod("kto", build_kto, "KTO on rows labelled desirable / undesirable", default_beta=0.1,
-                           uses_ref_model=True, check=check_kto))
+                           uses_ref_model=True, check=check_kto, media=True))
 register_method(RlhfMethod("rm", build_reward_model, "a reward model: a sequence-classification head on preference "
                            "pairs", num_labels=1))
 register_method(RlhfMethod("gkd", build_gkd, "Generalized Knowledge Distillation from --teacher_model",
                            default_beta=0.5, check=check_gkd))
 register_method(RlhfMethod("grpo", build_grpo, "GRPO with --reward_funcs / --reward_model", default_beta=0.04,
-                           loss_types=GRPO_LOSSES, answers=False, check=check_grpo))
+                           loss_types=GRPO_LOSSES, answers=False, check=check_grpo, media=True))
 register_method(RlhfMethod("ppo", None, not_built="trl 1.x, which swift rlhf runs on, no longer "
                            "ships a PPO trainer; GRPO (--rlhf_type grpo) trains from reward functions or a "
                            "--reward_model without a value model"))

@@ -25,8 +25,9 @@ class RlhfMethod:
     `build(run)` returns `(trainer, training rows)` for a run whose model, template and rows are loaded.
     `check(args)` returns flag problems that show before anything loads. `loss_types`: the `--loss_type` values it
     takes (empty: none); `max_losses`: how many may be combined. `answers`: its rows need an assistant answer (GRPO's
-    are prompts). `num_labels`: load a sequence-classification head (reward models). `not_built`: the reason, for a
-    name that is offered but refused when chosen.
+    are prompts). `num_labels`: load a sequence-classification head (reward models). `media`: it trains on rows
+    with images, videos or audio (else such rows are refused). `not_built`: the reason, for a name that is offered
+    but refused when chosen.
     """
 
     name: str
@@ -39,6 +40,7 @@ class RlhfMethod:
     answers: bool = True
     num_labels: int | None = None
     check: Callable[[RlhfArguments], list[str]] | None = None
+    media: bool = False
     not_built: str | None = None
 
 

@@ -9,6 +9,12 @@
 - `VllmServerRollout` (`--vllm_mode server`): a `swift rollout` server started separately (the way clusters run
   it), over HTTP: this process needs neither vLLM nor a GPU for rollouts. Weights go there the same way.
 Without swift-infer installed, GRPO falls back to trl's own `model.generate` path.
+
+Prompts with images, videos or audio (`rollout(rows, trainer)`, rows with their media columns): each is encoded by
+the template with its media, and `PtRollout` prefills it with the processor outputs (`GenerationRequest.media`);
+the result carries them as `media` (one `{"input_ids", **processor outputs}` per prompt) for the trainer's log-prob
+forwards. A sampled media placeholder token (`<|image_pad|>`...) ends the completion and is dropped: it would have no
+features in those forwards. The vLLM rollouts send token ids only and refuse media.
 """
 
 from __future__ import annotations
@@ -47,47 +53,90 @@ def stop_token_ids(template: Any, tokenizer: Any) -> tuple[int, ...]:
 
 
 class Rollout:
-    """What every rollout shares: prompt ids from our template, sampling settings, a seed per call and prompt."""
+    """What every rollout shares: prompt ids from our template, sampling settings, a seed per call and prompt.
+    `media_tokens`: the model's media placeholder ids, which end a completion (and are cut from it)."""
+
+    takes_media = False  # whether `complete` can prefill prompts with their media
 
     def __init__(self, template: Any, *, max_tokens: int, temperature: float, top_p: float = 1.0, top_k: int = 0,
-                 repetition_penalty: float = 1.0, seed: int = 42) -> None:
+                 repetition_penalty: float = 1.0, seed: int = 42, media_tokens: tuple[int, ...] = ()) -> None:
         self.template, self.seed = template, seed
         self.params = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                            repetition_penalty=repetition_penalty)
-        self.stops = stop_token_ids(template, template.tokenizer)
+        self.media_tokens = frozenset(media_tokens)
+        self.stops = tuple(sorted(set(stop_token_ids(template, template.tokenizer)) | self.media_tokens))
         self._counter = itertools.count()
 
     def __call__(self, prompts: list, trainer: Any) -> dict[str, Any]:
-        prompt_ids = [self.template.encode({"messages": prompt})["input_ids"] for prompt in prompts]
-        call = next(self._counter)
-        completions = self.complete(prompt_ids, trainer, seed=self.seed + 7919 * call, call=call)
-        return {"prompt_ids": prompt_ids, "completion_ids": completions, "logprobs": None}
+        """trl's `rollout_func`: prompts as message lists."""
+        return self.rollout([{"messages": prompt} for prompt in prompts], trainer)
 
-    def complete(self, prompt_ids: list[list[int]], trainer: Any, *, seed: int, call: int) -> list[list[int]]:
+    def rollout(self, rows: list[dict], trainer: Any) -> dict[str, Any]:
+        """Complete each `{"messages", "images"?...}` row once: trl's rollout output, plus `media` (each prompt's
+        ids and processor outputs) where a prompt has media."""
+        encoded: dict[str, dict] = {}  # trl repeats each prompt num_generations times: encode it once
+        prompts = [encoded.setdefault(json.dumps(row, sort_keys=True, default=str), self._encode(row)) for row in rows]
+        media = [prompt.get("media") for prompt in prompts]
+        if any(media) and not self.takes_media:
+            from swift.core import ConfigError
+
+            raise ConfigError(f"--use_vllm true: a GRPO prompt has images, videos or audio, which the vLLM rollout "
+                              f"({type(self).__name__}) does not send; drop --use_vllm to roll out on the PyTorch "
+                              "engine")
+        prompt_ids = [prompt["input_ids"] for prompt in prompts]
+        call = next(self._counter)
+        completions = self.complete(prompt_ids, trainer, seed=self.seed + 7919 * call, call=call, media=media)
+        if self.media_tokens:
+            completions = [self._cut_media_tokens(ids) for ids in completions]
+        out: dict[str, Any] = {"prompt_ids": prompt_ids, "completion_ids": completions, "logprobs": None}
+        if any(media):
+            out["media"] = [{"input_ids": prompt["input_ids"], **prompt["inputs"]} for prompt in prompts]
+        return out
+
+    def _encode(self, row: dict) -> dict[str, Any]:
+        """Prompt ids, the processor outputs besides them (`inputs`) and `media`: those for the engine, or None for a
+        text prompt (per-token type ids alone are no media), as swift-infer's chat layer does."""
+        encoded = self.template.encode(row)
+        inputs = {k: v for k, v in encoded.items() if k not in ("input_ids", "labels") and v is not None}
+        has_media = any(not key.endswith("token_type_ids") for key in inputs)
+        return {"input_ids": list(encoded["input_ids"]), "inputs": inputs, "media": inputs if has_media else None}
+
+    def _cut_media_tokens(self, ids: list[int]) -> list[int]:
+        cut = next((i for i, token in enumerate(ids) if token in self.media_tokens), None)
+        return ids if cut is None else ids[:cut]
+
+    def complete(self, prompt_ids: list[list[int]], trainer: Any, *, seed: int, call: int,
+                 media: list[dict | None] | None = None) -> list[list[int]]:
         raise NotImplementedError
 
-    def requests(self, prompt_ids: list[list[int]], *, seed: int, call: int, adapter: str | None = None) -> list:
+    def requests(self, prompt_ids: list[list[int]], *, seed: int, call: int, adapter: str | None = None,
+                 media: list[dict | None] | None = None) -> list:
         from swift.infer.engine import GenerationRequest, SamplingParams
 
+        media = media or [None] * len(prompt_ids)
         return [GenerationRequest(f"rollout-{call}-{i}", ids,
                                   SamplingParams(**self.params, stop_token_ids=self.stops, seed=seed + i),
-                                  adapter=adapter)
-                for i, ids in enumerate(prompt_ids)]
+                                  adapter=adapter, media=prompt_media)
+                for i, (ids, prompt_media) in enumerate(zip(prompt_ids, media, strict=True))]
 
 
 class PtRollout(Rollout):
-    """Rollouts on the policy itself through swift-infer's `PtGenerator` (continuous batching)."""
+    """Rollouts on the policy itself through swift-infer's `PtGenerator` (continuous batching; a prompt with media
+    prefills alone)."""
+
+    takes_media = True
 
     def __init__(self, template: Any, *, max_batch_size: int = 64, **kwargs: Any) -> None:
         super().__init__(template, **kwargs)
         self.max_batch_size = max_batch_size
 
-    def complete(self, prompt_ids: list[list[int]], trainer: Any, *, seed: int, call: int) -> list[list[int]]:
+    def complete(self, prompt_ids: list[list[int]], trainer: Any, *, seed: int, call: int,
+                 media: list[dict | None] | None = None) -> list[list[int]]:
         from trl.models.utils import unwrap_model_for_generation
 
         from swift.infer.engine import PtGenerator
 
-        requests = self.requests(prompt_ids, seed=seed, call=call)
+        requests = self.requests(prompt_ids, seed=seed, call=call, media=media)
         with unwrap_model_for_generation(
                 trainer.model_wrapped, trainer.accelerator,
                 gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs) as model:
@@ -95,7 +144,7 @@ class PtRollout(Rollout):
             model.eval()
             use_cache = model.config.use_cache
             model.config.use_cache = True
-            generator = PtGenerator(model, trainer.processing_class, max_batch_size=self.max_batch_size)
+            generator = PtGenerator(model, self.template.tokenizer, max_batch_size=self.max_batch_size)
             try:
                 return asyncio.run(collect_all(generator, requests))
             finally:
@@ -181,7 +230,8 @@ class SyncedRollout(Rollout):
         self.adapter: str | None = None
         self._synced_step: int | None = None
 
-    def complete(self, prompt_ids: list[list[int]], trainer: Any, *, seed: int, call: int) -> list[list[int]]:
+    def complete(self, prompt_ids: list[list[int]], trainer: Any, *, seed: int, call: int,
+                 media: list[dict | None] | None = None) -> list[list[int]]:
         if self._synced_step != trainer.state.global_step:
             start = time.perf_counter()
             model = unwrapped(trainer)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from swift.train.arguments import RlhfArguments
 from swift.train.recipe import TrainResult, add_callbacks, check_args, finish, start_run
 from swift.train.rlhf.registry import get_method
+
+if TYPE_CHECKING:
+    from swift.train.recipe import Run
+    from swift.train.rlhf.registry import RlhfMethod
 
 
 def rlhf_problems(args: RlhfArguments) -> list[str]:
@@ -33,6 +39,20 @@ def rlhf_problems(args: RlhfArguments) -> list[str]:
     return problems + (method.check(args) if method.check else [])
 
 
+def check_media(method: RlhfMethod, run: Run) -> None:
+    """Rows with images, videos or audio only for the methods that take them (their layouts refuse them row by row
+    too, for media given as message parts)."""
+    from swift.core import ConfigError
+    from swift.train.rlhf.layouts import has_media
+    from swift.train.rlhf.registry import METHODS
+
+    if method.media or not run.template.is_multimodal or not has_media(run.train_rows):
+        return
+    takes = ", ".join(name for name, m in METHODS.items() if m.media)
+    raise ConfigError(f"--rlhf_type {method.name}: the rows have images, videos or audio, and its trl trainer takes "
+                      f"text only; rows with media train with --rlhf_type {takes}")
+
+
 def check_rlhf_args(args: RlhfArguments) -> None:
     from swift.core import load_reward_plugins
 
@@ -44,6 +64,7 @@ def run_rlhf(args: RlhfArguments) -> TrainResult:
     check_rlhf_args(args)
     method = get_method(args.rlhf.rlhf_type)
     run = start_run(args, f"rlhf {method.name}", require_answer=method.answers, num_labels=method.num_labels)
+    check_media(method, run)
     trainer, n_rows = method.build(run)
     add_callbacks(trainer, run)
     return finish(trainer, run, n_rows)
