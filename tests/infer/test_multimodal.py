@@ -18,9 +18,26 @@ from tests.infer.conftest import live_server
 QUESTION = "What colour is this image?"
 
 
+def spread_weights(model_dir):
+    """Re-draw every matrix with std 0.3 (seeded): at the usual 0.02 a tiny random model greedily repeats one token
+    whatever the image, which would make answer comparisons vacuous; these answers differ by image."""
+    import torch
+    from transformers import AutoModelForMultimodalLM
+
+    model = AutoModelForMultimodalLM.from_pretrained(model_dir)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() >= 2:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    model.save_pretrained(model_dir)
+    return model_dir
+
+
 @pytest.fixture(scope="module")
 def vl_dirs(tmp_path_factory):
-    return {family: save_tiny(family, tmp_path_factory.mktemp(family), seed=3) for family in ("qwen2_vl", "llava")}
+    return {family: spread_weights(save_tiny(family, tmp_path_factory.mktemp(family), seed=3))
+            for family in ("qwen2_vl", "llava")}
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +83,14 @@ def test_greedy_answers_equal_transformers_generate(family, engines, vl_dirs, tm
 
     engine = engines[family]
     config = RequestConfig(temperature=0, max_tokens=6)
+    answers = []
     for colour in ((200, 30, 30), (30, 40, 200)):
         request = {"messages": [{"role": "user", "content": "<image>" + QUESTION}],
                    "images": [png_path(tmp_path, colour)]}
         ours = engine.infer([request], config)[0].choices[0].message.content
         assert ours == hf_greedy(vl_dirs[family], sample_image(colour)).strip()
+        answers.append(ours)
+    assert answers[0] != answers[1]  # the pixels decide the answer
 
 
 def test_pixels_change_the_answer_distribution(engines, tmp_path):
@@ -146,7 +166,7 @@ def test_openai_client_sends_input_audio(tmp_path):
 
     from swift.infer.engine import PtEngine
 
-    model_dir = save_tiny("qwen2_audio", tmp_path / "audio", seed=3)
+    model_dir = spread_weights(save_tiny("qwen2_audio", tmp_path / "audio", seed=3))
     buffer = io.BytesIO()
     clip = sample_audio(1.0)
     soundfile.write(buffer, clip, 16000, format="WAV")
@@ -175,7 +195,31 @@ def test_openai_client_sends_input_audio(tmp_path):
 def test_swift_infer_pipe_takes_image(engines, vl_dirs, tmp_path):
     image = png_path(tmp_path, (30, 40, 200))
     run = subprocess.run([sys.executable, "-m", "swift.core.cli.main", "infer", "--model", str(vl_dirs["qwen2_vl"]),
-                          "--image", image, "--temperature", "0", "--max_new_tokens", "6"],
+                          "--image", image, "--temperature", "0", "--max_new_tokens", "6", "--torch_dtype", "float32"],
                          input=QUESTION + "\n", capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == hf_greedy(vl_dirs["qwen2_vl"], sample_image((30, 40, 200))).strip()
+
+
+def test_video_frames_answer_as_transformers_generate(engines, vl_dirs, tmp_path):
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from swift.infer.protocol import RequestConfig
+
+    colours = [(200, 30, 30), (30, 180, 40), (30, 40, 200), (10, 10, 10)]
+    frames = [png_path(tmp_path, colour) for colour in colours]
+    request = {"messages": [{"role": "user", "content": "<video>What happens?"}], "videos": [frames]}
+    ours = engines["qwen2_vl"].infer([request], RequestConfig(temperature=0, max_tokens=6))[0]
+    processor = AutoProcessor.from_pretrained(vl_dirs["qwen2_vl"])
+    model = AutoModelForImageTextToText.from_pretrained(vl_dirs["qwen2_vl"]).eval()
+    video = [sample_image(colour) for colour in colours]
+    inputs = processor.apply_chat_template([{"role": "user", "content": [
+        {"type": "video", "video": video}, {"type": "text", "text": "What happens?"}]}],
+        add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    assert ours.usage.prompt_tokens == inputs["input_ids"].shape[1]
+    expected = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert ours.choices[0].message.content == expected.strip()
+    assert ours.choices[0].message.content  # not an empty answer compared with an empty one
