@@ -26,6 +26,15 @@ _EXPORTS = {
     "register_dataset": "swift.core.dataset",
     "encode_dataset": "swift.core.dataset",
     "pack_dataset": "swift.core.dataset",
+    # media of multimodal rows
+    "has_media": "swift.core.media",
+    "MEDIA_COLUMNS": "swift.core.media",
+    "media_columns": "swift.core.media",
+    "media_messages": "swift.core.media",
+    "load_image": "swift.core.media",
+    "load_video": "swift.core.media",
+    "load_audio": "swift.core.media",
+    "MediaError": "swift.core.media",
     # templates
     "get_template": "swift.core.template",
     "Template": "swift.core.template",

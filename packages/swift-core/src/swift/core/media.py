@@ -22,6 +22,7 @@ from typing import Any
 
 KINDS = ("image", "video", "audio")
 COLUMNS = {"image": "images", "video": "videos", "audio": "audios"}
+MEDIA_COLUMNS = COLUMNS  # (its published name: `from swift.core import MEDIA_COLUMNS`)
 TAGS = {"image": "<image>", "video": "<video>", "audio": "<audio>"}
 _TAG = re.compile("(<image>|<video>|<audio>)")
 _PART_KINDS = {"image": "image", "image_url": "image", "video": "video", "video_url": "video", "audio": "audio",

@@ -262,17 +262,14 @@ def _mrope_positions(rows: Sequence[dict], text_positions: Any, rope_index: Any)
 
     accepted = set(inspect.signature(rope_index).parameters)
     pieces = []
-    image_at = video_at = 0
     for row in rows:
         ids = _as_tensor(row["input_ids"]).long()[None]
         kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        kwargs["mm_token_type_ids"] = _as_tensor(row.get("mm_token_type_ids") or [0] * ids.shape[1]).long()[None]
-        if row.get("image_grid_thw") is not None and "image_grid_thw" in accepted:
-            grid = _as_tensor(row["image_grid_thw"]).long()
-            kwargs["image_grid_thw"], image_at = grid, image_at + len(grid)
-        if row.get("video_grid_thw") is not None and "video_grid_thw" in accepted:
-            grid = _as_tensor(row["video_grid_thw"]).long()
-            kwargs["video_grid_thw"], video_at = grid, video_at + len(grid)
+        types = row.get("mm_token_type_ids")
+        kwargs["mm_token_type_ids"] = _as_tensor([0] * ids.shape[1] if types is None else types).long()[None]
+        for key in ("image_grid_thw", "video_grid_thw"):
+            if row.get(key) is not None and key in accepted:
+                kwargs[key] = _as_tensor(row[key]).long()
         if row.get("second_per_grid_ts") is not None and "second_per_grid_ts" in accepted:
             kwargs["second_per_grid_ts"] = _as_tensor(row["second_per_grid_ts"])
         has_media = kwargs.get("image_grid_thw") is not None or kwargs.get("video_grid_thw") is not None
