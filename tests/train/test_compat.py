@@ -71,3 +71,20 @@ def test_pretokenized_trainers_pass_our_rows_through():
     assert dpo._prepare_dataset(None, rows, None, None, "train") is rows
     assert issubclass(dpo, DPOTrainer)
     assert compat.pretokenized(RewardTrainer) is RewardTrainer  # takes token ids natively: nothing replaced
+
+
+def test_grpo_internals_our_media_trainer_overrides_keep_their_shape():
+    """SwiftGRPOTrainer (rlhf/trainers.py) overrides three private methods of trl's GRPOTrainer to carry prompt
+    media; each must still exist with the signature ours has, and be called where ours expects."""
+    from trl import GRPOTrainer
+
+    from swift.train.rlhf.trainers import grpo_trainer_class
+
+    ours = grpo_trainer_class()
+    for name in ("_generate_and_score_completions", "_compute_loss", "_get_per_token_logps_and_entropies"):
+        upstream, mine = params(getattr(GRPOTrainer, name)), params(getattr(ours, name))
+        named = [p for p in mine if p != "kwargs"]  # ours passes the rest through with **kwargs
+        assert upstream[:len(named)] == named, f"GRPOTrainer.{name} changed: {upstream}"
+    assert "self._get_per_token_logps_and_entropies(" in inspect.getsource(GRPOTrainer._compute_loss)
+    assert "self._get_per_token_logps_and_entropies(" in inspect.getsource(
+        GRPOTrainer._generate_and_score_completions)

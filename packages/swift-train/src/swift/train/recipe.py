@@ -260,7 +260,8 @@ def finish(trainer: Any, run: Run, train_rows: int) -> TrainResult:
     from swift.train.distributed import destroy_process_group
 
     output = trainer.train(resume_from_checkpoint=run.args.train.resume_from_checkpoint)
-    close = getattr(getattr(trainer, "rollout_func", None), "close", None)
+    rollout = getattr(trainer, "swift_rollout", None) or getattr(trainer, "rollout_func", None)  # (ours, or trl's)
+    close = getattr(rollout, "close", None)
     if close is not None:
         close()  # a colocated vLLM leaves its process groups before ours go
     destroy_process_group()  # every rank got here: leave the group together
