@@ -133,5 +133,12 @@ def encode_rows(rows: Any, template: Template, data: DataArgs, tmpl: TemplateArg
         fn = functools.partial(encode, template, **encode_kwargs)
     else:
         fn = functools.partial(template.encode, **encode_kwargs) if encode_kwargs else template.encode
+    fingerprint = None
+    if template.is_multimodal and hasattr(rows, "_fingerprint") and not getattr(rows, "cache_files", None):
+        import uuid
+
+        # datasets would hash the encode function, which pickles the processor (1.4 s idle, ~5 s on a busy machine,
+        # per split); rows held in memory (local files) have no cache that the fingerprint would key.
+        fingerprint = uuid.uuid4().hex
     return encode_dataset(rows, fn, num_proc=data.dataset_num_proc, lazy=data.lazy_tokenize,
-                          max_length=max_length(tmpl) if drops_long_rows(tmpl) else None)
+                          max_length=max_length(tmpl) if drops_long_rows(tmpl) else None, fingerprint=fingerprint)

@@ -58,11 +58,13 @@ def encode_dataset(
     num_proc: int = 1,
     max_length: int | None = None,
     lazy: bool = False,
+    fingerprint: str | None = None,
 ) -> Dataset | IterableDataset | LazyEncodedDataset:
     """Encode every row (keeping only what encode_fn returns, plus `length`) and drop rows over `max_length` tokens.
 
     The number of dropped rows is logged as one warning. `lazy=True` encodes rows when they are read instead
-    (`LazyEncodedDataset`); a streamed `IterableDataset` is encoded and filtered as it is read.
+    (`LazyEncodedDataset`); a streamed `IterableDataset` is encoded and filtered as it is read. `fingerprint`:
+    the encoded dataset's datasets fingerprint, instead of hashing `encode_fn` (which pickles a processor: seconds).
     """
     if lazy:
         return LazyEncodedDataset(dataset, encode_fn, max_length=max_length)
@@ -73,7 +75,7 @@ def encode_dataset(
         return IterableDataset.from_generator(_encode_stream, gen_kwargs={
             "dataset": dataset, "encoder": encoder, "max_length": max_length})
     encoded = dataset.map(encoder, remove_columns=dataset.column_names, num_proc=num_proc if num_proc > 1 else None,
-                          desc="Encoding")
+                          desc="Encoding", new_fingerprint=fingerprint)
     if max_length is None or len(encoded) == 0:
         return encoded
     import numpy as np
