@@ -194,13 +194,13 @@ def prompt_rows(rows: Any) -> Any:
 
 def media_refs(row: dict) -> dict[str, Any]:
     """The media columns of a GRPO prompt row (`prompt_rows`), under their own names again (`images`...)."""
-    from swift.core.media import COLUMNS
+    from swift.core import MEDIA_COLUMNS as COLUMNS
 
     return {c: row[PROMPT_MEDIA + c] for c in COLUMNS.values() if row.get(PROMPT_MEDIA + c) is not None}
 
 
 def _media_columns(rows: Any) -> list[str]:
-    from swift.core.media import COLUMNS
+    from swift.core import MEDIA_COLUMNS as COLUMNS
 
     names = getattr(rows, "column_names", None)
     if names is None:  # a stream whose features are not known yet: its first row's
