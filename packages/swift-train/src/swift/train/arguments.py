@@ -61,6 +61,10 @@ class TrainArgs:
     use_ray: bool = arg(False, "run the training on Ray Train workers (pip install \"swift-train[ray]\")")
     ray_num_workers: int | None = arg(None, "Ray Train workers (default: one per GPU of the Ray cluster)")
     ray_address: str | None = arg(None, "Ray cluster to join, e.g. ray://head:10001 or auto (default: a local Ray)")
+    loss_type: list[str] = arg([], "loss variant(s). sft/pt: cross_entropy (default); --task_type embedding: "
+                                   "infonce (default), cosine_similarity, contrastive, online_contrastive; reranker: "
+                                   "pointwise_reranker (default), listwise_reranker; rlhf: DPO sigmoid, ipo, hinge, "
+                                   "robust... (several combine), CPO sigmoid, hinge, ipo, GRPO grpo, bnpo, dr_grpo, dapo")
     use_liger_kernel: bool = arg(False, "fused Liger kernels for RMSNorm, RoPE, SwiGLU and chunked cross-entropy "
                                         "(CUDA; pip install \"swift-train[liger]\")")
 
@@ -74,8 +78,6 @@ class RlhfArgs:
     reward_model: list[str] = arg([], "reward model(s) for PPO / GRPO")
     teacher_model: str | None = arg(None, "teacher model for GKD")
     beta: float | None = arg(None, "KL / preference strength (method default when unset)")
-    loss_type: list[str] = arg([], "loss variant(s): DPO sigmoid, ipo, hinge, robust... (several combine); CPO "
-                                   "sigmoid, hinge, ipo; GRPO grpo, bnpo, dr_grpo, dapo")
     rpo_alpha: float | None = arg(None, "weight of the NLL term in DPO (RPO)")
     simpo_gamma: float = arg(1.0, "SimPO target reward margin")
     cpo_alpha: float = arg(1.0, "weight of the NLL term in CPO")

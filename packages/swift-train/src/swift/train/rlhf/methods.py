@@ -100,7 +100,7 @@ def build_dpo(run: Run) -> tuple[Any, int]:
     from swift.train.rlhf.trainers import swift_trainer
 
     rlhf = run.args.rlhf
-    losses = list(rlhf.loss_type) or ["sigmoid"]
+    losses = list(run.args.train.loss_type) or ["sigmoid"]
     weights = None
     if rlhf.rpo_alpha is not None:  # RPO: the DPO loss plus rpo_alpha x the NLL of the chosen answer
         weights = [1.0] * len(losses) + [rlhf.rpo_alpha]
@@ -121,7 +121,8 @@ def build_paired(run: Run) -> tuple[Any, int]:
         from trl.experimental.cpo import CPOConfig as config_cls
         from trl.experimental.cpo import CPOTrainer as trainer_cls
 
-        loss = "simpo" if rlhf.rlhf_type == "simpo" else (rlhf.loss_type[0] if rlhf.loss_type else "sigmoid")
+        losses = run.args.train.loss_type
+        loss = "simpo" if rlhf.rlhf_type == "simpo" else (losses[0] if losses else "sigmoid")
         config |= dict(loss_type=loss, cpo_alpha=rlhf.cpo_alpha, simpo_gamma=rlhf.simpo_gamma)
     from swift.train.rlhf.trainers import swift_trainer
 
@@ -186,7 +187,7 @@ def build_grpo(run: Run) -> tuple[Any, int]:
         num_generations=rlhf.num_generations, max_completion_length=rlhf.max_completion_length,
         temperature=rlhf.temperature, top_p=rlhf.top_p, top_k=rlhf.top_k, repetition_penalty=rlhf.repetition_penalty,
         epsilon=rlhf.epsilon, num_iterations=rlhf.num_iterations, reward_weights=rlhf.reward_weights or None,
-        loss_type=rlhf.loss_type[0] if rlhf.loss_type else "grpo", scale_rewards=rlhf.scale_rewards,
+        loss_type=run.args.train.loss_type[0] if run.args.train.loss_type else "grpo", scale_rewards=rlhf.scale_rewards,
         log_completions=False, shuffle_dataset=run.args.data.dataset_shuffle)
     rollout = grpo_rollout(run)
     trainer = grpo_trainer_class()(

@@ -25,13 +25,13 @@ def rlhf_problems(args: RlhfArguments) -> list[str]:
     if method.not_built:
         return [f"--rlhf_type {method.name}: not built yet ({method.not_built})"]
     problems = []
-    if rlhf.loss_type and not method.loss_types:
+    if args.train.loss_type and not method.loss_types:
         problems.append(f"--loss_type: --rlhf_type {method.name} has no loss variants")
-    for loss in rlhf.loss_type if method.loss_types else ():
+    for loss in args.train.loss_type if method.loss_types else ():
         if loss not in method.loss_types:
             problems.append(f"--loss_type {loss}: not a {method.name} loss (choose from {', '.join(method.loss_types)})")
-    if len(rlhf.loss_type) > method.max_losses:
-        problems.append(f"--loss_type: {method.name} takes {method.max_losses} loss type, got {len(rlhf.loss_type)}")
+    if len(args.train.loss_type) > method.max_losses:
+        problems.append(f"--loss_type: {method.name} takes {method.max_losses} loss type, got {len(args.train.loss_type)}")
     if rlhf.ref_model and not method.uses_ref_model:
         problems.append(f"--ref_model: --rlhf_type {method.name} uses no reference model")
     if rlhf.max_completion_length < 1:
