@@ -19,6 +19,15 @@ _EXPORTS = {
     "ModelParts": "swift.core.model",
     "model_parts": "swift.core.model.media",
     "part_of": "swift.core.model.media",
+    # task types beyond chat (--task_type): heads, prompts, the pooled forward
+    "TASK_TYPES": "swift.core.model.tasks",
+    "TASK_LOSSES": "swift.core.model.tasks",
+    "task_type_of": "swift.core.model.tasks",
+    "head_labels": "swift.core.model.tasks",
+    "task_messages": "swift.core.model.tasks",
+    "pair_messages": "swift.core.model.tasks",
+    "yes_no_ids": "swift.core.model.tasks",
+    "task_forward": "swift.core.model.tasks",
     # datasets
     "load_dataset": "swift.core.dataset",
     "DatasetMeta": "swift.core.dataset",

@@ -33,6 +33,15 @@ class ModelArgs:
     custom_register_path: list[str] = arg([], "python files that register extra models, templates, datasets, "
                                               "tuners or engines (run before the other flags are checked)",
                                           plugin=True)
+    task_type: Literal["causal_lm", "seq_cls", "embedding", "reranker", "generative_reranker"] | None = arg(
+        None, "what the model is trained / served for: causal_lm (chat), seq_cls (a classification or regression "
+              "head), embedding (last-token vectors, L2-normalised), reranker (a one-score head on query + "
+              "document), generative_reranker (P(yes) of the causal LM); default causal_lm, and for swift infer / "
+              "deploy --adapters the checkpoint's (docs/tasks.md)")
+    num_labels: int | None = arg(None, "--task_type seq_cls: number of classes (1: regression)")
+    problem_type: Literal["regression", "single_label_classification", "multi_label_classification"] | None = arg(
+        None, "--task_type seq_cls: default regression for --num_labels 1 or float labels, multi-label for list "
+              "labels, else single-label classification")
 
 
 @dataclass

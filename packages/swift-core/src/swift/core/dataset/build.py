@@ -27,7 +27,8 @@ def canonical_features() -> Features:
     from datasets import Features, Json, List, Value
 
     return Features({"messages": List(Json()), "tools": Json(), "rejected_response": Value("string"),
-                     "label": Value("bool"), "images": Json(), "videos": Json(), "audios": Json()})
+                     # label: KTO true/false, seq_cls class indices, scores, lists
+                     "label": Json(), "images": Json(), "videos": Json(), "audios": Json()})
 
 
 class BadRows:

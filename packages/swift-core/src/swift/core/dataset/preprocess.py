@@ -262,14 +262,20 @@ def check_media(row: Row, base_dir: Path | None) -> Row:
         raise RowProblem(e.field, e.reason) from None
 
 
-def _label(value: Any) -> bool:
+def _label(value: Any) -> bool | int | float | list:
+    """true/false (KTO), else a number or a list of numbers as given (--task_type seq_cls: a class index, a score
+    for regression, the classes of a multi-label row; embedding pairs: a similarity)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
         return value.strip().lower() in ("true", "1")
-    raise RowProblem("label", f"must be true or false (KTO: is the answer desirable?), got {value!r}")
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if is_number or (isinstance(value, list) and all(isinstance(v, int | float) for v in value)):
+        return value
+    raise RowProblem("label", "must be true or false (KTO: is the answer desirable?), or a number / list of "
+                              f"numbers (--task_type seq_cls, embedding), got {value!r}")
 
 
 def _with_system(messages: list[dict], system: Any) -> list[dict]:
