@@ -40,6 +40,7 @@ UPSTREAM_MARKERS = (
     ("megatron.core.models.common.embeddings.rotary_pos_embedding", "torch.cuda.current_device()"),
     ("megatron.core.models.common.language_module.language_module", "weight.data = weight.data.cuda()"),
     ("megatron.core.utils", "device=torch.cuda.current_device()"),
+    ("megatron.core.tensor_parallel.random", "return torch.cuda.random.get_rng_state(device=device)"),
     ("megatron.core.transformer.moe.moe_utils", "if te_general_gemm is not None and router_dtype != torch.float64:"),
 )
 
@@ -53,6 +54,12 @@ def is_cpu_only() -> bool:
     import torch
 
     return not torch.cuda.is_available()
+
+
+def _cpu_rng_state() -> Any:
+    import torch
+
+    return torch.get_rng_state()
 
 
 def _cpu_device(device: Any) -> Any:
@@ -84,6 +91,10 @@ class _CudaShim(types.SimpleNamespace):
     @staticmethod
     def empty_cache() -> None:
         return None
+
+    # activation recompute forks "the CUDA RNG" around each checkpointed block; on CPU the CPU generator is the one
+    # dropout draws from (torch.set_rng_state restores it; the CUDA set is queued by torch and never runs)
+    random = types.SimpleNamespace(get_rng_state=lambda device=None: _cpu_rng_state())
 
 
 class _TorchShim(types.ModuleType):
