@@ -52,10 +52,39 @@ class TrainArgs:
     save_total_limit: int | None = arg(None, "keep only the N newest checkpoints (older ones are deleted as new ones "
                                              "are written)")
     eval_steps: int | None = arg(None, "evaluate every N steps (default: --save_steps)")
+    eval_strategy: Literal["no", "steps", "epoch"] | None = arg(
+        None, "when to evaluate on the validation split: steps (every --eval_steps), epoch, no (default: steps when "
+              "there is a validation split, else no)", aliases=["evaluation_strategy"])
+    save_strategy: Literal["no", "steps", "epoch", "best"] = arg(
+        "steps", "when to checkpoint: steps (every --save_steps), epoch, best (whenever --metric_for_best_model "
+                 "improves), no (only the final checkpoint)")
+    metric_for_best_model: str | None = arg(None, "evaluation metric that picks the best checkpoint: loss, or a "
+                                                  "metric's name (acc, rouge-l...) (default: loss when a best "
+                                                  "checkpoint is asked for)")
+    greater_is_better: bool | None = arg(None, "whether a larger --metric_for_best_model is better (default: false "
+                                               "for metrics named *loss, else true)")
+    load_best_model_at_end: bool = arg(False, "end the run with the best checkpoint's weights (by "
+                                              "--metric_for_best_model); needs --eval_strategy = --save_strategy")
+    early_stop_interval: int | None = arg(None, "stop when --metric_for_best_model has not improved for N "
+                                                "evaluations in a row")
     save_only_model: bool = arg(False, "checkpoints without optimizer state (cannot resume exactly)")
+    cached_dataset: list[str] = arg([], "encoded training rows written by swift export --to_cached_dataset true "
+                                        "(folders, each as DIR[#N]); instead of or besides --dataset")
+    cached_val_dataset: list[str] = arg([], "encoded validation rows: cached dataset folders (their train split), "
+                                            "as --cached_dataset")
     resume_from_checkpoint: str | None = arg(None, "checkpoint directory to continue from exactly")
     report_to: list[str] = arg(["tensorboard"], "metric sinks: tensorboard, wandb, swanlab, none")
     dataloader_num_workers: int = arg(0, "data loader worker processes")
+    dataloader_drop_last: bool = arg(False, "drop the last incomplete batch of each epoch")
+    group_by_length: bool = arg(False, "batch rows of similar length together (less padding; order is random "
+                                       "between groups)")
+    gradient_checkpointing_kwargs: dict | None = arg(None, "JSON passed to torch.utils.checkpoint, e.g. "
+                                                           "'{\"use_reentrant\": false}' (the default)")
+    label_names: list[str] = arg([], "batch keys that hold the labels, for evaluation (default: labels)")
+    use_logits_to_keep: bool | None = arg(None, "compute the output head only where a label is (default: when the "
+                                                "model's forward takes logits_to_keep); false: logits everywhere")
+    neftune_noise_alpha: float | None = arg(None, "NEFTune: add uniform noise of this scale to the input "
+                                                  "embeddings while training")
     deepspeed: str | None = arg(None, "zero0|zero1|zero2|zero3|zero2_offload|zero3_offload or a DeepSpeed JSON")
     fsdp: str | None = arg(None, "fsdp2|fsdp1|fsdp2_offload or an FSDP JSON config")
     use_ray: bool = arg(False, "run the training on Ray Train workers (pip install \"swift-train[ray]\")")
@@ -135,6 +164,9 @@ class ExportArgs:
     group_size: int | None = arg(None, "quantization group size along the input dimension; must divide every "
                                        "quantized layer's input size (default: the largest of 128, 64, 32 that does)")
     quant_n_samples: int = arg(256, "calibration rows sampled (seeded by --data_seed) from --dataset")
+    to_cached_dataset: bool = arg(False, "encode --dataset (and its --split_dataset_ratio / --val_dataset split) "
+                                         "with the model's template into --output_dir, for swift sft "
+                                         "--cached_dataset")
     to_gguf: bool = arg(False, "write a GGUF file (llama.cpp / Ollama; transformers reads it back)")
     gguf_quant: Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"] = arg(
         "f16", "GGUF tensor type of the 2-D weights (norms stay f32)")

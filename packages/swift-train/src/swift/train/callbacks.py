@@ -1,5 +1,5 @@
 """Trainer callbacks: metrics to logging.jsonl (loss, lr, grad norm, tokens/s, memory), plots on save and at the end,
-and a final checkpoint whatever --save_steps says."""
+a final checkpoint whatever --save_steps says, and --early_stop_interval."""
 
 from __future__ import annotations
 
@@ -67,3 +67,31 @@ class SaveAtEnd(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps:
             control.should_save = True
+
+
+class EarlyStop(TrainerCallback):
+    """Stops training when the best-model metric has not improved for `interval` evaluations in a row."""
+
+    def __init__(self, interval: int) -> None:
+        self.interval, self.best, self.stale = interval, None, 0
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        name = args.metric_for_best_model
+        key = name if name.startswith("eval_") else f"eval_{name}"
+        if not metrics or key not in metrics:
+            return
+        value = metrics[key]
+        better = args.greater_is_better if args.greater_is_better is not None else not name.endswith("loss")
+        if self.best is None or (value > self.best if better else value < self.best):
+            self.best, self.stale = value, 0
+            return
+        self.stale += 1
+        if self.stale >= self.interval:
+            control.should_training_stop = True
+            state.swift_early_stopped = True
+
+
+def log_final(run_dir: Path, **fields) -> None:
+    """The run's last line of logging.jsonl: last and best checkpoint (as ms-swift writes them)."""
+    with (run_dir / "logging.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(fields, default=float) + "\n")

@@ -37,6 +37,7 @@ class TrainResult:
     last_checkpoint: Path | None
     train_rows: int
     metrics: dict[str, float]
+    best_checkpoint: Path | None = None  # by --metric_for_best_model, when the run evaluated
 
 
 @dataclass
@@ -66,8 +67,16 @@ def check_args(args: SftArguments, *, problems: list[str] | None = None) -> None
     data, tmpl, train = args.data, args.template, args.train
     if not args.model.model:
         problems.append("--model is required (a hub id or a local directory)")
-    if not data.dataset:
-        problems.append("--dataset is required (files, folders, hub ids or registered names)")
+    if not data.dataset and not train.cached_dataset:
+        problems.append("--dataset is required (files, folders, hub ids or registered names), or --cached_dataset")
+    for spec in [*train.cached_dataset, *train.cached_val_dataset]:
+        if not (Path(spec.partition("#")[0]).expanduser() / "cached_dataset.json").is_file():
+            flag = "--cached_dataset" if spec in train.cached_dataset else "--cached_val_dataset"
+            problems.append(f"{flag} {spec}: not a cached dataset folder (no cached_dataset.json; write one with "
+                            "swift export --to_cached_dataset true)")
+    if (train.cached_dataset or train.cached_val_dataset) and (data.streaming or data.lazy_tokenize):
+        problems.append("--cached_dataset is encoded already: drop --" + ("streaming" if data.streaming
+                                                                           else "lazy_tokenize"))
     problems += check_data_args(data)
     if tmpl.max_length is not None and tmpl.max_length < 8:
         problems.append(f"--max_length {tmpl.max_length}: too short to hold a conversation")
@@ -93,11 +102,43 @@ def check_args(args: SftArguments, *, problems: list[str] | None = None) -> None
     if tuner is not None and not tuner.padding_free and tmpl.packing:
         problems.append(f"--packing true with --train_type {tuner.name}: peft drops position_ids for "
                         f"{tuner.name} tuning, so packed rows would attend to each other; drop --packing")
+    problems += check_selection(args)
     problems += check_strategy(train.deepspeed, train.fsdp)
     if train.use_liger_kernel:
         problems += check_liger()
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def check_selection(args: SftArguments) -> list[str]:
+    """--eval_strategy / --save_strategy / --load_best_model_at_end / --early_stop_interval problems."""
+    train, data = args.train, args.data
+    has_val = bool(data.val_dataset) or data.split_dataset_ratio > 0
+    problems = []
+    eval_strategy = train.eval_strategy or ("steps" if has_val else "no")
+    wants_metric = train.load_best_model_at_end or train.save_strategy == "best" or train.early_stop_interval
+    if eval_strategy != "no" and not has_val:
+        problems.append(f"--eval_strategy {eval_strategy}: there is no validation split; give --val_dataset or "
+                        "--split_dataset_ratio")
+    elif wants_metric and eval_strategy == "no":
+        flag = "--load_best_model_at_end" if train.load_best_model_at_end else (
+            "--save_strategy best" if train.save_strategy == "best" else "--early_stop_interval")
+        problems.append(f"{flag} needs evaluations: give --val_dataset or --split_dataset_ratio"
+                        + (" and drop --eval_strategy no" if train.eval_strategy == "no" else ""))
+    if train.load_best_model_at_end and train.save_strategy not in ("best", eval_strategy) and eval_strategy != "no":
+        problems.append(f"--load_best_model_at_end: --save_strategy {train.save_strategy} must match --eval_strategy "
+                        f"{eval_strategy} (or be best), so that each evaluated step has a checkpoint")
+    eval_steps = train.eval_steps or train.save_steps
+    if (train.load_best_model_at_end and train.save_strategy == "steps" and eval_strategy == "steps"
+            and train.save_steps % eval_steps):
+        problems.append(f"--load_best_model_at_end: --save_steps {train.save_steps} must be a multiple of "
+                        f"--eval_steps {eval_steps}")
+    if train.early_stop_interval is not None and train.early_stop_interval < 1:
+        problems.append(f"--early_stop_interval {train.early_stop_interval}: must be at least 1")
+    if train.group_by_length and (args.template.packing or data.streaming):
+        problems.append("--group_by_length with " + ("--packing: packed bins are already full" if args.template.packing
+                        else "--streaming: a stream is read in order, it cannot be sorted by length"))
+    return problems
 
 
 def check_strategy(deepspeed: str | None, fsdp: str | None) -> list[str]:
@@ -144,7 +185,8 @@ def start_run(args: SftArguments, command: str, *, pretrain: bool = False, requi
 
     set_seed(args.train.seed)
     tuner = get_tuner(args.tuner.train_type)
-    train_rows, val_rows = load_rows(args.data, require_answer=require_answer)  # a bad row fails before weights
+    train_rows, val_rows = (load_rows(args.data, require_answer=require_answer)  # a bad row fails before weights
+                            if args.data.dataset else (None, None))
     model, tokenizer = load_model(args.model, quantization=quantization_config(args.tuner), num_labels=num_labels)
     template = build_template(args.template, tokenizer, pretrain=pretrain)
     template.bind_model(model)
@@ -176,6 +218,43 @@ def encode(run: Run, rows: Any, encode_fn: Any = None, **encode_kwargs: Any) -> 
     return encode_rows(rows, run.template, run.args.data, run.args.template, encode=encode_fn, **encode_kwargs)
 
 
+def encoded_splits(run: Run, **encode_kwargs: Any) -> tuple[Any, Any]:
+    """(train, val) encoded: --dataset / --val_dataset through the template, plus the --cached_dataset /
+    --cached_val_dataset folders (checked against the template, long rows dropped as for fresh rows)."""
+    from datasets import concatenate_datasets
+
+    train, val = encode(run, run.train_rows, **encode_kwargs), encode(run, run.val_rows, **encode_kwargs)
+    targs = run.args.train
+    for flag, specs, fresh in (("--cached_dataset", targs.cached_dataset, train),
+                               ("--cached_val_dataset", targs.cached_val_dataset, val)):
+        if not specs:
+            continue
+        from swift.core.dataset.cache import load_cached_dataset
+
+        cached = load_cached_dataset(specs, run.template, seed=run.args.data.data_seed, flag=flag)
+        if run.args.template.truncation_strategy == "delete":
+            cached = cached.filter(lambda n: n <= run.max_length, input_columns="length")
+        if fresh is not None:
+            cached = concatenate_datasets([fresh.select_columns(cached.column_names), cached])
+        if flag == "--cached_dataset":
+            train = cached  # in the order the export shuffled it into (and the trainer's sampler shuffles)
+        else:
+            val = cached
+    if targs.cached_dataset and not targs.cached_val_dataset and val is None:
+        val = _cached_val_split(run)
+    return train, val
+
+
+def _cached_val_split(run: Run) -> Any:
+    """The `val/` splits the --cached_dataset folders carry (written from --split_dataset_ratio at export)."""
+    from swift.core.dataset.cache import load_cached_dataset
+
+    if not all((Path(s.partition("#")[0]).expanduser() / "val").is_dir() for s in run.args.train.cached_dataset):
+        return None
+    return load_cached_dataset([s.partition("#")[0] for s in run.args.train.cached_dataset], run.template,
+                               split="val", flag="--cached_dataset")
+
+
 def check_not_empty(run: Run, dataset: Any) -> None:
     if not run.args.data.streaming and len(dataset) == 0:
         raise ConfigError(f"--max_length {run.max_length}: every training row is longer; raise it or use "
@@ -189,8 +268,10 @@ def total_steps(args: SftArguments, n_rows: int | None, rows_per_step: int = 1) 
         return targs.max_steps
     if n_rows is None:  # check_args refuses a stream without --max_steps
         raise ConfigError("--streaming true needs --max_steps N")
-    per_step = targs.per_device_train_batch_size * targs.gradient_accumulation_steps * env.world_size()
-    steps_per_epoch = max(1, math.ceil(n_rows * rows_per_step / per_step))
+    per_batch = targs.per_device_train_batch_size * env.world_size()
+    rows = n_rows * rows_per_step
+    batches = rows // per_batch if targs.dataloader_drop_last else math.ceil(rows / per_batch)
+    steps_per_epoch = max(1, math.ceil(batches / targs.gradient_accumulation_steps))
     return math.ceil(steps_per_epoch * targs.num_train_epochs)
 
 
@@ -220,6 +301,13 @@ def training_arguments(run: Run, steps: int, *, config_cls: type | None = None, 
     text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
     bf16 = use_bf16(targs.bf16, hidden_size=getattr(text_config, "hidden_size", None))
     strategy = strategy_kwargs(targs.deepspeed, targs.fsdp, run.model, bf16=bf16)
+    eval_strategy = targs.eval_strategy or ("steps" if has_eval else "no")
+    metric = targs.metric_for_best_model
+    if metric is None and (targs.load_best_model_at_end or targs.save_strategy == "best" or targs.early_stop_interval):
+        metric = "loss"
+    optional = {k: v for k, v in dict(neftune_noise_alpha=targs.neftune_noise_alpha,
+                                      label_names=targs.label_names or None,
+                                      greater_is_better=targs.greater_is_better).items() if v is not None}
     return config_cls(
         output_dir=str(run.run_dir), num_train_epochs=targs.num_train_epochs, max_steps=steps,
         per_device_train_batch_size=targs.per_device_train_batch_size,
@@ -228,14 +316,18 @@ def training_arguments(run: Run, steps: int, *, config_cls: type | None = None, 
         lr_scheduler_type=targs.lr_scheduler_type, warmup_steps=targs.warmup_steps or targs.warmup_ratio,
         weight_decay=targs.weight_decay, max_grad_norm=targs.max_grad_norm, optim=targs.optim, seed=targs.seed,
         data_seed=data.data_seed, bf16=strategy.pop("bf16", bf16), fp16=bool(targs.fp16),
-        **_checkpointing_kwargs(targs.gradient_checkpointing),
-        logging_steps=targs.logging_steps, logging_first_step=True, save_strategy="steps",
+        **_checkpointing_kwargs(targs.gradient_checkpointing, targs.gradient_checkpointing_kwargs),
+        logging_steps=targs.logging_steps, logging_first_step=True, save_strategy=targs.save_strategy,
         save_steps=targs.save_steps, save_total_limit=targs.save_total_limit, save_only_model=targs.save_only_model,
-        eval_strategy="steps" if has_eval else "no", eval_steps=targs.eval_steps or targs.save_steps,
+        eval_strategy=eval_strategy if has_eval else "no", eval_steps=targs.eval_steps or targs.save_steps,
+        metric_for_best_model=metric if has_eval else None,
+        load_best_model_at_end=targs.load_best_model_at_end and has_eval,
+        dataloader_drop_last=targs.dataloader_drop_last,
+        train_sampling_strategy="group_by_length" if targs.group_by_length else "random",
         report_to=[r for r in targs.report_to if r != "none"],  # tensorboard writes to <run>/runs/
         dataloader_num_workers=targs.dataloader_num_workers, remove_unused_columns=False,
         disable_tqdm=False, use_cpu=not torch.cuda.is_available(), use_liger_kernel=targs.use_liger_kernel,
-        **strategy, **extra,
+        **strategy, **optional, **extra,
     )
 
 
@@ -254,6 +346,10 @@ def add_callbacks(trainer: Any, run: Run) -> None:
     for callback in [StrategyCheck(trainer, run.run_dir, requested), *tuner_callbacks, SaveAtEnd(),
                      PlotOnSave(run.run_dir), JsonlLogger(run.run_dir, lambda: trainer.tokens_seen)]:
         trainer.add_callback(callback)
+    if run.args.train.early_stop_interval:
+        from swift.train.callbacks import EarlyStop
+
+        trainer.add_callback(EarlyStop(run.args.train.early_stop_interval))
 
 
 def finish(trainer: Any, run: Run, train_rows: int) -> TrainResult:
@@ -266,11 +362,18 @@ def finish(trainer: Any, run: Run, train_rows: int) -> TrainResult:
         close()  # a colocated vLLM leaves its process groups before ours go
     destroy_process_group()  # every rank got here: leave the group together
     last = last_checkpoint(run.run_dir)
-    logger.info("last checkpoint: %s", last)
-    return TrainResult(run.run_dir, last, train_rows, dict(output.metrics))
+    best = trainer.state.best_model_checkpoint
+    logger.info("last checkpoint: %s%s", last, f"; best checkpoint: {best} ({trainer.args.metric_for_best_model} "
+                f"{trainer.state.best_metric})" if best else "")
+    if trainer.is_world_process_zero():
+        from swift.train.callbacks import log_final
+
+        log_final(run.run_dir, last_model_checkpoint=str(last) if last else None, best_model_checkpoint=best,
+                  best_metric=trainer.state.best_metric, global_step=trainer.state.global_step)
+    return TrainResult(run.run_dir, last, train_rows, dict(output.metrics), Path(best) if best else None)
 
 
-def _checkpointing_kwargs(enabled: bool) -> dict[str, Any]:
+def _checkpointing_kwargs(enabled: bool, kwargs: dict | None = None) -> dict[str, Any]:
     """transformers renamed gradient_checkpointing to activation_checkpointing (the old name warns until v6)."""
     import dataclasses
 
@@ -279,7 +382,7 @@ def _checkpointing_kwargs(enabled: bool) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
     prefix = "activation" if "activation_checkpointing" in names else "gradient"
     return {f"{prefix}_checkpointing": enabled,
-            f"{prefix}_checkpointing_kwargs": {"use_reentrant": False} if enabled else None}
+            f"{prefix}_checkpointing_kwargs": ({"use_reentrant": False} | (kwargs or {})) if enabled else None}
 
 
 class Collator:

@@ -81,7 +81,8 @@ class SwiftTrainer(SwiftTrainerMixin, Trainer):
         --use_liger_kernel the model gets the labels instead: Liger's fused linear cross-entropy never builds the
         logits at all."""
         labels = inputs.get("labels")
-        if (labels is None or return_outputs or labels.dim() != 2 or self.args.use_liger_kernel
+        wanted = (getattr(self, "swift_args", None) or {}).get("use_logits_to_keep")
+        if (labels is None or return_outputs or labels.dim() != 2 or self.args.use_liger_kernel or wanted is False
                 or not _keeps_logits(model)):  # (Qwen2-Audio's forward has no logits_to_keep)
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         import torch

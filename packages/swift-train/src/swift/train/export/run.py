@@ -39,6 +39,12 @@ class ExportResult:
 def check_flags(args: ExportArguments) -> None:
     """Every problem with the flags at once, before any weights load."""
     export, problems = args.export, []
+    if export.to_cached_dataset:
+        from swift.train.export.cached import check_cached_export
+
+        if problems := check_cached_export(args):
+            raise ConfigError("; ".join(problems))
+        return
     method = export.quant_method
     if method and (export.to_gguf or export.to_ollama):
         problems.append(f"--quant_method {method} and --to_gguf: choose one (GGUF has its own --gguf_quant)")
@@ -60,7 +66,8 @@ def check_flags(args: ExportArguments) -> None:
     if export.push_to_hub and env.hub_offline():
         problems.append("--push_to_hub: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set; unset it to upload")
     if not (method or export.to_gguf or export.to_ollama or export.merge_lora):
-        problems.append("nothing to export: pass --quant_method gptq|awq|fp8|bnb, --to_gguf true or --merge_lora true")
+        problems.append("nothing to export: pass --quant_method gptq|awq|fp8|bnb, --to_gguf true, --merge_lora true or "
+                        "--to_cached_dataset true")
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -69,6 +76,10 @@ def run_export(args: ExportArguments) -> Path | ExportResult:
     """Run `swift export`; `--merge_lora` alone returns the merged directory, everything else an ExportResult."""
     check_flags(args)
     export = args.export
+    if export.to_cached_dataset:
+        from swift.train.export.cached import export_cached_dataset
+
+        return export_cached_dataset(args)
     if export.merge_lora:
         output = merge_lora(args)
         if export.push_to_hub:
