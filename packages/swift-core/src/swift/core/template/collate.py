@@ -17,6 +17,8 @@ def collate(rows: Sequence[dict], *, pad_id: int, padding_free: bool = False,
     Padding-free: one row [1, sum T_i] with `position_ids` restarting at 0 for each sequence; the first label of
     every sequence is -100 so that no token is trained to predict the next sequence's start.
     Preference rows give the same keys prefixed `chosen_` and `rejected_`; KTO rows add `label` [B] (bool).
+    Rows with per-token weights (`loss_scale`, a weighting `--loss_scale`) give `loss_scale` [B, T] float, 0 on
+    padding, laid out like `labels`.
     """
     import torch
 
@@ -32,6 +34,15 @@ def collate(rows: Sequence[dict], *, pad_id: int, padding_free: bool = False,
         else:
             part = _pad(ids, labels, pad_id, padding_side)
         batch.update({prefix + key: torch.tensor(value, dtype=torch.long) for key, value in part.items()})
+        if rows[0].get(prefix + "loss_scale") is not None:
+            scales = [list(row[prefix + "loss_scale"]) for row in rows]
+            width = batch[prefix + "input_ids"].shape[-1]
+            if padding_free:
+                flat = [[w for row in scales for w in row]]
+            else:
+                flat = [([0.0] * (width - len(row)) + row) if padding_side == "left" else row + [0.0] * (width - len(row))
+                        for row in scales]
+            batch[prefix + "loss_scale"] = torch.tensor(flat, dtype=torch.float32)
     if "label" in rows[0]:
         batch["label"] = torch.tensor([bool(row["label"]) for row in rows])
     return batch

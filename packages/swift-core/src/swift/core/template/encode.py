@@ -7,7 +7,6 @@ the same way. Labels are -100 except on tokens that overlap an assistant span (s
 
 from __future__ import annotations
 
-import bisect
 import difflib
 import hashlib
 import itertools
@@ -15,10 +14,11 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from swift.core.template.agent import normalize_messages
 from swift.core.template.errors import RowTooLongError, TemplateError
+from swift.core.template.loss_scale import Segment, token_weights
 
 IGNORE_INDEX = -100
-LossScale = Literal["default", "last_round", "all"]
 TruncationStrategy = Literal["delete", "left", "right"]
 
 
@@ -31,6 +31,7 @@ def prepare_messages(messages: Any, *, default_system: str | None, tool_call_id_
     for index, message in enumerate(messages):
         if not isinstance(message.get("role"), str):
             raise TemplateError(f"message {index} has no 'role'")
+    messages = normalize_messages(messages)  # ms-swift's tool_call / tool_response roles
     if default_system is not None and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": default_system})
     if tool_call_id_length:
@@ -91,16 +92,46 @@ def tokenize_with_labels(tokenizer: Any, text: str, spans: Sequence[tuple[int, i
 
 def _labels_from_offsets(ids: list[int], offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]],
                          special_ids: frozenset[int]) -> list[int]:
-    labels = [IGNORE_INDEX] * len(ids)
-    starts = [a for a, _ in offsets]
-    ends = [b for _, b in offsets]  # both non-decreasing: tokens come in text order
-    for start, end in spans:
-        first = bisect.bisect_right(ends, start)  # the first token that ends inside the span
-        stop = bisect.bisect_left(starts, end)  # the first token that starts after it
-        if first < stop and starts[first] < start and ids[first] in special_ids:
-            first += 1
-        labels[first:stop] = ids[first:stop]
-    return labels
+    weights = token_weights(offsets, ids, [(start, end, 1.0) for start, end in spans], special_ids)
+    return [token if weight > 0 else IGNORE_INDEX for token, weight in zip(ids, weights, strict=True)]
+
+
+def tokenize_weighted(tokenizer: Any, text: str, segments: Sequence[Segment],
+                      special_ids: frozenset[int] = frozenset()) -> tuple[list[int], list[float]]:
+    """Token ids of `text` and each token's loss weight (`loss_scale.token_weights`; 0: no loss)."""
+    try:
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = encoding.get("offset_mapping")
+    except NotImplementedError:
+        offsets = None
+    if offsets is not None:
+        ids = list(encoding["input_ids"])
+        return ids, token_weights(offsets, ids, segments, special_ids)
+    # without offsets: tokenize the pieces between segment boundaries, carry their weights onto the whole text's ids
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    cuts = sorted({0, len(text), *(p for a, b, _ in segments for p in (a, b))})
+    piece_ids: list[int] = []
+    piece_weights: list[float] = []
+    for a, b in itertools.pairwise(cuts):
+        part = list(tokenizer(text[a:b], add_special_tokens=False)["input_ids"]) if b > a else []
+        weight = max((w for start, end, w in segments if start <= a and b <= end), default=0.0)
+        piece_ids += part
+        piece_weights += [weight] * len(part)
+    return ids, align_weights(piece_ids, piece_weights, ids)
+
+
+def align_weights(source_ids: list[int], weights: list[float], target_ids: list[int]) -> list[float]:
+    """`align_labels` for per-token weights: a changed run takes the largest weight of the run it replaces."""
+    if source_ids == target_ids:
+        return list(weights)
+    out = [0.0] * len(target_ids)
+    matcher = difflib.SequenceMatcher(a=source_ids, b=target_ids, autojunk=False)
+    for tag, a0, a1, b0, b1 in matcher.get_opcodes():
+        if tag == "equal":
+            out[b0:b1] = weights[a0:a1]
+        elif tag == "replace":
+            out[b0:b1] = [max(weights[a0:a1], default=0.0)] * (b1 - b0)
+    return out
 
 
 def _tokenize_by_segments(tokenizer: Any, text: str, spans: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]]:
@@ -134,13 +165,19 @@ def align_labels(source_ids: list[int], source_labels: list[int], target_ids: li
 def truncate(ids: list[int], labels: list[int], max_length: int | None,
              strategy: TruncationStrategy) -> tuple[list[int], list[int]]:
     """Apply `max_length`: "left" keeps the end, "right" the start, "delete" raises `RowTooLongError`."""
-    if max_length is None or len(ids) <= max_length:
-        return ids, labels
+    kept = truncate_columns({"input_ids": ids, "labels": labels}, max_length, strategy)
+    return kept["input_ids"], kept["labels"]
+
+
+def truncate_columns(columns: dict[str, list], max_length: int | None, strategy: TruncationStrategy) -> dict[str, list]:
+    """`truncate` for several per-token columns of one row (ids, labels, loss_scale) at once."""
+    length = len(columns["input_ids"])
+    if max_length is None or length <= max_length:
+        return columns
     if strategy == "delete":
-        raise RowTooLongError(len(ids), max_length)
-    if strategy == "left":
-        return ids[-max_length:], labels[-max_length:]
-    return ids[:max_length], labels[:max_length]
+        raise RowTooLongError(length, max_length)
+    cut = slice(-max_length, None) if strategy == "left" else slice(None, max_length)
+    return {key: values[cut] for key, values in columns.items()}
 
 
 def preference_sides(row: dict) -> tuple[list, list] | None:

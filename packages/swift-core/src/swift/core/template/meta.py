@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-ResponseFormat = Literal["plain", "hermes", "llama3_json", "mistral", "deepseek", "glm4", "internlm2"]
+ResponseFormat = Literal["plain", "hermes", "llama3_json", "mistral", "deepseek", "glm4", "internlm2", "react", "qwen"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class TemplateMeta:
     `default_system`: the family's usual system prompt. Official chat templates insert it themselves, so Swift
     inserts it only when it renders with `chat_template` (the tokenizer had none).
     `tool_call_id_length`: the template demands tool-call ids of this length (Mistral: 9); missing ids are filled.
+    `non_thinking_prefix`: what a hybrid-thinking family's answers without reasoning start with (Qwen3's empty
+    `<think>` block), added by `--add_non_thinking_prefix` where the chat template does not write it itself.
     """
 
     name: str
@@ -34,4 +36,5 @@ class TemplateMeta:
     has_thinking: bool = False
     response_format: ResponseFormat = "plain"
     tool_call_id_length: int | None = None
+    non_thinking_prefix: str = ""
     description: str = ""

@@ -20,6 +20,13 @@ _DEEPSEEK_CALL = re.compile(
     re.DOTALL)
 _DEEPSEEK_BLOCK = re.compile(r"<｜tool▁calls▁begin｜>.*?(?:<｜tool▁calls▁end｜>|$)", re.DOTALL)
 _NAME = re.compile(r"[A-Za-z_][\w.\-]*")
+# ReAct and Qwen-Agent: a call is "<action> name" then "<input> arguments", up to the next keyword or the end
+_KEYWORDS = {
+    "react": re.compile(r"Action:[ \t]*(.+?)[ \t]*\n[ \t]*Action Input:[ \t]*(.*?)\s*(?=Action:|Observation:|$)",
+                        re.DOTALL),
+    "qwen": re.compile(r"✿FUNCTION✿:[ \t]*(.+?)[ \t]*\n[ \t]*✿ARGS✿:[ \t]*(.*?)\s*(?=✿FUNCTION✿:|✿RESULT✿:|$)",
+                       re.DOTALL),
+}
 
 
 def parse_response(text: str, response_format: ResponseFormat = "plain") -> dict[str, Any]:
@@ -38,6 +45,8 @@ def parse_response(text: str, response_format: ResponseFormat = "plain") -> dict
         content = _take_deepseek(content, tool_calls)
     elif response_format == "glm4":
         content = _take_glm4(content, tool_calls)
+    elif response_format in _KEYWORDS:
+        content = _take_keyword_calls(_KEYWORDS[response_format], content, tool_calls)
     return {"content": content.strip(), "reasoning_content": reasoning, "tool_calls": tool_calls or None}
 
 
@@ -140,3 +149,19 @@ def _take_glm4(content: str, calls: list[dict]) -> str:
         return content
     calls.append(_call(name.strip(), parsed))
     return ""
+
+
+def _take_keyword_calls(pattern: re.Pattern, content: str, calls: list[dict]) -> str:
+    """ReAct-like calls; arguments that are not JSON (a Python dict, plain text) are kept as JSON text."""
+    import ast
+
+    matches = list(pattern.finditer(content))
+    for match in matches:
+        arguments = _loads(match.group(2))
+        if arguments is None:
+            try:
+                arguments = ast.literal_eval(match.group(2))
+            except (ValueError, SyntaxError):
+                arguments = match.group(2)
+        calls.append(_call(match.group(1).strip(), arguments))
+    return content[:matches[0].start()] if matches else content

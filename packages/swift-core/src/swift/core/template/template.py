@@ -9,19 +9,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from swift.core.errors import ConfigError
+from swift.core.errors import ConfigError, UnknownTemplateError
 from swift.core.media import has_media
+from swift.core.template import conversation as _conversation
 from swift.core.template import encode as _encode
+from swift.core.template.agent import get_agent_template
 from swift.core.template.collate import collate
 from swift.core.template.errors import RowTooLongError, TemplateError
-from swift.core.template.meta import TemplateMeta
+from swift.core.template.loss_scale import parse_loss_scale
+from swift.core.template.meta import ResponseFormat, TemplateMeta
 from swift.core.template.multimodal import MediaEncoder, collate_media, collate_packed, expand_labels
 from swift.core.template.parse import parse_response
 from swift.core.template.registry import detect_template_meta, get_template_meta
 from swift.core.template.spans import find_assistant_spans
 
 logger = logging.getLogger(__name__)
-_PACKED_TEXT = {"input_ids", "labels", "position_ids", "seq_lengths", "length"}
+IGNORE_INDEX = _encode.IGNORE_INDEX
+_PACKED_TEXT = {"input_ids", "labels", "position_ids", "seq_lengths", "length", "loss_scale"}
 
 
 @dataclass(frozen=True)
@@ -31,10 +35,14 @@ class TemplateOptions:
     default_system: str | None = None
     max_length: int | None = None
     truncation_strategy: _encode.TruncationStrategy = "delete"
-    loss_scale: _encode.LossScale = "default"
+    loss_scale: str = "default"  # a base strategy and/or rules joined by '+' (loss_scale.py)
     enable_thinking: bool | None = None
     max_pixels: int | None = None  # images larger than this many pixels are scaled down (aspect kept)
     norm_bbox: Literal["norm1000", "none"] | None = None  # grounding boxes' coordinates (None: the family's)
+    agent_template: str | None = None  # tools and calls in this format (agent.py); None: the chat template's
+    use_chat_template: bool = True  # False: ms-swift's generation format (turns' texts only)
+    response_prefix: str | None = None  # what generated answers start with (appended to generation prompts)
+    add_non_thinking_prefix: bool = True  # answers without reasoning start with the family's empty think block
 
 
 class Template:
@@ -52,7 +60,7 @@ class Template:
                                   norm_bbox=self.options.norm_bbox) if processor is not None else None
         has_own = bool(getattr(tokenizer, "chat_template", None))
         use_own = has_own if use_own_chat_template is None else use_own_chat_template and has_own
-        if not use_own and meta.chat_template is None:
+        if not use_own and meta.chat_template is None and self.options.use_chat_template:
             raise ConfigError(f"--template {meta.name}: the tokenizer has no chat_template and this template brings "
                               "none; pass --template chatml (or another template that has one)")
         # None: the tokenizer's own template (apply_chat_template picks it, with its named variants for tools)
@@ -69,8 +77,18 @@ class Template:
         self._own_apply = _overrides_apply_chat_template(tokenizer)
         self._warned: set[str] = set()  # what dropped_parts found already, to warn once per template
         template_text = self.chat_template or getattr(tokenizer, "chat_template", None) or ""
+        self._template_text = template_text
         if self.options.enable_thinking is not None and "enable_thinking" not in str(template_text):
             logger.warning("--enable_thinking is ignored: the chat template of %s has no thinking switch", meta.name)
+        self.loss_plan = parse_loss_scale(self.options.loss_scale)
+        self.agent = get_agent_template(self.options.agent_template) if self.options.agent_template else None
+        # the tokenizer's own format: its chat template renders the tools exactly as its serving stack expects
+        if self.agent is not None and self.agent.response_format == meta.response_format and "tools" in str(
+                template_text) and self.options.use_chat_template:
+            self.agent = None
+        self.response_format: ResponseFormat = (self.agent.response_format if self.agent is not None
+                                                else get_agent_template(self.options.agent_template).response_format
+                                                if self.options.agent_template else meta.response_format)
 
     @property
     def name(self) -> str:
@@ -94,11 +112,14 @@ class Template:
             words.append(eos)
         return words
 
-    def render(self, messages: list[dict], tools: list | None = None, *, add_generation_prompt: bool = False) -> str:
-        """The conversation as text, by the tokenizer's own `apply_chat_template` (or the fallback template)."""
+    def render(self, messages: list[dict], tools: list | None = None, *, add_generation_prompt: bool = False,
+               continue_final_message: bool = False) -> str:
+        """The conversation as text, by the tokenizer's own `apply_chat_template` (or the fallback template).
+        `continue_final_message`: leave the last (assistant) turn open, for the model to go on with it."""
+        extra = {"continue_final_message": True} if continue_final_message else {}
         return self.tokenizer.apply_chat_template(
             messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt,
-            chat_template=self.chat_template, **self._render_kwargs)
+            chat_template=self.chat_template, **self._render_kwargs, **extra)
 
     def encode(self, row: dict, *, chosen_only: bool = False) -> dict[str, Any]:
         """Encode one row: `{"messages", "tools"?}`, a preference row or a KTO row (`label`).
@@ -134,24 +155,31 @@ class Template:
         return out
 
     def _encode_plain(self, messages: Any, tools: list | None) -> dict[str, Any]:
-        ids, labels = self._encode_messages(messages, tools)
-        return {"input_ids": ids, "labels": labels}
+        return self._encode_messages(messages, tools)
+
+    def _prepare(self, messages: Any, tools: list | None) -> _conversation.Prepared:
+        messages = _encode.prepare_messages(messages, default_system=self.default_system,
+                                            tool_call_id_length=self.meta.tool_call_id_length)
+        # a chat template that knows think blocks (Qwen3's writes the empty one itself, and drops past ones) decides
+        prefix = self.meta.non_thinking_prefix if self.options.add_non_thinking_prefix else ""
+        if prefix and "<think>" in str(self._template_text):
+            prefix = ""
+        return _conversation.prepare(messages, tools, self.loss_plan, agent=self.agent,
+                                     default_system=self.meta.default_system, non_thinking_prefix=prefix)
 
     def _encode_media(self, row: dict, messages: Any, tools: list | None) -> dict[str, Any]:
         """A conversation with images / videos / audio, tokenized by the processor (see `multimodal.py`)."""
-        messages = _encode.prepare_messages(messages, default_system=self.default_system,
-                                            tool_call_id_length=self.meta.tool_call_id_length)
-        messages, refs = self.media.split(row, messages)
+        if not self.loss_plan.is_binary or not self.options.use_chat_template:
+            raise TemplateError("rows with media take neither a weighting --loss_scale nor --use_chat_template "
+                                "false yet: use default, last_round or all (with ignore_* rules)")
+        prepared = self._prepare(messages, tools)
+        messages, refs = self.media.split(row, prepared.messages)
+        prepared.messages = messages
         media = self.media.load(refs)
         self.media.ground(messages, row.get("objects"), media)
-        is_generation = messages[-1]["role"] != "assistant"
-        try:
-            text = self.render(messages, tools, add_generation_prompt=is_generation)
-        except _template_refusals() as e:
-            raise TemplateError(f"the chat template ({self.name}) refuses this conversation: "
-                                f"{type(e).__name__}: {e}") from e
-        spans = [] if is_generation else self._label_spans(messages, tools, text)
-        ids, labels = _encode.tokenize_with_labels(self.tokenizer, text, spans, self._special_ids)
+        text, segments = self._render_weighted(prepared)
+        ids, weights = _encode.tokenize_weighted(self.tokenizer, text, segments, self._special_ids)
+        labels = [t if w > 0 else IGNORE_INDEX for t, w in zip(ids, weights, strict=True)]
         output = self.media(text, media)
         expanded = output["input_ids"][0].tolist()
         labels = expand_labels(ids, labels, expanded)
@@ -164,38 +192,63 @@ class Template:
                                 "--max_pixels, or use --truncation_strategy delete")
         return {"input_ids": expanded, "labels": labels, **self.media.model_inputs(output, len(expanded))}
 
-    def _encode_messages(self, messages: Any, tools: list | None) -> tuple[list[int], list[int]]:
-        messages = _encode.prepare_messages(messages, default_system=self.default_system,
-                                            tool_call_id_length=self.meta.tool_call_id_length)
-        is_generation = messages[-1]["role"] != "assistant"
-        try:
-            text = self.render(messages, tools, add_generation_prompt=is_generation)
-        except _template_refusals() as e:  # jinja raise_exception, missing fields: the template's own words
-            raise TemplateError(f"the chat template ({self.name}) refuses this conversation: "
-                                f"{type(e).__name__}: {e}") from e
-        spans = [] if is_generation else self._label_spans(messages, tools, text)
-        ids, labels = _encode.tokenize_with_labels(self.tokenizer, text, spans, self._special_ids)
-        if self._own_apply:  # a tokenizer class with its own apply_chat_template: its ids are the reference
-            reference = self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=False,
-                                                           add_generation_prompt=is_generation,
-                                                           chat_template=self.chat_template, **self._render_kwargs)
-            labels, ids = _encode.align_labels(ids, labels, list(reference)), list(reference)
-        return _encode.truncate(ids, labels, self.options.max_length, self.options.truncation_strategy)
+    def _encode_messages(self, messages: Any, tools: list | None) -> dict[str, Any]:
+        prepared = self._prepare(messages, tools)
+        text, segments = self._render_weighted(prepared)
+        ids, weights = _encode.tokenize_weighted(self.tokenizer, text, segments, self._special_ids)
+        if self._own_apply and self.options.use_chat_template and not prepared.continues:
+            # a tokenizer class with its own apply_chat_template: its ids are the reference
+            is_generation = prepared.messages[-1]["role"] != "assistant"
+            reference = list(self.tokenizer.apply_chat_template(
+                prepared.messages, tools=prepared.tools, tokenize=True, return_dict=False,
+                add_generation_prompt=is_generation, chat_template=self.chat_template, **self._render_kwargs))
+            if is_generation and self.options.response_prefix:
+                reference += self.tokenizer(self.options.response_prefix, add_special_tokens=False)["input_ids"]
+            weights, ids = _encode.align_weights(ids, weights, reference), reference
+        columns: dict[str, Any] = {"input_ids": ids,
+                                   "labels": [t if w > 0 else IGNORE_INDEX for t, w in zip(ids, weights, strict=True)]}
+        if not self.loss_plan.is_binary:  # per-token weights for the trainer (0 where labels are -100)
+            columns["loss_scale"] = [float(w) for w in weights]
+        return _encode.truncate_columns(columns, self.options.max_length, self.options.truncation_strategy)
 
-    def _label_spans(self, messages: list[dict], tools: list | None, text: str) -> list[tuple[int, int]]:
-        """Character spans of `text` that carry loss, by `loss_scale`."""
-        if self.options.loss_scale == "all":
-            return [(0, len(text))]
+    def _render_weighted(self, prepared: _conversation.Prepared) -> tuple[str, list[tuple[int, int, float]]]:
+        """The conversation's text and its weighted loss ranges (none for a generation prompt)."""
+        messages, tools = prepared.messages, prepared.tools
+        is_generation = messages[-1]["role"] != "assistant" or prepared.continues
+        if not self.options.use_chat_template:
+            if "raw" not in self._warned and (tools or any(m["role"] == "system" for m in messages)):
+                self._warned.add("raw")
+                logger.warning("--use_chat_template false: system prompts and tools are not part of the "
+                               "generation format; they are left out")
+            text, found = _conversation.raw_text(messages, self.tokenizer, is_generation=is_generation,
+                                                 chat_template=str(self._template_text))
+        else:
+            try:
+                text = self.render(messages, tools, add_generation_prompt=is_generation and not prepared.continues,
+                                   continue_final_message=prepared.continues)
+            except _template_refusals() as e:  # jinja raise_exception, missing fields: the template's own words
+                raise TemplateError(f"the chat template ({self.name}) refuses this conversation: "
+                                    f"{type(e).__name__}: {e}") from e
+            found = [] if is_generation else self._find_spans(prepared, text)
+        if is_generation:
+            return text + ("" if prepared.continues else self.options.response_prefix or ""), []
+        return text, _conversation.segments(prepared, text, found, self.loss_plan)
+
+    def _find_spans(self, prepared: _conversation.Prepared, text: str) -> list[tuple[int, int, int]]:
+        """Where each assistant turn is in `text` (`spans.py`); skipped for `all` without per-turn exceptions."""
+        messages, tools = prepared.messages, prepared.tools
+        plan = self.loss_plan
+        if plan.base == "all" and not plan.rules and all(w is None or w == (1.0, False) for w in prepared.weights):
+            return []
         found = find_assistant_spans(messages, text, lambda prefix, gen: self._render_prefix(prefix, tools, gen),
                                      self._special)
         dropped = _encode.dropped_parts(messages, text, found) - self._warned
         if dropped:
             self._warned |= dropped
             logger.warning("the chat template (%s) does not render the assistant's %s of some rows: they carry no "
-                           "loss; use a template that renders them", self.name, " and ".join(sorted(dropped)))
-        if self.options.loss_scale == "last_round":
-            found = found[-1:]
-        return [(start, end) for _, start, end in found]
+                           "loss; use a template that renders them", self.name,
+                           " and ".join(sorted(dropped)))
+        return found
 
     def _render_prefix(self, messages: list[dict], tools: list | None, add_generation_prompt: bool) -> str | None:
         try:
@@ -216,7 +269,7 @@ class Template:
             for word in self.stop_words:
                 if word and text.endswith(word):
                     text, stripped = text[: -len(word)].rstrip(), True
-        return parse_response(text, self.meta.response_format)
+        return parse_response((self.options.response_prefix or "") + text, self.response_format)
 
     def data_collator(self, batch: Sequence[dict], padding_free: bool = False, *,
                       padding_side: Literal["right", "left"] = "right") -> dict[str, Any]:
@@ -232,8 +285,11 @@ class Template:
         import torch
 
         if self.media is None or all(set(row) <= _PACKED_TEXT for row in rows):
-            return {key: torch.tensor([[t for row in rows for t in row[key]]], dtype=torch.long)
-                    for key in ("input_ids", "labels", "position_ids")}
+            out = {key: torch.tensor([[t for row in rows for t in row[key]]], dtype=torch.long)
+                   for key in ("input_ids", "labels", "position_ids")}
+            if rows and rows[0].get("loss_scale") is not None:
+                out["loss_scale"] = torch.tensor([[w for row in rows for w in row["loss_scale"]]], dtype=torch.float32)
+            return out
         return collate_packed(rows, row_batched=self.media.row_batched, rope_index=self.media.rope_index)
 
     @property
@@ -254,9 +310,11 @@ class Template:
 
 def get_template(template_type: str | None, tokenizer: Any, *, default_system: str | None = None,
                  max_length: int | None = None, truncation_strategy: _encode.TruncationStrategy = "delete",
-                 loss_scale: _encode.LossScale = "default", enable_thinking: bool | None = None,
+                 loss_scale: str = "default", enable_thinking: bool | None = None,
                  processor: Any = None, max_pixels: int | None = None,
-                 norm_bbox: Literal["norm1000", "none"] | None = None) -> Template:
+                 norm_bbox: Literal["norm1000", "none"] | None = None, agent_template: str | None = None,
+                 use_chat_template: bool = True, response_prefix: str | None = None,
+                 add_non_thinking_prefix: bool = True) -> Template:
     """The template named `template_type`, or with None the tokenizer's family (else its own chat template).
 
     The tokenizer's own chat template renders the text, except where it has none (then the family's fallback
@@ -264,7 +322,7 @@ def get_template(template_type: str | None, tokenizer: Any, *, default_system: s
     of its own (`--template chatml` for a tokenizer whose template is Llama 3's: ChatML it is).
     """
     options = TemplateOptions(default_system, max_length, truncation_strategy, loss_scale, enable_thinking, max_pixels,
-                              norm_bbox)
+                              norm_bbox, agent_template, use_chat_template, response_prefix, add_non_thinking_prefix)
     if processor is None:  # a vision/audio model's tokenizer knows its processor (swift.core.model.loader)
         info = getattr(tokenizer, "swift_model_info", None)
         processor = getattr(info, "processor", None)
@@ -287,8 +345,15 @@ def _check_options(options: TemplateOptions) -> None:
     if options.truncation_strategy not in get_args(_encode.TruncationStrategy):
         problems.append(f"--truncation_strategy {options.truncation_strategy!r}: choose one of "
                         f"{', '.join(get_args(_encode.TruncationStrategy))}")
-    if options.loss_scale not in get_args(_encode.LossScale):
-        problems.append(f"--loss_scale {options.loss_scale!r}: choose one of {', '.join(get_args(_encode.LossScale))}")
+    try:
+        parse_loss_scale(options.loss_scale)
+    except ConfigError as e:
+        problems.append(str(e))
+    if options.agent_template is not None:
+        try:
+            get_agent_template(options.agent_template)
+        except UnknownTemplateError as e:
+            problems.append(str(e))
     if options.max_length is not None and (not isinstance(options.max_length, int) or options.max_length < 1):
         problems.append(f"--max_length {options.max_length!r}: give a positive number of tokens")
     if problems:

@@ -20,6 +20,7 @@ register_template(TemplateMeta(
     stop_words=("<|im_end|>", "<|endoftext|>"),
     has_thinking=True,
     response_format="hermes",
+    non_thinking_prefix="<think>\n\n</think>\n\n",
     description="Qwen3 / QwQ: <think> reasoning switched by enable_thinking, Hermes-style tool calls",
 ))
 
