@@ -63,6 +63,7 @@ _EXPORTS = {
     "load_rows": "swift.core.builders",
     "encode_rows": "swift.core.builders",
     "check_data_args": "swift.core.builders",
+    "check_template_args": "swift.core.builders",
     "max_length": "swift.core.builders",
     "use_bf16": "swift.core.builders",
     "DEFAULT_MAX_LENGTH": "swift.core.builders",

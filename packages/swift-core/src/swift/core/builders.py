@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from swift.core.arguments.groups import DataArgs, ModelArgs, TemplateArgs
+from swift.core.errors import ConfigError, UnknownTemplateError
 
 if TYPE_CHECKING:
     from datasets import Dataset, IterableDataset
@@ -66,11 +67,38 @@ def build_template(args: TemplateArgs, tokenizer: Any, *, pretrain: bool = False
     from swift.core.template import get_template
 
     args = dataclasses.replace(args, **overrides)
+    problems = check_template_args(args)
+    if problems:
+        raise ConfigError("; ".join(problems))
     return get_template(
         args.template, tokenizer, default_system=args.system,
         max_length=None if drops_long_rows(args) else max_length(args),
         truncation_strategy=args.truncation_strategy, loss_scale="all" if pretrain else args.loss_scale,
-        enable_thinking=args.enable_thinking, max_pixels=args.max_pixels, norm_bbox=args.norm_bbox)
+        enable_thinking=args.enable_thinking, max_pixels=args.max_pixels, norm_bbox=args.norm_bbox,
+        agent_template=args.agent_template, use_chat_template=args.use_chat_template,
+        response_prefix=args.response_prefix, add_non_thinking_prefix=args.add_non_thinking_prefix)
+
+
+def check_template_args(args: TemplateArgs) -> list[str]:
+    """Problems with the template flags that need no tokenizer: --loss_scale's parts, --agent_template's name,
+    --enable_channel_loss (one line each)."""
+    from swift.core.template.agent import get_agent_template
+    from swift.core.template.loss_scale import parse_loss_scale
+
+    problems = []
+    try:
+        parse_loss_scale(args.loss_scale)
+    except ConfigError as e:
+        problems.append(str(e))
+    if args.agent_template is not None:
+        try:
+            get_agent_template(args.agent_template)
+        except UnknownTemplateError as e:
+            problems.append(str(e))
+    if args.enable_channel_loss:
+        problems.append("--enable_channel_loss: the trainer does not split the loss by the rows' 'channel' yet, so "
+                        "the flag would log nothing; leave it off")
+    return problems
 
 
 def use_bf16(requested: bool | None, *, hidden_size: int | None = None, cpu: bool = True) -> bool:

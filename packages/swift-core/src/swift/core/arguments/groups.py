@@ -62,6 +62,12 @@ class DataArgs:
     model_author: list[str] = arg([], "author named in the self-cognition data: AUTHOR [AUTHOR_ZH]")
 
 
+def _agent_templates() -> dict[str, str | None]:
+    from swift.core.template.agent import agent_template_choices
+
+    return agent_template_choices()
+
+
 @dataclass
 class TemplateArgs:
     """Template"""
@@ -72,7 +78,20 @@ class TemplateArgs:
     max_length: int | None = arg(None, "maximum tokens per encoded row")
     truncation_strategy: Literal["delete", "left", "right"] = arg(
         "delete", "what to do with rows longer than --max_length")
-    loss_scale: str = arg("default", "where the loss is taken: default (every assistant turn), last_round, all")
+    loss_scale: str = arg("default", "where the loss is taken and with what weight: a base (default: every assistant "
+                                     "turn, last_round: the turns after the last user or tool message, all) and/or "
+                                     "rules joined by '+' (ignore_empty_think, ignore_think_prefix, hermes, react, "
+                                     "qwen, alpha_umi, agentflan), e.g. last_round+hermes+ignore_empty_think")
+    agent_template: str | None = arg(None, "write tools, tool calls and results in this agent format (hermes, "
+                                           "react_en, qwen_en, llama3, mistral, glm4...); default: the chat "
+                                           "template renders them", choices=_agent_templates)
+    use_chat_template: bool = arg(True, "render with the chat template; false: the generation format (the turns' "
+                                        "texts one after another, no roles or system prompt, EOS after the answer)")
+    response_prefix: str | None = arg(None, "text generated answers start with (e.g. '<think>\\n'): appended to "
+                                            "generation prompts and put back before parsing the answer")
+    add_non_thinking_prefix: bool = arg(True, "hybrid-thinking families: answers without reasoning start with the "
+                                              "empty think block where the chat template does not write it itself")
+    enable_channel_loss: bool = arg(False, "log the loss per row 'channel' (not built: refused)")
     enable_thinking: bool | None = arg(None, "render the thinking part for models that have one")
     padding_free: bool = arg(True, "flatten each batch into one row with position_ids: no padding compute, each row "
                                    "attends only to itself (no flash-attention needed); false pads to the longest")
