@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from datasets import Dataset, IterableDataset
 
     from swift.core.template import Template
+
+logger = logging.getLogger(__name__)
 
 # Rows longer than this are dropped (or cut, with --truncation_strategy left/right) when --max_length is not given.
 DEFAULT_MAX_LENGTH = 2048
@@ -46,10 +49,46 @@ def load_model(args: ModelArgs, *, load_model: bool = True, quantization: Any = 
 
     args = dataclasses.replace(args, **overrides)
     load_custom_register(args.custom_register_path)
-    return get_model_tokenizer(
+    model, tokenizer = get_model_tokenizer(
         args.model, args.torch_dtype, args.device_map, args.attn_impl, quantization, load_model,
         model_type=args.model_type, revision=args.model_revision, use_hf=args.use_hf, token=args.hub_token,
         trust_remote_code=args.trust_remote_code, num_labels=num_labels, need_weights=need_weights)
+    if args.new_special_tokens:
+        add_special_tokens(model, tokenizer, special_token_list(args.new_special_tokens))
+    return model, tokenizer
+
+
+def special_token_list(entries: list[str]) -> list[str]:
+    """--new_special_tokens values: tokens, or .txt files holding tokens separated by whitespace."""
+    from swift.core.errors import ConfigError
+
+    tokens = []
+    for entry in entries:
+        if entry.endswith(".txt"):
+            path = Path(entry).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"--new_special_tokens {entry}: no such file")
+            tokens += path.read_text(encoding="utf-8").split()
+        else:
+            tokens.append(entry)
+    return list(dict.fromkeys(tokens))
+
+
+def add_special_tokens(model: Any, tokenizer: Any, tokens: list[str]) -> list[int]:
+    """Add `tokens` as special tokens (the same ids every time for the same base and list) and grow the input and
+    output embeddings to the tokenizer's size (new rows: the mean of the old ones, transformers' default). The ids
+    that are new to the model go on `model.swift_new_token_ids` (LoRA trains those rows)."""
+    text_tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    text_tokenizer.add_special_tokens({"additional_special_tokens": tokens}, replace_extra_special_tokens=False)
+    ids = text_tokenizer.convert_tokens_to_ids(tokens)
+    if model is not None:
+        rows = model.get_input_embeddings().weight.shape[0]
+        if len(text_tokenizer) > rows:
+            model.resize_token_embeddings(len(text_tokenizer))
+        model.swift_new_token_ids = sorted(i for i in ids if i >= rows)
+        logger.info("--new_special_tokens: %d tokens (ids %s); embeddings %d -> %d rows", len(tokens), ids, rows,
+                    model.get_input_embeddings().weight.shape[0])
+    return ids
 
 
 def max_length(args: TemplateArgs) -> int:
@@ -168,5 +207,21 @@ def encode_rows(rows: Any, template: Template, data: DataArgs, tmpl: TemplateArg
         # datasets would hash the encode function, which pickles the processor (1.4 s idle, ~5 s on a busy machine,
         # per split); rows held in memory (local files) have no cache that the fingerprint would key.
         fingerprint = uuid.uuid4().hex
-    return encode_dataset(rows, fn, num_proc=data.dataset_num_proc, lazy=data.lazy_tokenize,
-                          max_length=max_length(tmpl) if drops_long_rows(tmpl) else None, fingerprint=fingerprint)
+    limit = max_length(tmpl) if drops_long_rows(tmpl) else None
+
+    def run() -> Any:
+        return encode_dataset(rows, fn, num_proc=data.dataset_num_proc, lazy=data.lazy_tokenize, max_length=limit,
+                              fingerprint=fingerprint)
+
+    if not data.load_from_cache_file or data.lazy_tokenize or data.streaming:
+        if data.load_from_cache_file:
+            logger.warning("--load_from_cache_file: nothing to cache under --%s (rows are encoded as they are read)",
+                           "streaming" if data.streaming else "lazy_tokenize")
+        return run()
+    from importlib.metadata import version
+
+    from swift.core.dataset.cache import cached_encode, template_identity
+
+    how = f"{getattr(encode, '__module__', '')}.{getattr(encode, '__qualname__', None) or 'template.encode'}"
+    return cached_encode(rows, {**template_identity(template), "swift_core": version("swift-core"), "encode": how,
+                                "kwargs": encode_kwargs, "max_length": limit}, run)

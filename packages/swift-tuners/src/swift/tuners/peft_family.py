@@ -46,8 +46,21 @@ def lora_config(args: TunerArgs, model: Any, context: TunerContext):
         task_type=task_type(model), r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         target_modules=resolve_target_modules(args.target_modules), modules_to_save=args.modules_to_save or None,
         bias=args.lora_bias, use_rslora=args.use_rslora, use_dora=args.use_dora, init_lora_weights=init,
-        loftq_config=loftq or {},
+        loftq_config=loftq or {}, trainable_token_indices=new_token_rows(args, model),
     )
+
+
+def new_token_rows(args: TunerArgs, model: Any) -> dict[str, list[int]] | None:
+    """--new_special_tokens under LoRA: peft trains just those rows of the input embedding (and of a tied output
+    head), saved in the adapter, unless --modules_to_save trains the whole embedding."""
+    ids = getattr(model, "swift_new_token_ids", None)
+    if not ids:
+        return None
+    embedding = model.get_input_embeddings()
+    name = next(n for n, m in model.named_modules() if m is embedding)
+    if any(name.endswith(m) for m in args.modules_to_save):
+        return None
+    return {name.rsplit(".", 1)[-1]: list(ids)}
 
 
 def check_init_weights(args: TunerArgs) -> list[str]:

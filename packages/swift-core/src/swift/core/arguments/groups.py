@@ -30,6 +30,9 @@ class ModelArgs:
     hub_token: str | None = arg(None, "hub token for private models (or the hub's login); never written to disk",
                                 secret=True, env="HF_TOKEN")
     trust_remote_code: bool = arg(False, "run model code shipped in the model repository (never on by default)")
+    new_special_tokens: list[str] = arg([], "tokens to add to the tokenizer as special tokens (or .txt files with "
+                                            "one per whitespace); the embeddings grow to hold them, and LoRA trains "
+                                            "their rows")
     custom_register_path: list[str] = arg([], "python files that register extra models, templates, datasets, "
                                               "tuners or engines (run before the other flags are checked)",
                                           plugin=True)
@@ -58,6 +61,8 @@ class DataArgs:
     streaming: bool = arg(False, "stream the datasets instead of loading them whole")
     strict: bool = arg(True, "fail on the first bad row (false: skip bad rows, count them and warn)")
     lazy_tokenize: bool = arg(False, "tokenise rows when the trainer asks for them, not up front")
+    load_from_cache_file: bool = arg(False, "reuse the encoded rows of an earlier run on the same rows, template "
+                                            "and max length (kept under $SWIFT_CACHE/encoded); false encodes again")
     model_name: list[str] = arg([], "name the model gives itself in the self-cognition data: NAME [NAME_ZH]")
     model_author: list[str] = arg([], "author named in the self-cognition data: AUTHOR [AUTHOR_ZH]")
 
