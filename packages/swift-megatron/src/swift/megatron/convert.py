@@ -260,8 +260,13 @@ def split_rule(name: str) -> str:
     return "none"
 
 
-def stage_layers(num_layers: int, pp: int, pp_rank: int) -> range:
-    return range(pp_rank * num_layers // pp, (pp_rank + 1) * num_layers // pp)
+def stage_layers(num_layers: int, pp: int, pp_rank: int, last: int | None = None) -> range:
+    """The global layer numbers of pipeline stage `pp_rank`: an even split, or `last` layers on the last stage and
+    the rest split evenly over the others (mcore's num_layers_in_last_pipeline_stage)."""
+    if last is None or pp == 1:
+        return range(pp_rank * num_layers // pp, (pp_rank + 1) * num_layers // pp)
+    each = (num_layers - last) // (pp - 1)
+    return range(pp_rank * each, num_layers if pp_rank == pp - 1 else (pp_rank + 1) * each)
 
 
 def _on_stage(name: str, shape: ModelShape, pp: int, pp_rank: int) -> bool:
@@ -287,11 +292,11 @@ def _tp_piece(name: str, tensor, tp: int, tp_rank: int):
 
 
 def shard(full: dict, shape: ModelShape, *, tp: int = 1, pp: int = 1, ep: int = 1, tp_rank: int = 0,
-          pp_rank: int = 0, ep_rank: int = 0) -> dict:
+          pp_rank: int = 0, ep_rank: int = 0, last_stage_layers: int | None = None) -> dict:
     """The part of a whole mcore state dict that rank (tp_rank, pp_rank, ep_rank) holds, with stage-local layer
     numbers and EP-local expert numbers. With tied embeddings and PP > 1 the last stage holds a copy of the
     embedding as `output_layer.weight`, as mcore does."""
-    layers = stage_layers(shape.num_layers, pp, pp_rank)
+    layers = stage_layers(shape.num_layers, pp, pp_rank, last_stage_layers)
     experts_per_rank = shape.num_experts // ep if shape.num_experts else 0
     out = {}
     for name, tensor in full.items():
@@ -315,14 +320,15 @@ def shard(full: dict, shape: ModelShape, *, tp: int = 1, pp: int = 1, ep: int = 
     return out
 
 
-def merge(pieces: dict[tuple[int, int, int], dict], shape: ModelShape, *, tp: int, pp: int, ep: int = 1) -> dict:
+def merge(pieces: dict[tuple[int, int, int], dict], shape: ModelShape, *, tp: int, pp: int, ep: int = 1,
+          last_stage_layers: int | None = None) -> dict:
     """The inverse of `shard`: {(tp_rank, pp_rank, ep_rank): local state dict} -> the whole mcore state dict."""
     import torch
 
     experts_per_rank = shape.num_experts // ep if shape.num_experts else 0
     by_name: dict[str, dict[int, Any]] = {}
     for (tp_rank, pp_rank, ep_rank), local in pieces.items():
-        layers = stage_layers(shape.num_layers, pp, pp_rank)
+        layers = stage_layers(shape.num_layers, pp, pp_rank, last_stage_layers)
         for name, tensor in local.items():
             if name.endswith("_extra_state"):
                 continue

@@ -22,6 +22,7 @@ class Parallel:
     ep: int = 1
     cp: int = 1
     sequence_parallel: bool = False
+    last_stage_layers: int | None = None  # --decoder_last_pipeline_num_layers (None: layers split evenly)
 
 
 def rope_settings(hf_config: Any) -> dict[str, Any]:
@@ -40,7 +41,9 @@ def rope_settings(hf_config: Any) -> dict[str, Any]:
 
 
 def transformer_config(hf_config: Any, shape: ModelShape, parallel: Parallel, *, dtype: Any,
-                       recompute_granularity: str | None = None) -> Any:
+                       options: dict[str, Any] | None = None) -> Any:
+    """mcore's TransformerConfig of the model and layout; `options` (swift.megatron.options.transformer_options)
+    override the defaults. A combination megatron-core refuses is raised as a ConfigError with its reason."""
     import torch
     import torch.nn.functional as F
 
@@ -49,8 +52,9 @@ def transformer_config(hf_config: Any, shape: ModelShape, parallel: Parallel, *,
     if shape.num_heads % parallel.tp or shape.num_kv_heads % parallel.tp:
         raise ConfigError(f"--tensor_model_parallel_size {parallel.tp} must divide the attention heads "
                           f"({shape.num_heads}) and KV heads ({shape.num_kv_heads})")
-    if shape.num_layers % parallel.pp:
-        raise ConfigError(f"--pipeline_model_parallel_size {parallel.pp} must divide the layers ({shape.num_layers})")
+    options = dict(options or {})
+    last = options.get("num_layers_in_last_pipeline_stage")
+    check_stage_layers(shape.num_layers, parallel.pp, last)
     if shape.num_experts and shape.num_experts % parallel.ep:
         raise ConfigError(f"--expert_model_parallel_size {parallel.ep} must divide the experts ({shape.num_experts})")
     cpu = not torch.cuda.is_available()
@@ -61,7 +65,7 @@ def transformer_config(hf_config: Any, shape: ModelShape, parallel: Parallel, *,
                    moe_router_pre_softmax=not getattr(hf_config, "norm_topk_prob", True),
                    moe_token_dispatcher_type="alltoall" if parallel.ep > 1 else "allgather",
                    moe_router_dtype="fp32", moe_grouped_gemm=False)
-    return TransformerConfig(
+    defaults = dict(
         num_layers=shape.num_layers, hidden_size=shape.hidden_size, num_attention_heads=shape.num_heads,
         num_query_groups=shape.num_kv_heads, kv_channels=shape.head_dim, ffn_hidden_size=shape.ffn_hidden_size,
         normalization="RMSNorm", layernorm_epsilon=float(hf_config.rms_norm_eps), gated_linear_unit=True,
@@ -75,10 +79,25 @@ def transformer_config(hf_config: Any, shape: ModelShape, parallel: Parallel, *,
         pipeline_model_parallel_size=parallel.pp, context_parallel_size=parallel.cp,
         expert_model_parallel_size=parallel.ep, expert_tensor_parallel_size=1,
         sequence_parallel=parallel.sequence_parallel and parallel.tp > 1,
-        recompute_granularity=recompute_granularity, recompute_method="uniform" if recompute_granularity == "full"
-        else None, recompute_num_layers=1 if recompute_granularity == "full" else None,
         use_cpu_initialization=cpu, perform_initialization=False, calculate_per_token_loss=True,
         variable_seq_lengths=False, batch_p2p_sync=not cpu, deallocate_pipeline_outputs=False, **moe)
+    try:
+        return TransformerConfig(**(defaults | options))
+    except (ValueError, AssertionError, TypeError) as e:
+        raise ConfigError(f"megatron-core refuses these options: {e}") from None
+
+
+def check_stage_layers(num_layers: int, pp: int, last: int | None) -> None:
+    from swift.megatron.convert import stage_layers
+
+    if last is None:
+        if num_layers % pp:
+            raise ConfigError(f"--pipeline_model_parallel_size {pp} must divide the layers ({num_layers})")
+        return
+    if not 0 < last < num_layers or (num_layers - last) % (pp - 1):
+        raise ConfigError(f"--decoder_last_pipeline_num_layers {last}: the other {pp - 1} stages must split the "
+                          f"remaining {num_layers - last} of {num_layers} layers evenly")
+    stage_layers(num_layers, pp, pp - 1, last)
 
 
 def layer_spec(shape: ModelShape, *, use_te: bool) -> Any:
@@ -164,5 +183,6 @@ def load_local(model: Any, local: dict, *, allow_missing: tuple[str, ...] = ()) 
 def load_hf_into(model: Any, hf_state: dict, shape: ModelShape, parallel: Parallel) -> None:
     """Whole HF weights -> this rank's mcore piece, loaded into `model`."""
     full = pad_vocab(hf_to_mcore(hf_state, shape), padded_vocab_size(shape.vocab_size, parallel.tp))
-    load_local(model, shard(full, shape, tp=parallel.tp, pp=parallel.pp, ep=parallel.ep, **rank_position()),
+    load_local(model, shard(full, shape, tp=parallel.tp, pp=parallel.pp, ep=parallel.ep,
+                            last_stage_layers=parallel.last_stage_layers, **rank_position()),
                allow_missing=(".lora_",))
