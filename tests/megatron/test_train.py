@@ -211,3 +211,19 @@ def test_moe_trains_and_converts_back(tiny_moe_dir, tmp_path):
 
         with pytest.raises(ConfigError, match="--expert_model_parallel_size > 1 needs CUDA"):
             sft_main(["--model", str(tiny_moe_dir), *COMMON, "--expert_model_parallel_size", "2"])
+
+
+@pytest.mark.slow
+def test_uneven_last_pipeline_stage_gives_the_one_process_losses(tiny_untied_dir, one_process, tmp_path):
+    from swift.megatron import export_main
+
+    check(run_megatron("sft", "--model", str(tiny_untied_dir), *COMMON, "--pipeline_model_parallel_size", "2",
+                       "--decoder_last_pipeline_num_layers", "1", "--save", str(tmp_path / "uneven"), nproc=2))
+    one, uneven = logged_losses(one_process), logged_losses(tmp_path / "uneven")
+    assert all(abs(one[s] - uneven[s]) < 1e-4 for s in one), (one, uneven)
+    run = _run_dir(tmp_path / "uneven")
+    assert json.loads((run / "iter_0000004" / "swift_mcore.json").read_text())["last_stage_layers"] == 1
+    last_stage = torch.load(run / "iter_0000004" / "mp_rank_00_001" / "model_optim_rng.pt", weights_only=False)
+    assert {k.split(".")[2] for k in last_stage["model"] if k.startswith("decoder.layers.")} == {"0"}
+    export_main(["--mcore_model", str(run), "--to_hf", "true", "--output_dir", str(tmp_path / "hf")])
+    assert (tmp_path / "hf" / "model.safetensors").is_file()

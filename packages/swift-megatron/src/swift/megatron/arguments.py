@@ -7,6 +7,7 @@ from typing import Literal
 
 from swift.core import ConfigError, check_data_args
 from swift.core.arguments import DataArgs, ModelArgs, TemplateArgs, arg
+from swift.megatron.options import MegatronCoreArgs, check_core_args
 from swift.tuners import TunerArgs
 
 
@@ -14,12 +15,16 @@ from swift.tuners import TunerArgs
 class MegatronArgs:
     """Megatron"""
 
-    train_iters: int | None = arg(None, "optimizer steps (default: one epoch of --global_batch_size rows)")
+    train_iters: int | None = arg(None, "optimizer steps (default: --num_train_epochs of --global_batch_size rows)")
+    num_train_epochs: float = arg(1.0, "epochs when --train_iters is not given: train_iters = "
+                                       "ceil(epochs x rows / --global_batch_size) (rows after packing)")
     micro_batch_size: int = arg(1, "rows per micro-batch")
     global_batch_size: int = arg(16, "rows per optimizer step across data-parallel ranks")
     lr: float | None = arg(None, "peak learning rate (default 1e-5 full, 1e-4 LoRA)", aliases=["learning_rate"])
     min_lr: float = arg(0.0, "final learning rate")
     lr_warmup_iters: int = arg(0, "warm-up steps")
+    lr_warmup_fraction: float | None = arg(None, "warm-up as a fraction of the decay steps (train_iters); "
+                                                 "instead of --lr_warmup_iters")
     lr_decay_style: Literal["cosine", "linear", "constant"] = arg("cosine", "learning-rate decay after warm-up")
     weight_decay: float = arg(0.1, "AdamW weight decay (not on biases and norms)")
     clip_grad: float = arg(1.0, "gradient clipping norm", aliases=["max_grad_norm"])
@@ -32,21 +37,35 @@ class MegatronArgs:
     finetune: bool = arg(False, "with --load: weights only; iteration, optimizer and RNG start afresh")
     no_load_optim: bool = arg(False, "with --load: do not restore the optimizer state")
     no_load_rng: bool = arg(False, "with --load: do not restore the RNG states")
-    save_interval: int = arg(500, "checkpoint every N steps (and always at the end)")
-    log_interval: int = arg(5, "log every N steps (and step 1)")
+    no_save_optim: bool = arg(False, "checkpoints leave out the optimizer state (--load then restarts it)")
+    no_save_rng: bool = arg(False, "checkpoints leave out the RNG states")
+    save_safetensors: bool = arg(False, "also write each checkpoint as an HF model (safetensors) in "
+                                        "<run>/checkpoint-<step>/ (LoRA: merged unless --merge_lora false)")
+    save_total_limit: int | None = arg(None, "keep only the newest N checkpoints (default: all)")
+    save_interval: int = arg(500, "checkpoint every N steps (and always at the end)", aliases=["save_steps"])
+    log_interval: int = arg(5, "log every N steps (and step 1)", aliases=["logging_steps"])
+    eval_interval: int | None = arg(None, "evaluate on the validation split (--val_dataset or "
+                                          "--split_dataset_ratio) every N steps and at the end (default: "
+                                          "--save_interval)", aliases=["eval_steps"])
+    eval_iters: int = arg(-1, "global batches per evaluation (-1: the whole validation split)")
+    dataloader_num_workers: int = arg(0, "DataLoader worker processes building the micro-batches (0: in the "
+                                         "training process)")
     seed: int = arg(42, "random seed")
     tensor_model_parallel_size: int = arg(1, "tensor parallel ranks")
     pipeline_model_parallel_size: int = arg(1, "pipeline parallel ranks")
     sequence_parallel: bool = arg(False, "sequence parallelism (with tensor parallelism)")
     context_parallel_size: int = arg(1, "context parallel ranks (needs TransformerEngine)")
     expert_model_parallel_size: int = arg(1, "expert parallel ranks (MoE)")
-    recompute_granularity: Literal["full", "selective"] | None = arg(None, "activation recompute")
     use_distributed_optimizer: bool = arg(True, "shard optimizer state across data-parallel ranks")
     to_mcore: bool = arg(False, "export: HF (--model) -> mcore checkpoint in --output_dir")
     to_hf: bool = arg(False, "export: mcore (--mcore_model) -> HF model in --output_dir")
     mcore_model: str | None = arg(None, "export: the mcore checkpoint to convert")
     rlhf_type: Literal["dpo"] = arg("dpo", "rlhf: the preference method (DPO is planned; rlhf does not run yet)")
     merge_lora: bool = arg(True, "export of a LoRA checkpoint: merged HF model (false: a PEFT adapter)")
+    adapters: list[str] = arg([], "export: a LoRA checkpoint to export (an mcore LoRA checkpoint, or a PEFT "
+                                  "adapter directory with --model as its base)")
+    test_convert_precision: bool = arg(False, "export: compare HF and mcore logits of the converted weights and "
+                                              "log the largest difference")
 
 
 @dataclass
@@ -58,6 +77,7 @@ class MegatronArguments:
     template: TemplateArgs = field(default_factory=TemplateArgs)
     tuner: TunerArgs = field(default_factory=TunerArgs)
     megatron: MegatronArgs = field(default_factory=MegatronArgs)
+    core: MegatronCoreArgs = field(default_factory=MegatronCoreArgs)
 
 
 def check_train_args(args: MegatronArguments) -> None:
@@ -70,6 +90,11 @@ def check_train_args(args: MegatronArguments) -> None:
     problems += check_data_args(args.data)
     if args.tuner.train_type not in ("full", "lora"):
         problems.append(f"--train_type {args.tuner.train_type}: megatron trains full or lora")
+    if args.model.task_type not in (None, "causal_lm"):
+        problems.append(f"--task_type {args.model.task_type}: megatron trains causal_lm only; use swift sft "
+                        f"--task_type {args.model.task_type}")
+    problems += check_core_args(args.core, pipeline_parallel_size=m.pipeline_model_parallel_size)
+    problems += _check_schedule(m)
     for flag in ("micro_batch_size", "global_batch_size", "save_interval", "log_interval",
                  "tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size",
                  "expert_model_parallel_size"):
@@ -95,6 +120,28 @@ def check_train_args(args: MegatronArguments) -> None:
         raise ConfigError("\n".join(problems))
 
 
+def _check_schedule(m: MegatronArgs) -> list[str]:
+    problems = []
+    if m.num_train_epochs <= 0:
+        problems.append(f"--num_train_epochs {m.num_train_epochs}: must be above 0")
+    if m.lr_warmup_fraction is not None:
+        if not 0 <= m.lr_warmup_fraction < 1:
+            problems.append(f"--lr_warmup_fraction {m.lr_warmup_fraction}: must be within [0, 1)")
+        if m.lr_warmup_iters:
+            problems.append("--lr_warmup_fraction and --lr_warmup_iters both set the warm-up; pass one")
+    if m.lr_warmup_iters < 0:
+        problems.append(f"--lr_warmup_iters {m.lr_warmup_iters}: must be at least 0")
+    if m.eval_interval is not None and m.eval_interval < 1:
+        problems.append(f"--eval_interval {m.eval_interval}: must be at least 1")
+    if m.eval_iters == 0 or m.eval_iters < -1:
+        problems.append(f"--eval_iters {m.eval_iters}: must be at least 1, or -1 (the whole validation split)")
+    if m.dataloader_num_workers < 0:
+        problems.append(f"--dataloader_num_workers {m.dataloader_num_workers}: must be at least 0")
+    if m.save_total_limit is not None and m.save_total_limit < 1:
+        problems.append(f"--save_total_limit {m.save_total_limit}: must be at least 1")
+    return problems
+
+
 def check_export_args(args: MegatronArguments) -> None:
     """`megatron export`: one direction, with its input named and present."""
     m = args.megatron
@@ -104,8 +151,10 @@ def check_export_args(args: MegatronArguments) -> None:
     if m.to_mcore and not args.model.model:
         raise ConfigError("--to_mcore true needs --model (a hub id or a local HF directory)")
     if m.to_hf:
-        if not m.mcore_model:
-            raise ConfigError("--to_hf true needs --mcore_model DIR (an iter_* folder, or the folder holding them)")
-        from swift.megatron.checkpoint import find_checkpoint
+        if not m.mcore_model and not m.adapters:
+            raise ConfigError("--to_hf true needs --mcore_model DIR (an iter_* folder, or the folder holding them) "
+                              "or --adapters (a LoRA checkpoint)")
+        if m.mcore_model:
+            from swift.megatron.checkpoint import find_checkpoint
 
-        find_checkpoint(m.mcore_model, "--mcore_model")
+            find_checkpoint(m.mcore_model, "--mcore_model")

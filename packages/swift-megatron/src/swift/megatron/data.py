@@ -7,7 +7,7 @@ step's longest row, so pipeline stages agree on the activation shape.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,3 +88,29 @@ def collate(batch: Sequence[dict], length: int) -> dict[str, Any]:
     return {"tokens": tokens, "labels": labels.clamp(min=0), "loss_mask": loss_mask,
             "position_ids": torch.arange(length).unsqueeze(0).expand(len(batch), -1).contiguous(),
             "attention_mask": mask}
+
+
+class _Steps:
+    """Steps [start, stop) as a map-style dataset: item i is step start + i's (micro-batches, sequence length)."""
+
+    def __init__(self, rows: Sequence[dict], plan: BatchPlan, start: int, stop: int) -> None:
+        self.rows, self.plan, self.start, self.stop = rows, plan, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, index: int) -> tuple[list[dict], int]:
+        return step_microbatches(self.rows, self.start + index, self.plan)
+
+
+def step_batches(rows: Sequence[dict], plan: BatchPlan, start: int, stop: int, *,
+                 num_workers: int = 0) -> Iterator[tuple[list[dict], int]]:
+    """This rank's (micro-batches, sequence length) of steps start..stop-1 in order; with `num_workers` a torch
+    DataLoader's worker processes collate them ahead of the step that consumes them (--dataloader_num_workers)."""
+    steps = _Steps(rows, plan, start, stop)
+    if num_workers == 0:
+        return (steps[i] for i in range(len(steps)))
+    from torch.utils.data import DataLoader
+
+    # batch_size=None: each item already is a whole step; the order is the steps' order
+    return iter(DataLoader(steps, batch_size=None, shuffle=False, num_workers=num_workers, prefetch_factor=2))

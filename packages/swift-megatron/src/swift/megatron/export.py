@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from swift.core import ConfigError
+from swift.core.arguments import ModelArgs
 from swift.core.run import ARGS_FILE, write_json_atomic
 from swift.megatron.arguments import MegatronArguments
 
@@ -22,7 +23,12 @@ def run_export(args: MegatronArguments) -> Path:
     if m.to_mcore == m.to_hf:
         raise ConfigError("megatron export: pass exactly one of --to_mcore true (with --model) or --to_hf true "
                           "(with --mcore_model)")
-    return to_mcore(args) if m.to_mcore else to_hf(args)
+    output = to_mcore(args) if m.to_mcore else to_hf(args)
+    if m.test_convert_precision:
+        from swift.megatron.precision import check_conversion
+
+        check_conversion(output, args)
+    return output
 
 
 def _empty_output(path: Path, flag: str = "--output_dir") -> Path:
@@ -52,6 +58,8 @@ def to_mcore(args: MegatronArguments) -> Path:
     output = _empty_output(Path(m.save or f"{model_folder_name(args.model.model)}-mcore"))
     dtype = _dtype(args.model.torch_dtype)
     model, tokenizer = load_model(args.model, torch_dtype="float32", device_map="cpu")
+    if m.adapters:
+        model = merge_peft(model, peft_adapter(m.adapters, "--to_mcore true", merge_lora=m.merge_lora))
     shape = ModelShape.from_hf(model.config)
     tp, pp, ep = m.tensor_model_parallel_size, m.pipeline_model_parallel_size, m.expert_model_parallel_size
     if shape.num_layers % pp or shape.num_kv_heads % tp or (shape.num_experts and shape.num_experts % ep):
@@ -70,38 +78,55 @@ def to_mcore(args: MegatronArguments) -> Path:
                 torch.save({"model": piece, "iteration": 0}, folder / ckpt.MODEL_FILE)
     ckpt.write_hf_files(stage / "hf", model.config, tokenizer)
     ckpt.write_meta(stage, {"iteration": 0, "tp": tp, "pp": pp, "ep": ep, "train_type": "full",
-                            "model": args.model.model, "family": shape.family, "has_optimizer": False, "lora": None})
+                            "model": args.model.model, "adapters": list(m.adapters), "family": shape.family, "has_optimizer": False, "lora": None})
     final = ckpt.publish(output, 0)
     logger.info("HF %s -> mcore %s (tp=%d pp=%d ep=%d)", args.model.model, final, tp, pp, ep)
     return output
 
 
 def to_hf(args: MegatronArguments) -> Path:
+    """--mcore_model (or --adapters naming an mcore LoRA checkpoint) -> one HF directory; --adapters naming a PEFT
+    adapter -> the HF model of --model with it merged."""
+    from swift.megatron import checkpoint as ckpt
+
+    m = args.megatron
+    if m.adapters and (adapter := peft_adapter(m.adapters, "--to_hf true", merge_lora=m.merge_lora)) is not None:
+        return _peft_to_hf(args, adapter)
+    source = m.mcore_model or (m.adapters[0] if m.adapters else None)
+    if not source:
+        raise ConfigError("--to_hf true needs --mcore_model DIR (an iter_* folder, or the folder holding them)")
+    checkpoint = ckpt.find_checkpoint(source, "--mcore_model" if m.mcore_model else "--adapters")
+    return convert_to_hf(checkpoint, Path(m.save or f"{checkpoint}-hf"), args.model, merge_lora=m.merge_lora)
+
+
+def convert_to_hf(checkpoint: Path, output: Path, model_args: ModelArgs, *, merge_lora: bool = True,
+                  replace: bool = False) -> Path:
+    """An mcore checkpoint of any layout -> one HF directory at `output` (LoRA: merged into its base, or a PEFT
+    adapter with merge_lora=False), written beside it and renamed into place. `replace` overwrites `output`."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from swift.megatron import checkpoint as ckpt
     from swift.megatron.convert import ModelShape, mcore_to_hf, merge
 
-    m = args.megatron
-    if not m.mcore_model:
-        raise ConfigError("--to_hf true needs --mcore_model DIR (an iter_* folder, or the folder holding them)")
-    checkpoint = ckpt.find_checkpoint(m.mcore_model, "--mcore_model")
     meta = ckpt.read_meta(checkpoint)
-    output = _empty_output(Path(m.save or f"{checkpoint}-hf"))
+    if replace:
+        shutil.rmtree(output, ignore_errors=True)
+    output = _empty_output(output)
     hf_config = AutoConfig.from_pretrained(checkpoint / "hf")
     shape = ModelShape.from_hf(hf_config)
-    full = merge(ckpt.read_pieces(checkpoint), shape, tp=meta["tp"], pp=meta["pp"], ep=meta.get("ep", 1))
+    full = merge(ckpt.read_pieces(checkpoint), shape, tp=meta["tp"], pp=meta["pp"], ep=meta.get("ep", 1),
+                 last_stage_layers=meta.get("last_stage_layers"))
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
         if meta.get("lora"):
-            _lora_to_hf(args, meta, full, shape, hf_config, work)
+            _lora_to_hf(model_args, meta, full, shape, work, merge_lora=merge_lora)
         else:
             model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
             fused = any(k.endswith("mlp.experts.gate_up_proj") for k in model.state_dict())
             _load_exact(model, mcore_to_hf(full, shape, fused_experts=fused))
             dtype = next(iter(full.values())).dtype
-            model.to(_dtype(args.model.torch_dtype) if args.model.torch_dtype else dtype).save_pretrained(work)
+            model.to(_dtype(model_args.torch_dtype) if model_args.torch_dtype else dtype).save_pretrained(work)
         AutoTokenizer.from_pretrained(checkpoint / "hf").save_pretrained(work)
         record = {"model": str(output.resolve()), "megatron_checkpoint": str(checkpoint.resolve()),
                   "base_model": meta.get("model"), "train_type": meta.get("train_type")}
@@ -115,6 +140,58 @@ def to_hf(args: MegatronArguments) -> Path:
     return output
 
 
+def peft_adapter(adapters: list[str], direction: str, *, merge_lora: bool) -> Path | None:
+    """The PEFT adapter folder that --adapters names, or None when it names an mcore LoRA checkpoint."""
+    if len(adapters) != 1:
+        raise ConfigError(f"--adapters takes one LoRA checkpoint here; got {len(adapters)}")
+    path = Path(adapters[0]).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        if direction == "--to_mcore true":
+            raise ConfigError(f"--adapters {path}: with --to_mcore true it names a PEFT adapter folder "
+                              "(adapter_config.json); an mcore LoRA checkpoint is mcore already")
+        return None
+    if not merge_lora:
+        raise ConfigError(f"--adapters {path} is a PEFT adapter: {direction} writes it merged into --model "
+                          "(--merge_lora true); unmerged it stays as it is (q/k/v's separate LoRA A matrices have "
+                          "no single linear_qkv A)")
+    return path
+
+
+def merge_peft(model, adapter: Path):
+    """`model` with the PEFT adapter at `adapter` merged into its weights."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+
+
+def _peft_to_hf(args: MegatronArguments, adapter: Path) -> Path:
+    from swift.core import load_model
+
+    base = args.model.model or json.loads((adapter / "adapter_config.json").read_text()).get(
+        "base_model_name_or_path")
+    if not base:
+        raise ConfigError(f"--adapters {adapter}: its adapter_config.json names no base model; pass --model")
+    output = _empty_output(Path(args.megatron.save or f"{adapter}-merged"))
+    model, tokenizer = load_model(args.model, model=base, torch_dtype=args.model.torch_dtype or "float32",
+                                  device_map="cpu")
+    work = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        merged = merge_peft(model, adapter)
+        if getattr(merged, "hf_quantizer", None) is not None:
+            merged.hf_quantizer.remove_quantization_config(merged)
+        merged.save_pretrained(work)
+        tokenizer.save_pretrained(work)
+        write_json_atomic(work / ARGS_FILE, {"model": str(output.resolve()), "base_model": base,
+                                             "adapters": [str(adapter)], "train_type": "lora"})
+        if output.exists():
+            output.rmdir()
+        os.replace(work, output)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    logger.info("HF %s + adapter %s -> HF %s", base, adapter, output)
+    return output
+
+
 def _load_exact(model, state: dict) -> None:
     mine = set(model.state_dict())
     missing, surplus = sorted(mine - set(state)), sorted(set(state) - mine)
@@ -124,7 +201,8 @@ def _load_exact(model, state: dict) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def _lora_to_hf(args: MegatronArguments, meta: dict, lora_full: dict, shape, hf_config, work: Path) -> None:
+def _lora_to_hf(model_args: ModelArgs, meta: dict, lora_full: dict, shape, work: Path, *,
+                merge_lora: bool) -> None:
     """A LoRA checkpoint: merged into its base (default) or written as a PEFT adapter (`--merge_lora false`)."""
     import torch
 
@@ -134,8 +212,8 @@ def _lora_to_hf(args: MegatronArguments, meta: dict, lora_full: dict, shape, hf_
 
     spec_dict = meta["lora"]
     spec = LoraSpec(spec_dict["rank"], spec_dict["alpha"], spec_dict["dropout"], tuple(spec_dict["targets"]))
-    base_id = args.model.model or meta["model"]
-    if not args.megatron.merge_lora:
+    base_id = model_args.model or meta["model"]
+    if not merge_lora:
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in to_peft(lora_full, shape).items()},
@@ -145,7 +223,7 @@ def _lora_to_hf(args: MegatronArguments, meta: dict, lora_full: dict, shape, hf_
                   "base_model_name_or_path": base_id, "fan_in_fan_out": False, "inference_mode": True}
         (work / "adapter_config.json").write_text(json.dumps(config, indent=2))
         return
-    model, _ = load_model(args.model, model=base_id, model_type=None, model_revision=None, torch_dtype="float32",
+    model, _ = load_model(model_args, model=base_id, model_type=None, model_revision=None, torch_dtype="float32",
                           device_map="cpu")
     full = hf_to_mcore({k: v.detach() for k, v in model.state_dict().items()}, shape) | lora_full
     merged = mcore_to_hf(merge_lora_full(full, spec), shape,

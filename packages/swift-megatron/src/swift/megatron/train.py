@@ -6,6 +6,7 @@ args.json -> model piece (+ LoRA) -> DDP + optimizer + scheduler -> (resume) -> 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -26,6 +27,7 @@ class MegatronResult:
     run_dir: Path
     last_checkpoint: Path | None
     losses: dict[int, float] = field(default_factory=dict)
+    eval_losses: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,7 +52,8 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
     m = args.megatron
     parallel = Parallel(tp=m.tensor_model_parallel_size, pp=m.pipeline_model_parallel_size,
                         ep=m.expert_model_parallel_size, cp=m.context_parallel_size,
-                        sequence_parallel=m.sequence_parallel)
+                        sequence_parallel=m.sequence_parallel,
+                        last_stage_layers=args.core.decoder_last_pipeline_num_layers)
     from swift.megatron.model import has_transformer_engine
 
     if parallel.sequence_parallel and parallel.tp > 1 and not has_transformer_engine():
@@ -61,16 +64,75 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
     if parallel.ep > 1 and is_cpu_only():
         raise ConfigError("--expert_model_parallel_size > 1 needs CUDA: mcore's all-to-all token dispatcher uses "
                           "CUDA streams (the EP weight layout is still exported and converted on CPU)")
-    rows_raw, _ = load_rows(args.data)  # a bad data file fails here, before any weights load
+    rows_raw, val_raw = load_rows(args.data)  # a bad data file fails here, before any weights load
+    dtype = _dtype(m.bf16)
+    # megatron-core's own checks of --recompute_*, --moe_*, --fp8_*... run on the HF config, before weights load
+    early = _read_hf_config(args)
+    config = _core_config(args, early, parallel, dtype) if early is not None else None
+    optimizer_kwargs = _optimizer_kwargs(args)
     source = _load_source(args)
     shape = ModelShape.from_hf(source.hf_config)
     if parallel.ep > 1 and parallel.tp > 1:
         raise ConfigError("--expert_model_parallel_size > 1 with --tensor_model_parallel_size > 1 is not supported")
+    config = config or _core_config(args, source.hf_config, parallel, dtype)
     rows, template_name, max_length = _encode(args, rows_raw, source.tokenizer, pretrain=pretrain)
-    dtype = _dtype(m.bf16)
+    val_rows = _encode(args, val_raw, source.tokenizer, pretrain=pretrain)[0] if val_raw is not None else None
     with megatron_session(parallel, seed=m.seed):
-        return _train(args, parallel, source, shape, rows, dtype=dtype, template_name=template_name,
-                      max_length=max_length, command="pt" if pretrain else "sft")
+        return _train(args, parallel, source, shape, CoreConfig(config, optimizer_kwargs), Rows(rows, val_rows),
+                      template_name=template_name, max_length=max_length, command="pt" if pretrain else "sft")
+
+
+@dataclass
+class CoreConfig:
+    """megatron-core's TransformerConfig and the OptimizerConfig keywords of --use_precision_aware_optimizer etc."""
+
+    transformer: Any
+    optimizer_kwargs: dict
+
+
+def _optimizer_kwargs(args: MegatronArguments) -> dict:
+    """OptimizerConfig keywords of the optimizer flags, checked by megatron-core now (before weights load)."""
+    from megatron.core.optimizer import OptimizerConfig
+    from swift.megatron.options import optimizer_options
+
+    m = args.megatron
+    kwargs = optimizer_options(args.core, use_distributed_optimizer=m.use_distributed_optimizer)
+    try:
+        OptimizerConfig(optimizer="adam", use_distributed_optimizer=m.use_distributed_optimizer, **kwargs)
+    except (ValueError, AssertionError) as e:
+        raise ConfigError(f"megatron-core refuses these optimizer options: {e}") from None
+    return kwargs
+
+
+@dataclass
+class Rows:
+    train: list[dict]
+    val: list[dict] | None
+
+
+def _read_hf_config(args: MegatronArguments) -> Any:
+    """The HF config from a local model folder or an mcore checkpoint's hf/ (no download, no weights); None when
+    only loading the model finds it."""
+    from transformers import AutoConfig
+
+    from swift.megatron.checkpoint import find_checkpoint
+
+    folder = Path(args.model.model).expanduser() if args.model.model else None
+    if args.megatron.load and (folder is None or not folder.is_dir()):
+        folder = find_checkpoint(args.megatron.load) / "hf"
+    if folder is None or not (folder / "config.json").is_file():
+        return None
+    return AutoConfig.from_pretrained(folder)
+
+
+def _core_config(args: MegatronArguments, hf_config: Any, parallel: Parallel, dtype: Any) -> Any:
+    from swift.megatron.convert import ModelShape
+    from swift.megatron.model import has_transformer_engine, transformer_config
+    from swift.megatron.options import transformer_options
+
+    shape = ModelShape.from_hf(hf_config)
+    options = transformer_options(args.core, has_moe=bool(shape.num_experts), use_te=has_transformer_engine())
+    return transformer_config(hf_config, shape, parallel, dtype=dtype, options=options)
 
 
 def _dtype(bf16: bool | None):
@@ -124,8 +186,16 @@ def _encode(args: MegatronArguments, rows_raw, tokenizer, *, pretrain: bool) -> 
     return rows, template.name, length
 
 
-def _train(args, parallel: Parallel, source: Source, shape, rows, *, dtype, template_name: str, max_length: int,
-           command: str) -> MegatronResult:
+def schedule(m, num_rows: int) -> tuple[int, float]:
+    """(train_iters, warm-up steps): --train_iters, else ceil(--num_train_epochs x rows / --global_batch_size);
+    --lr_warmup_fraction of the decay steps (train_iters), as Megatron-LM, else --lr_warmup_iters."""
+    train_iters = m.train_iters or max(1, math.ceil(m.num_train_epochs * num_rows / m.global_batch_size))
+    warmup = m.lr_warmup_iters if m.lr_warmup_fraction is None else m.lr_warmup_fraction * train_iters
+    return train_iters, warmup
+
+
+def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, data: Rows, *, template_name: str,
+           max_length: int, command: str) -> MegatronResult:
     import torch
     import torch.distributed as dist
 
@@ -135,27 +205,27 @@ def _train(args, parallel: Parallel, source: Source, shape, rows, *, dtype, temp
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
     from megatron.core.pipeline_parallel import get_forward_backward_func
     from swift.core.run import ARGS_FILE, new_run_dir, on_rank0, plot_losses, write_json_atomic
-    from swift.megatron.data import BatchPlan, step_microbatches
-    from swift.megatron.model import build_gpt, transformer_config
+    from swift.megatron.data import BatchPlan, step_batches
+    from swift.megatron.model import build_gpt
+    from swift.megatron.saving import SavePolicy, Saver, resume
     from swift.tuners import get_tuner
 
-    m, tuner = args.megatron, args.tuner
+    m, tuner, rows = args.megatron, args.tuner, data.train
     rank, dp, dp_rank = dist.get_rank(), ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
     if m.global_batch_size % (m.micro_batch_size * dp):
         raise ConfigError(f"--global_batch_size {m.global_batch_size} must be a multiple of --micro_batch_size "
                           f"{m.micro_batch_size} x {dp} data-parallel ranks")
-    train_iters = m.train_iters or max(1, math.ceil(len(rows) / m.global_batch_size))
+    train_iters, warmup = schedule(m, len(rows))
     lr = m.lr or get_tuner(tuner.train_type).default_learning_rate
     run_dir = on_rank0(lambda: new_run_dir(m.save, source.model_id, add_version=m.add_version))
     flat = to_flat_dict(args) | {"model": source.model_id, "run_dir": str(run_dir), "template_name": template_name,
                                  "command": f"megatron {command}", "max_length": max_length, "lr": lr,
-                                 "train_iters": train_iters, "world_size": dist.get_world_size(),
-                                 "data_parallel_size": dp}
+                                 "train_iters": train_iters, "train_rows": len(rows), "lr_warmup_steps": warmup,
+                                 "world_size": dist.get_world_size(), "data_parallel_size": dp}
     if rank == 0:
         write_json_atomic(run_dir / ARGS_FILE, flat)
 
-    config = transformer_config(source.hf_config, shape, parallel, dtype=dtype,
-                                recompute_granularity=m.recompute_granularity)
+    config, dtype = core.transformer, core.transformer.params_dtype
     gpt = build_gpt(source.hf_config, shape, config, tp=parallel.tp)
     lora_spec = _load_weights(gpt, source, shape, parallel, tuner, seed=m.seed, dtype=dtype)
     gpt.to(dtype)
@@ -168,29 +238,36 @@ def _train(args, parallel: Parallel, source: Source, shape, rows, *, dtype, temp
     optimizer = get_megatron_optimizer(OptimizerConfig(
         optimizer="adam", lr=lr, min_lr=m.min_lr, weight_decay=m.weight_decay, adam_beta1=m.adam_beta1,
         adam_beta2=m.adam_beta2, clip_grad=m.clip_grad, bf16=dtype == torch.bfloat16, params_dtype=dtype,
-        use_distributed_optimizer=m.use_distributed_optimizer), [model])
+        use_distributed_optimizer=m.use_distributed_optimizer, **core.optimizer_kwargs), [model])
     config.no_sync_func, config.finalize_model_grads_func = model.no_sync, finalize_model_grads
     config.grad_scale_func = optimizer.scale_loss
     scheduler = OptimizerParamScheduler(
-        optimizer, init_lr=0.0 if m.lr_warmup_iters else lr, max_lr=lr, min_lr=m.min_lr,
-        lr_warmup_steps=m.lr_warmup_iters, lr_decay_steps=max(train_iters, m.lr_warmup_iters + 1),
-        lr_decay_style=m.lr_decay_style, start_wd=m.weight_decay, end_wd=m.weight_decay,
-        wd_incr_steps=train_iters, wd_incr_style="constant")
-    start = _resume(source, m, optimizer, scheduler, parallel) if source.checkpoint is not None else 0
+        optimizer, init_lr=0.0 if warmup else lr, max_lr=lr, min_lr=m.min_lr, lr_warmup_steps=warmup,
+        lr_decay_steps=max(train_iters, warmup + 1), lr_decay_style=m.lr_decay_style, start_wd=m.weight_decay,
+        end_wd=m.weight_decay, wd_incr_steps=train_iters, wd_incr_style="constant")
+    start = 0
+    if source.checkpoint is not None:
+        start = resume(source.checkpoint, source.meta or {}, m, optimizer, scheduler, parallel)
 
     plan = BatchPlan(m.global_batch_size, m.micro_batch_size, dp, dp_rank, seed=args.data.data_seed,
                      pad_multiple=parallel.tp if config.sequence_parallel else 1)
     forward_backward = get_forward_backward_func()
-    log_path, losses, last = run_dir / "logging.jsonl", {}, None
-    saver = partial(_save, run_dir, model=gpt, optimizer=optimizer, scheduler=scheduler, parallel=parallel,
-                    source=source, meta={"train_type": tuner.train_type, "model": source.model_id,
-                                         "lora": lora_spec.to_dict() if lora_spec else None, "family": shape.family,
-                                         "use_distributed_optimizer": m.use_distributed_optimizer})
-    logger.info("run directory %s; %d rows; %d steps of %d rows; tp=%d pp=%d ep=%d dp=%d; %s", run_dir, len(rows),
-                train_iters, m.global_batch_size, parallel.tp, parallel.pp, parallel.ep, dp, dtype)
+    evaluate = _evaluator(m, data.val, plan, model, forward_backward)
+    log_path, losses, eval_losses, last = run_dir / "logging.jsonl", {}, {}, None
+    saver = Saver(run_dir, gpt, optimizer, scheduler, parallel, source.hf_config, source.tokenizer,
+                  meta={"train_type": tuner.train_type, "model": source.model_id,
+                        "lora": lora_spec.to_dict() if lora_spec else None, "family": shape.family,
+                        "use_distributed_optimizer": m.use_distributed_optimizer},
+                  policy=SavePolicy(save_optim=not m.no_save_optim, save_rng=not m.no_save_rng,
+                                    save_safetensors=m.save_safetensors, merge_lora=m.merge_lora,
+                                    total_limit=m.save_total_limit),
+                  model_args=dataclasses.replace(args.model, model=source.model_id))
+    logger.info("run directory %s; %d rows; %d steps of %d rows (warm-up %g); tp=%d pp=%d ep=%d dp=%d; %s",
+                run_dir, len(rows), train_iters, m.global_batch_size, warmup, parallel.tp, parallel.pp, parallel.ep,
+                dp, dtype)
     clock, tokens_seen, window_tokens = time.perf_counter(), 0, 0
-    for step in range(start, train_iters):
-        micro, seq_length = step_microbatches(rows, step, plan)
+    batches = step_batches(rows, plan, start, train_iters, num_workers=m.dataloader_num_workers)
+    for step, (micro, seq_length) in zip(range(start, train_iters), batches, strict=True):
         model.zero_grad_buffer()
         optimizer.zero_grad()
         out = forward_backward(forward_step_func=_forward_step, data_iterator=iter(micro), model=[model],
@@ -214,12 +291,64 @@ def _train(args, parallel: Parallel, source: Source, shape, rows, *, dtype, temp
                 _append_log(log_path, row)
                 logger.info("step %d/%d loss %.6f lr %.3g grad_norm %s", iteration, train_iters, loss, row["lr"],
                             row["grad_norm"])
+        if evaluate is not None and (iteration % evaluate.interval == 0 or iteration == train_iters):
+            eval_losses[iteration] = evaluate()
+            if rank == 0:
+                _append_log(log_path, {"step": iteration, "eval_loss": round(eval_losses[iteration], 8)})
+                logger.info("step %d/%d eval_loss %.6f", iteration, train_iters, eval_losses[iteration])
         if iteration % m.save_interval == 0 or iteration == train_iters:
             last = saver(iteration)
             if rank == 0:
                 plot_losses(run_dir)
     logger.info("last checkpoint: %s", last)
-    return MegatronResult(run_dir, last, losses)
+    return MegatronResult(run_dir, last, losses, eval_losses)
+
+
+@dataclass
+class Evaluator:
+    """The validation loss (mean over every label token of `batches` global batches), every `interval` steps."""
+
+    interval: int
+    batches: int
+    rows: list[dict]
+    plan: Any
+    model: Any
+    forward_backward: Any
+    micro_batch_size: int
+
+    def __call__(self) -> float:
+        import torch
+
+        from swift.megatron.data import step_microbatches
+
+        totals = torch.zeros(2, dtype=torch.float64)
+        self.model.eval()
+        with torch.no_grad():
+            for step in range(self.batches):
+                micro, seq_length = step_microbatches(self.rows, step, self.plan)
+                out = self.forward_backward(forward_step_func=_forward_step, data_iterator=iter(micro),
+                                            model=[self.model], num_microbatches=len(micro), seq_length=seq_length,
+                                            micro_batch_size=self.micro_batch_size, forward_only=True)
+                totals += _reduce_totals(out)
+        self.model.train()
+        return float(totals[0] / max(totals[1], 1.0))
+
+
+def _evaluator(m, val_rows: list[dict] | None, plan, model, forward_backward) -> Evaluator | None:
+    """ms-swift's rule: evaluate every --eval_steps (default --save_steps) when a validation split exists, over
+    --eval_iters global batches (-1: all full ones; none when the split is smaller than a global batch)."""
+    if not val_rows:
+        if m.eval_interval is not None:
+            logger.warning("--eval_steps %d: no validation split (--val_dataset or --split_dataset_ratio); nothing "
+                           "is evaluated", m.eval_interval)
+        return None
+    batches = m.eval_iters if m.eval_iters > 0 else len(val_rows) // m.global_batch_size
+    if batches == 0:
+        logger.warning("the validation split has %d rows, fewer than --global_batch_size %d: nothing is evaluated",
+                       len(val_rows), m.global_batch_size)
+        return None
+    return Evaluator(m.eval_interval or m.save_interval, batches, val_rows, dataclasses.replace(plan, seed=0),
+                     model, forward_backward, m.micro_batch_size)
 
 
 def _load_weights(gpt, source: Source, shape, parallel: Parallel, tuner, *, seed: int, dtype) -> Any:
@@ -234,7 +363,8 @@ def _load_weights(gpt, source: Source, shape, parallel: Parallel, tuner, *, seed
     pieces = merge_meta = None
     if source.checkpoint is not None:
         pieces = read_pieces(source.checkpoint)
-        merge_meta = {"tp": meta["tp"], "pp": meta["pp"], "ep": meta.get("ep", 1)}
+        merge_meta = {"tp": meta["tp"], "pp": meta["pp"], "ep": meta.get("ep", 1),
+                      "last_stage_layers": meta.get("last_stage_layers")}
     full = hf_to_mcore(source.hf_state, shape) if source.hf_state is not None else {}
     lora_full = {}
     if pieces is not None:
@@ -255,7 +385,8 @@ def _load_weights(gpt, source: Source, shape, parallel: Parallel, tuner, *, seed
         raise ConfigError("--load holds a LoRA checkpoint: pass --train_type lora to continue it, or export it "
                           "merged first (megatron export --to_hf true)")
     full = pad_vocab(full, padded_vocab_size(shape.vocab_size, parallel.tp)) | lora_full
-    load_local(gpt, shard(full, shape, tp=parallel.tp, pp=parallel.pp, ep=parallel.ep, **rank_position()))
+    load_local(gpt, shard(full, shape, tp=parallel.tp, pp=parallel.pp, ep=parallel.ep,
+                          last_stage_layers=parallel.last_stage_layers, **rank_position()))
     return spec
 
 
@@ -278,8 +409,13 @@ def _loss(loss_mask, per_token):
 
 
 def _reduce_loss(out: list[dict]) -> float:
-    """The step's per-token loss on every rank: summed over micro-batches and data-parallel ranks on the last stage,
-    then shared along the pipeline."""
+    totals = _reduce_totals(out)
+    return float(totals[0] / max(totals[1], 1.0))
+
+
+def _reduce_totals(out: list[dict]):
+    """(loss sum, label tokens) of a step on every rank: summed over micro-batches and data-parallel ranks on the
+    last stage, then shared along the pipeline."""
     import torch
     import torch.distributed as dist
 
@@ -292,7 +428,7 @@ def _reduce_loss(out: list[dict]) -> float:
         dist.all_reduce(totals, group=ps.get_data_parallel_group(with_context_parallel=True))
     if ps.get_pipeline_model_parallel_world_size() > 1:
         dist.all_reduce(totals, group=ps.get_pipeline_model_parallel_group())
-    return float(totals[0] / max(totals[1], 1.0))
+    return totals
 
 
 def _global_tokens(rows, step: int, plan) -> int:
@@ -309,116 +445,3 @@ def _append_log(path: Path, row: dict) -> None:
     row["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
-
-
-def _optimizers(optimizer) -> list:
-    return list(getattr(optimizer, "chained_optimizers", None) or [optimizer])
-
-
-def _save(run_dir: Path, iteration: int, *, model, optimizer, scheduler, parallel: Parallel, source: Source,
-          meta: dict) -> Path:
-    import shutil
-
-    import torch
-    import torch.distributed as dist
-
-    from megatron.core import parallel_state as ps
-    from swift.megatron import checkpoint as ckpt
-    from swift.megatron.lora import lora_state
-    from swift.megatron.model import rank_position
-
-    rank = dist.get_rank()
-    stage = ckpt.staging_dir(run_dir, iteration)
-    if rank == 0:
-        shutil.rmtree(stage, ignore_errors=True)
-        ckpt.write_hf_files(stage / "hf", source.hf_config, source.tokenizer)
-    dist.barrier()
-    pos = rank_position()
-    writer = (ps.get_expert_data_parallel_rank() if parallel.ep > 1 else ps.get_data_parallel_rank()) == 0
-    if writer:
-        folder = stage / ckpt.rank_dir_name(pos["tp_rank"], pos["pp_rank"], pos["ep_rank"], pp=parallel.pp,
-                                            ep=parallel.ep)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = lora_state(model) if meta["lora"] else {
-            k: v for k, v in model.state_dict().items() if not k.endswith("_extra_state")}
-        torch.save({"model": {k: v.detach().cpu() for k, v in state.items()}, "iteration": iteration,
-                    "opt_param_scheduler": scheduler.state_dict()}, folder / ckpt.MODEL_FILE)
-    ranks = stage / "rank_state"
-    ranks.mkdir(parents=True, exist_ok=True)
-    subs = _optimizers(optimizer)
-    torch.save({"optimizer": [sub.optimizer.state_dict() for sub in subs],
-                "main_params": [[p.detach().cpu().clone() for g in sub.optimizer.param_groups for p in g["params"]]
-                                for sub in subs],
-                "rng": _rng_state(), "world_size": dist.get_world_size()}, ranks / f"rank_{rank:05d}.pt")
-    dist.barrier()
-    final = run_dir / ckpt.iter_name(iteration)
-    if rank == 0:
-        ckpt.write_meta(stage, meta | {"iteration": iteration, "tp": parallel.tp, "pp": parallel.pp,
-                                       "ep": parallel.ep, "world_size": dist.get_world_size(), "has_optimizer": True})
-        final = ckpt.publish(run_dir, iteration)
-        logger.info("saved %s", final)
-    dist.barrier()
-    return final
-
-
-def _rng_state() -> dict:
-    import random
-
-    import numpy as np
-    import torch
-
-    from megatron.core.tensor_parallel import get_cuda_rng_tracker
-
-    return {"random": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
-            "tracker": get_cuda_rng_tracker().get_states()}
-
-
-def _resume(source: Source, m, optimizer, scheduler, parallel: Parallel) -> int:
-    """Restore iteration, scheduler, optimizer and RNG from --load (weights are loaded already); 0 with --finetune
-    or a weights-only checkpoint."""
-    import random
-
-    import numpy as np
-    import torch
-    import torch.distributed as dist
-
-    from megatron.core.tensor_parallel import get_cuda_rng_tracker
-    from swift.megatron import checkpoint as ckpt
-    from swift.megatron.model import rank_position
-
-    meta = source.meta or {}
-    if m.finetune or not meta.get("has_optimizer"):
-        return 0
-    same = (meta["tp"], meta["pp"], meta.get("ep", 1), meta.get("world_size")) == (
-        parallel.tp, parallel.pp, parallel.ep, dist.get_world_size())
-    if not same:
-        raise ConfigError(f"--load {source.checkpoint}: saved with tp={meta['tp']} pp={meta['pp']} "
-                          f"ep={meta.get('ep', 1)} on {meta.get('world_size')} processes; resume with the same "
-                          "layout, or pass --finetune true to start a new run from its weights")
-    pos = rank_position()
-    folder = source.checkpoint / ckpt.rank_dir_name(pos["tp_rank"], pos["pp_rank"], pos["ep_rank"], pp=parallel.pp,
-                                                    ep=parallel.ep)
-    saved = torch.load(folder / ckpt.MODEL_FILE, map_location="cpu", weights_only=False)
-    scheduler.load_state_dict(saved["opt_param_scheduler"])
-    state = torch.load(source.checkpoint / "rank_state" / f"rank_{dist.get_rank():05d}.pt", map_location="cpu",
-                       weights_only=False)
-    if not m.no_load_optim:
-        for sub, inner, mains in zip(_optimizers(optimizer), state["optimizer"], state["main_params"], strict=True):
-            sub.optimizer.load_state_dict(inner)
-            params = [p for g in sub.optimizer.param_groups for p in g["params"]]
-            with torch.no_grad():
-                for param, value in zip(params, mains, strict=True):
-                    param.copy_(value)
-            if hasattr(sub, "_copy_main_params_to_model_params"):
-                sub._copy_main_params_to_model_params()
-    if not m.no_load_rng:
-        rng = state["rng"]
-        random.setstate(rng["random"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
-        get_cuda_rng_tracker().set_states(rng["tracker"])
-    logger.info("resumed from %s at iteration %d", source.checkpoint, saved["iteration"])
-    return int(saved["iteration"])
