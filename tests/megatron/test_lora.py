@@ -52,6 +52,34 @@ def test_lora_checkpoint_exports_merged_and_as_peft(tiny_untied_dir, tmp_path):
     assert (merged_logits - base_logits).abs().max().item() > 1e-3  # the adapter changed the model
 
 
+def test_lora_checkpoint_through_ms_swift_export_flags(tiny_untied_dir, tmp_path, caplog):
+    """--adapters / --mcore_adapter name the LoRA checkpoint: merged HF, merged mcore, and the precision check."""
+    from transformers import AutoModelForCausalLM
+
+    from swift.megatron import export_main, sft_main
+
+    sft_main(["--model", str(tiny_untied_dir), *LORA, "--train_iters", "1", "--save", str(tmp_path / "lora")])
+    (ckpt,) = (tmp_path / "lora").glob("v*/iter_0000001")
+    model = ("--model", str(tiny_untied_dir))
+    export_main(["--mcore_model", str(ckpt), "--to_hf", "true", "--output_dir", str(tmp_path / "ref")])
+    export_main(["--adapters", str(ckpt), "--to_hf", "true", "--output_dir", str(tmp_path / "adapters")])
+    with caplog.at_level("INFO", logger="swift.megatron.precision"):
+        export_main([*model, "--mcore_adapter", str(ckpt), "--to_hf", "true", "--test_convert_precision", "true",
+                     "--output_dir", str(tmp_path / "mcore_adapter")])
+    export_main([*model, "--mcore_adapter", str(ckpt), "--to_mcore", "true", "--tensor_model_parallel_size", "2",
+                 "--output_dir", str(tmp_path / "merged_mcore")])
+    export_main(["--mcore_model", str(tmp_path / "merged_mcore"), "--to_hf", "true", "--output_dir",
+                 str(tmp_path / "merged_back")])
+    ref = AutoModelForCausalLM.from_pretrained(tmp_path / "ref", dtype=torch.float32).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(tiny_untied_dir, dtype=torch.float32).state_dict()
+    assert max((ref[k] - base[k]).abs().max().item() for k in ref) > 1e-4
+    for folder in ("adapters", "mcore_adapter", "merged_back"):
+        got = AutoModelForCausalLM.from_pretrained(tmp_path / folder, dtype=torch.float32).state_dict()
+        assert all(torch.allclose(got[k], ref[k], atol=1e-6) for k in ref), folder
+    (line,) = [r.getMessage() for r in caplog.records if "--test_convert_precision" in r.getMessage()]
+    assert float(line.split("logit difference ")[1].split()[0]) < 1e-4
+
+
 @pytest.mark.slow
 def test_lora_under_tensor_parallelism_gives_the_one_process_losses(tiny_untied_dir, tmp_path):
     from swift.megatron import export_main, sft_main

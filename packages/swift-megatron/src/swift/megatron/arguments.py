@@ -64,6 +64,8 @@ class MegatronArgs:
     merge_lora: bool = arg(True, "export of a LoRA checkpoint: merged HF model (false: a PEFT adapter)")
     adapters: list[str] = arg([], "export: a LoRA checkpoint to export (an mcore LoRA checkpoint, or a PEFT "
                                   "adapter directory with --model as its base)")
+    mcore_adapter: str | None = arg(None, "export: an mcore LoRA checkpoint on --model: --to_hf writes it merged (or "
+                                          "as a PEFT adapter), --to_mcore merged into a full mcore checkpoint")
     test_convert_precision: bool = arg(False, "export: compare HF and mcore logits of the converted weights and "
                                               "log the largest difference")
 
@@ -150,8 +152,11 @@ def check_export_args(args: MegatronArguments) -> None:
                           "(with --mcore_model)")
     if m.to_mcore and not args.model.model:
         raise ConfigError("--to_mcore true needs --model (a hub id or a local HF directory)")
+    if m.to_mcore and m.mcore_adapter and not m.merge_lora:
+        raise ConfigError(f"--mcore_adapter {m.mcore_adapter} is an mcore LoRA checkpoint already: --to_mcore "
+                          "writes it merged into --model (--merge_lora true)")
     if m.to_hf:
-        if not m.mcore_model and not m.adapters:
+        if not m.mcore_model and not m.adapters and not m.mcore_adapter:
             raise ConfigError("--to_hf true needs --mcore_model DIR (an iter_* folder, or the folder holding them) "
                               "or --adapters (a LoRA checkpoint)")
         if m.mcore_model:

@@ -66,6 +66,8 @@ def to_mcore(args: MegatronArguments) -> Path:
         raise ConfigError(f"tp={tp} pp={pp} ep={ep} does not divide this model (KV heads {shape.num_kv_heads}, "
                           f"layers {shape.num_layers}, experts {shape.num_experts})")
     full = hf_to_mcore({k: v.detach().to(dtype) for k, v in model.state_dict().items()}, shape)
+    if m.mcore_adapter:
+        full = _merge_mcore_adapter(full, m.mcore_adapter, shape)
     full = pad_vocab(full, padded_vocab_size(shape.vocab_size, tp))
     stage = ckpt.staging_dir(output, 0)
     shutil.rmtree(stage, ignore_errors=True)
@@ -78,7 +80,7 @@ def to_mcore(args: MegatronArguments) -> Path:
                 torch.save({"model": piece, "iteration": 0}, folder / ckpt.MODEL_FILE)
     ckpt.write_hf_files(stage / "hf", model.config, tokenizer)
     ckpt.write_meta(stage, {"iteration": 0, "tp": tp, "pp": pp, "ep": ep, "train_type": "full",
-                            "model": args.model.model, "adapters": list(m.adapters), "family": shape.family, "has_optimizer": False, "lora": None})
+                            "model": args.model.model, "adapters": list(m.adapters) + ([m.mcore_adapter] if m.mcore_adapter else []), "family": shape.family, "has_optimizer": False, "lora": None})
     final = ckpt.publish(output, 0)
     logger.info("HF %s -> mcore %s (tp=%d pp=%d ep=%d)", args.model.model, final, tp, pp, ep)
     return output
@@ -92,11 +94,37 @@ def to_hf(args: MegatronArguments) -> Path:
     m = args.megatron
     if m.adapters and (adapter := peft_adapter(m.adapters, "--to_hf true", merge_lora=m.merge_lora)) is not None:
         return _peft_to_hf(args, adapter)
-    source = m.mcore_model or (m.adapters[0] if m.adapters else None)
+    source, flag = checkpoint_flag(m)
     if not source:
         raise ConfigError("--to_hf true needs --mcore_model DIR (an iter_* folder, or the folder holding them)")
-    checkpoint = ckpt.find_checkpoint(source, "--mcore_model" if m.mcore_model else "--adapters")
+    checkpoint = ckpt.find_checkpoint(source, flag)
     return convert_to_hf(checkpoint, Path(m.save or f"{checkpoint}-hf"), args.model, merge_lora=m.merge_lora)
+
+
+def checkpoint_flag(m) -> tuple[str | None, str]:
+    """The mcore checkpoint --to_hf converts, and the flag that named it."""
+    for flag in ("mcore_model", "mcore_adapter"):
+        if getattr(m, flag):
+            return getattr(m, flag), f"--{flag}"
+    return (m.adapters[0], "--adapters") if m.adapters else (None, "--mcore_model")
+
+
+def _merge_mcore_adapter(full: dict, adapter: str, shape) -> dict:
+    """Whole mcore base weights with an mcore LoRA checkpoint (any layout) merged in."""
+    from swift.megatron import checkpoint as ckpt
+    from swift.megatron.convert import merge
+    from swift.megatron.lora import LoraSpec, merge_lora_full
+
+    checkpoint = ckpt.find_checkpoint(adapter, "--mcore_adapter")
+    meta = ckpt.read_meta(checkpoint)
+    if not meta.get("lora"):
+        raise ConfigError(f"--mcore_adapter {checkpoint}: not a LoRA checkpoint (train_type "
+                          f"{meta.get('train_type')}); convert it with --mcore_model --to_hf true")
+    lora = merge(ckpt.read_pieces(checkpoint), shape, tp=meta["tp"], pp=meta["pp"], ep=meta.get("ep", 1),
+                 last_stage_layers=meta.get("last_stage_layers"))
+    spec = LoraSpec(**{k: meta["lora"][k] for k in ("rank", "alpha", "dropout")}, targets=tuple(meta["lora"]["targets"]))
+    merged = merge_lora_full(full | {k: v.to(next(iter(full.values())).dtype) for k, v in lora.items()}, spec)
+    return merged
 
 
 def convert_to_hf(checkpoint: Path, output: Path, model_args: ModelArgs, *, merge_lora: bool = True,

@@ -19,21 +19,24 @@ def check_conversion(output: Path, args: MegatronArguments) -> float:
     the checkpoint, --model (with --adapters merged) the HF model. Both run in float32 on the CPU."""
     from swift.core import load_model
     from swift.megatron import checkpoint as ckpt
-    from swift.megatron.export import merge_peft, peft_adapter
+    from swift.megatron.export import checkpoint_flag, merge_peft, peft_adapter
 
     m = args.megatron
     if m.to_hf:
-        source = m.mcore_model or (m.adapters[0] if m.adapters else None)
+        source, flag = checkpoint_flag(m)
         if source is None or (m.adapters and peft_adapter(m.adapters, "--to_hf true", merge_lora=True)):
             raise ConfigError("--test_convert_precision compares an mcore checkpoint with its HF export; "
                               "--adapters naming a PEFT adapter has no mcore side")
-        checkpoint = ckpt.find_checkpoint(source, "--mcore_model")
+        checkpoint = ckpt.find_checkpoint(source, flag)
         if ckpt.read_meta(checkpoint).get("lora") and not m.merge_lora:
             raise ConfigError("--test_convert_precision with --merge_lora false: the export is an adapter; compare "
                               "the merged export (--merge_lora true)")
         hf, tokenizer = load_model(args.model, model=str(output), torch_dtype="float32", device_map="cpu",
                                    model_type=None, model_revision=None)
     else:
+        if m.mcore_adapter:
+            raise ConfigError("--test_convert_precision with --to_mcore --mcore_adapter: no HF model holds that "
+                              "adapter to compare with; test the merged checkpoint's --to_hf export instead")
         checkpoint = ckpt.find_checkpoint(output, "--output_dir")
         hf, tokenizer = load_model(args.model, torch_dtype="float32", device_map="cpu")
         if m.adapters:
