@@ -103,13 +103,13 @@ def normalize_messages(messages: list[dict]) -> list[dict]:
 
 @dataclass
 class AgentMessages:
-    """`apply`'s result: plain messages, each one's index in the input (`origin`), and for inline formats the
-    character ranges of tool results inside an assistant message's content (`holes`: no loss there)."""
+    """`apply`'s result: plain messages, each one's index in the input (`origin`; -1: the tools' system prompt,
+    -2: a results turn), and per assistant message the ranges of its content written from which input assistant
+    message (`pieces`). Inline formats' tool results lie between pieces: no loss there."""
 
     messages: list[dict]
     origin: list[int]
-    holes: dict[int, list[tuple[int, int]]]
-    pieces: dict[int, list[tuple[int, int, int]]]  # assistant content ranges -> the input assistant message
+    pieces: dict[int, list[tuple[int, int, int]]]
 
 
 def apply(agent: AgentTemplate, messages: list[dict], tools: list | None, *, default_system: str | None) -> AgentMessages:
@@ -178,7 +178,7 @@ def apply(agent: AgentTemplate, messages: list[dict], tools: list | None, *, def
         out.append({**plain, "content": content})
         origin.append(index)
         pieces[len(out) - 1] = [(0, len(content), index)]
-    return AgentMessages(out, origin, holes, pieces)
+    return AgentMessages(out, origin, pieces)
 
 
 def _text(content: Any) -> str:

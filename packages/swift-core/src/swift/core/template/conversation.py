@@ -28,6 +28,7 @@ class Prepared:
     tools: list | None
     weights: list[tuple[float, bool] | None]
     pieces: dict[int, list[tuple[int, int, int]]] | None = None
+    contents: dict[int, str] | None = None  # the agent-written assistant texts (media rows split `messages` later)
     continues: bool = False  # a ReAct row ending with a tool result: the prompt continues the assistant's turn
 
 
@@ -47,7 +48,8 @@ def prepare(messages: list[dict], tools: list | None, plan: LossPlan, *, agent: 
         return Prepared(messages, tools, weights)
     written = _agent.apply(agent, messages, tools, default_system=default_system)
     continues = messages[-1]["role"] == "tool" and written.messages[-1]["role"] == "assistant"
-    return Prepared(written.messages, None, weights, written.pieces, continues)
+    contents = {index: written.messages[index]["content"] for index in written.pieces}
+    return Prepared(written.messages, None, weights, written.pieces, contents, continues)
 
 
 def _add_non_thinking_prefix(messages: list[dict], prefix: str, *, only_last_round: bool) -> list[dict]:
@@ -88,12 +90,12 @@ def _parts(prepared: Prepared, text: str, index: int, start: int, end: int) -> l
     """The span of rendered assistant message `index` cut into (start, end, input message) parts. Agent-written
     messages: the pieces of their content; what the template adds around it (end-of-turn) goes with the last
     piece; tool results inside (ReAct) belong to no piece."""
-    if prepared.pieces is None:
+    if prepared.pieces is None or prepared.contents is None:
         return [(start, end, index)]
     pieces = prepared.pieces.get(index)
     if not pieces:
         return []
-    content = prepared.messages[index]["content"]
+    content = prepared.contents[index]
     at = text.find(content, start, end + 1) if content else start
     shift = 0
     if at < 0:  # a template that trims the content (Gemma)
