@@ -11,7 +11,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +207,7 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
     from swift.megatron.data import BatchPlan, step_batches
     from swift.megatron.model import build_gpt
     from swift.megatron.saving import SavePolicy, Saver, resume
+    from swift.megatron.step import forward_step, make_evaluator, reduce_loss
     from swift.tuners import get_tuner
 
     m, tuner, rows = args.megatron, args.tuner, data.train
@@ -252,7 +252,7 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
     plan = BatchPlan(m.global_batch_size, m.micro_batch_size, dp, dp_rank, seed=args.data.data_seed,
                      pad_multiple=parallel.tp if config.sequence_parallel else 1)
     forward_backward = get_forward_backward_func()
-    evaluate = _evaluator(m, data.val, plan, model, forward_backward)
+    evaluate = make_evaluator(m, data.val, plan, model, forward_backward)
     log_path, losses, eval_losses, last = run_dir / "logging.jsonl", {}, {}, None
     saver = Saver(run_dir, gpt, optimizer, scheduler, parallel, source.hf_config, source.tokenizer,
                   meta={"train_type": tuner.train_type, "model": source.model_id,
@@ -270,13 +270,13 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
     for step, (micro, seq_length) in zip(range(start, train_iters), batches, strict=True):
         model.zero_grad_buffer()
         optimizer.zero_grad()
-        out = forward_backward(forward_step_func=_forward_step, data_iterator=iter(micro), model=[model],
+        out = forward_backward(forward_step_func=forward_step, data_iterator=iter(micro), model=[model],
                                num_microbatches=len(micro), seq_length=seq_length,
                                micro_batch_size=m.micro_batch_size, forward_only=False)
         step_lr = optimizer.param_groups[0]["lr"]  # the rate this step used (the scheduler moves it next)
         _, grad_norm, _ = optimizer.step()
         scheduler.step(increment=1)
-        loss = _reduce_loss(out)
+        loss = reduce_loss(out)
         iteration = step + 1
         batch_tokens = _global_tokens(rows, step, plan)
         tokens_seen, window_tokens = tokens_seen + batch_tokens, window_tokens + batch_tokens
@@ -302,53 +302,6 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
                 plot_losses(run_dir)
     logger.info("last checkpoint: %s", last)
     return MegatronResult(run_dir, last, losses, eval_losses)
-
-
-@dataclass
-class Evaluator:
-    """The validation loss (mean over every label token of `batches` global batches), every `interval` steps."""
-
-    interval: int
-    batches: int
-    rows: list[dict]
-    plan: Any
-    model: Any
-    forward_backward: Any
-    micro_batch_size: int
-
-    def __call__(self) -> float:
-        import torch
-
-        from swift.megatron.data import step_microbatches
-
-        totals = torch.zeros(2, dtype=torch.float64)
-        self.model.eval()
-        with torch.no_grad():
-            for step in range(self.batches):
-                micro, seq_length = step_microbatches(self.rows, step, self.plan)
-                out = self.forward_backward(forward_step_func=_forward_step, data_iterator=iter(micro),
-                                            model=[self.model], num_microbatches=len(micro), seq_length=seq_length,
-                                            micro_batch_size=self.micro_batch_size, forward_only=True)
-                totals += _reduce_totals(out)
-        self.model.train()
-        return float(totals[0] / max(totals[1], 1.0))
-
-
-def _evaluator(m, val_rows: list[dict] | None, plan, model, forward_backward) -> Evaluator | None:
-    """ms-swift's rule: evaluate every --eval_steps (default --save_steps) when a validation split exists, over
-    --eval_iters global batches (-1: all full ones; none when the split is smaller than a global batch)."""
-    if not val_rows:
-        if m.eval_interval is not None:
-            logger.warning("--eval_steps %d: no validation split (--val_dataset or --split_dataset_ratio); nothing "
-                           "is evaluated", m.eval_interval)
-        return None
-    batches = m.eval_iters if m.eval_iters > 0 else len(val_rows) // m.global_batch_size
-    if batches == 0:
-        logger.warning("the validation split has %d rows, fewer than --global_batch_size %d: nothing is evaluated",
-                       len(val_rows), m.global_batch_size)
-        return None
-    return Evaluator(m.eval_interval or m.save_interval, batches, val_rows, dataclasses.replace(plan, seed=0),
-                     model, forward_backward, m.micro_batch_size)
 
 
 def _load_weights(gpt, source: Source, shape, parallel: Parallel, tuner, *, seed: int, dtype) -> Any:
@@ -388,47 +341,6 @@ def _load_weights(gpt, source: Source, shape, parallel: Parallel, tuner, *, seed
     load_local(gpt, shard(full, shape, tp=parallel.tp, pp=parallel.pp, ep=parallel.ep,
                           last_stage_layers=parallel.last_stage_layers, **rank_position()))
     return spec
-
-
-def _forward_step(data_iterator, model):
-    batch = next(data_iterator)
-    output = model(input_ids=batch["tokens"], position_ids=batch["position_ids"],
-                   attention_mask=batch["attention_mask"], labels=batch["labels"], runtime_gather_output=False)
-    return output, partial(_loss, batch["loss_mask"])
-
-
-def _loss(loss_mask, per_token):
-    """Sum over label tokens; mcore divides by the global batch's label-token count (calculate_per_token_loss),
-    which is what `swift sft` (transformers' num_items_in_batch) does too."""
-    import torch
-
-    loss_mask = loss_mask.to(per_token.device)
-    total = (per_token.float() * loss_mask).sum()
-    count = loss_mask.sum().to(torch.int)
-    return total, count, {"lm loss": torch.stack([total.detach(), count.detach().float()])}
-
-
-def _reduce_loss(out: list[dict]) -> float:
-    totals = _reduce_totals(out)
-    return float(totals[0] / max(totals[1], 1.0))
-
-
-def _reduce_totals(out: list[dict]):
-    """(loss sum, label tokens) of a step on every rank: summed over micro-batches and data-parallel ranks on the
-    last stage, then shared along the pipeline."""
-    import torch
-    import torch.distributed as dist
-
-    from megatron.core import parallel_state as ps
-
-    totals = torch.zeros(2, dtype=torch.float64)
-    if ps.is_pipeline_last_stage():
-        for item in out:
-            totals += item["lm loss"].detach().cpu().double()
-        dist.all_reduce(totals, group=ps.get_data_parallel_group(with_context_parallel=True))
-    if ps.get_pipeline_model_parallel_world_size() > 1:
-        dist.all_reduce(totals, group=ps.get_pipeline_model_parallel_group())
-    return totals
 
 
 def _global_tokens(rows, step: int, plan) -> int:
