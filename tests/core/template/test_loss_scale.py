@@ -175,3 +175,13 @@ def test_weights_survive_truncation_collation_and_packing(tokenizer_of):
     assert flat["loss_scale"].shape == flat["input_ids"].shape == (1, 40 + len(short["input_ids"]))
     packed = template.collate_packed([{**row, "position_ids": list(range(40))}])
     assert packed["loss_scale"].tolist() == [row["loss_scale"]]
+
+
+def test_a_plugin_rule_is_a_loss_scale_choice(tokenizer_of, monkeypatch):
+    from swift.core.template import LOSS_SCALES, LossScaleMeta, register_loss_scale
+
+    monkeypatch.setattr("swift.core.template.loss_scale.LOSS_SCALES", dict(LOSS_SCALES))
+    register_loss_scale(LossScaleMeta(name="no_sorry", patterns={r"Sorry[^.]*\.\s*": 0.0}))
+    template = get_template(None, tokenizer_of("qwen2_5"), loss_scale="last_round+no_sorry")
+    encoded = template.encode({"messages": [user("Hi"), assistant("Sorry for the wait. Hello!")]})
+    assert trained(template, encoded) == " Hello!<|im_end|>"  # " Hello" is one token: it overlaps the answer

@@ -81,14 +81,13 @@ class Template:
         if self.options.enable_thinking is not None and "enable_thinking" not in str(template_text):
             logger.warning("--enable_thinking is ignored: the chat template of %s has no thinking switch", meta.name)
         self.loss_plan = parse_loss_scale(self.options.loss_scale)
-        self.agent = get_agent_template(self.options.agent_template) if self.options.agent_template else None
-        # the tokenizer's own format: its chat template renders the tools exactly as its serving stack expects
-        if self.agent is not None and self.agent.response_format == meta.response_format and "tools" in str(
-                template_text) and self.options.use_chat_template:
-            self.agent = None
-        self.response_format: ResponseFormat = (self.agent.response_format if self.agent is not None
-                                                else get_agent_template(self.options.agent_template).response_format
-                                                if self.options.agent_template else meta.response_format)
+        agent = get_agent_template(self.options.agent_template) if self.options.agent_template else None
+        # how answers are parsed: the agent format's, else the family's
+        self.response_format: ResponseFormat = agent.response_format if agent is not None else meta.response_format
+        # the format written as text into the messages; None where the chat template renders it: no flag, or the
+        # tokenizer's own format (its template writes the tools exactly as its serving stack expects them)
+        native = agent is not None and agent.response_format == meta.response_format and "tools" in str(template_text)
+        self.agent = None if native and self.options.use_chat_template else agent
 
     @property
     def name(self) -> str:
