@@ -79,6 +79,15 @@ def test_hermes_written_as_text_is_token_identical_to_qwens_own_tool_rendering(f
         assert encoded["labels"] == get_template(None, tokenizer).encode(row)["labels"]
 
 
+@pytest.mark.parametrize(("family", "name"), [("qwen2_5", "hermes"), ("llama3", "llama3"), ("mistral", "mistral")])
+def test_the_written_tool_list_is_the_one_the_familys_template_writes(family, name, tokenizer_of):
+    tokenizer = tokenizer_of(family)
+    tools = [WEATHER, {"type": "function", "function": {"name": "now", "description": "The time.", "parameters": {}}}]
+    native = tokenizer.apply_chat_template([user("Weather in Paris?")], tools=tools, tokenize=False)
+    system_prompt = get_template_meta(family).default_system
+    assert AGENT_TEMPLATES[name].format_tools(tools, system_prompt) in native
+
+
 @pytest.mark.parametrize("name", sorted(AGENT_TEMPLATES))
 def test_every_format_trains_its_calls_not_the_results_and_parses_back(name, smollm2_tokenizer):
     """SmolLM2's chat template knows no tools: each format is written as text, in the order ms-swift writes it."""

@@ -340,7 +340,8 @@ for _lang in ("en", "zh"):
 
 
 def _glm4_tools(tools: list[dict], system: str | None) -> str:
-    listed = "\n".join(f"## {_unwrap(t).get('name')}\n\n{_json(_unwrap(t), indent=4)}\n"
+    # GLM-4's own template puts a blank line before each tool (ms-swift joins them with one newline)
+    listed = "\n\n".join(f"## {_unwrap(t).get('name')}\n\n{_json(_unwrap(t), indent=4)}\n"
                        "在调用上述函数时，请使用 Json 格式表示调用的参数。" for t in tools)
     return _with_system(system, f"# 可用工具\n\n{listed}")
 
@@ -359,7 +360,7 @@ def _llama3_tools(tools: list[dict], system: str | None) -> str:
     listed = "\n\n".join(_json(t, indent=4) for t in tools)
     return ("Given the following functions, please respond with a JSON for a function call with its proper arguments "
             "that best answers the given prompt.\n\nRespond in the format {\"name\": function name, \"parameters\": "
-            f"dictionary of argument name and its value}}. Do not use variables.\n\n{listed}\n\n")
+            f"dictionary of argument name and its value}}.Do not use variables.\n\n{listed}\n\n")  # Llama's own text
 
 
 register_agent_template(AgentTemplate(
@@ -375,8 +376,8 @@ register_agent_template(AgentTemplate(
 register_agent_template(AgentTemplate(
     name="mistral",
     response_format="mistral",
-    format_tools=lambda tools, system: (system or "") + "[AVAILABLE_TOOLS]" + " ".join(
-        _json(_wrap(t)) for t in tools) + "[/AVAILABLE_TOOLS]",
+    format_tools=lambda tools, system: (system or "") + "[AVAILABLE_TOOLS]" + _json(
+        [_wrap(t) for t in tools]) + "[/AVAILABLE_TOOLS]",  # a JSON list, as Mistral's template writes it
     format_call=lambda name, arguments: _json({"name": name, "arguments": arguments}),
     format_result=lambda text: "[TOOL_RESULTS]" + _json({"content": text}) + "[/TOOL_RESULTS]",
     call_separator=", ",
