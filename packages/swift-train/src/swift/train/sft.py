@@ -24,11 +24,14 @@ logger = logging.getLogger(__name__)
 
 
 def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
-    from swift.core import processing_class
+    from swift.core import processing_class, task_type_of
     from swift.core.dataset import pack_dataset
+    from swift.train.tasks import check_task_args, run_task
     from swift.train.trainer import SwiftTrainer
 
-    check_args(args)
+    if task_type_of(args.model.task_type) != "causal_lm" and not pretrain:
+        return run_task(args)  # seq_cls, embedding, reranker: their own rows, collator and loss (tasks.py)
+    check_args(args, problems=check_task_args(args, pretrain=pretrain))
     run = start_run(args, "pt" if pretrain else "sft", pretrain=pretrain)
     data, tmpl = args.data, args.template
     # Preference rows train on their chosen answer, as ms-swift's sft does.

@@ -1,0 +1,318 @@
+"""`swift sft --task_type seq_cls|embedding|reranker|generative_reranker`: the recipe (`recipe.py`) with a trainer
+whose loss is the task's, on ms-swift's rows (docs/tasks.md):
+
+    seq_cls              {"messages", "label"}: an int class, a float (regression) or a list of classes (multi-label)
+    embedding            {"messages", "positive_messages": [[...]], "negative_messages": [[...], ...], "label"?}
+    reranker, generative {"messages" (the query), "positive_messages", "negative_messages"} (documents)
+
+    check_task_args(args)  -> run = start_run(...) -> encode(run, rows, TaskEncoder) -> TaskTrainer -> finish
+
+Heads, prompts and the pooled forward are swift.core's (`task_forward`), so `swift infer` / `deploy` score a
+checkpoint exactly as it was trained.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from swift.core import TASK_LOSSES, ConfigError, task_type_of
+from swift.train.arguments import SftArguments
+
+logger = logging.getLogger(__name__)
+
+# Reranker rows: documents per query (one positive + up to this many negatives), ms-swift's MAX_NEGATIVE_SAMPLES.
+MAX_NEGATIVES = 7
+
+
+def check_task_args(args: SftArguments, *, pretrain: bool = False) -> list[str]:
+    """--task_type / --num_labels / --problem_type / --loss_type problems, before anything loads."""
+    model, losses = args.model, args.train.loss_type
+    task = task_type_of(model.task_type)
+    problems = []
+    allowed = TASK_LOSSES[task]
+    for loss in losses:
+        if loss not in allowed:
+            takes = f"takes {', '.join(allowed)} (default {allowed[0]})" if allowed else \
+                "takes none: its loss follows --problem_type"
+            problems.append(f"--loss_type {loss}: --task_type {task} {takes}")
+    if len(losses) > 1 and task != "causal_lm":
+        problems.append(f"--loss_type {' '.join(losses)}: --task_type {task} trains with one loss")
+    if task != "causal_lm" and pretrain:
+        problems.append(f"--task_type {task}: swift pt trains causal LMs on raw text; use swift sft")
+    if task == "seq_cls" and model.num_labels is None:
+        problems.append("--task_type seq_cls needs --num_labels N (the number of classes; 1 for regression)")
+    if model.num_labels is not None and model.num_labels < 1:
+        problems.append(f"--num_labels {model.num_labels}: give at least 1")
+    if model.num_labels is not None and task not in ("seq_cls", "reranker"):
+        problems.append(f"--num_labels is for --task_type seq_cls (the classification head); {task} has none")
+    if model.problem_type is not None and task != "seq_cls":
+        problems.append(f"--problem_type is for --task_type seq_cls, not {task}")
+    if task != "causal_lm" and args.template.packing:
+        problems.append(f"--packing true with --task_type {task}: each row is pooled on its own; drop --packing")
+    return problems
+
+
+def resolve_problem_type(args: SftArguments, rows: Any) -> str:
+    """--problem_type, else as ms-swift: regression for one label, multi-label for list labels, regression for
+    fractional labels, else single-label classification."""
+    if args.model.problem_type:
+        return args.model.problem_type
+    if args.model.num_labels == 1:
+        return "regression"
+    label = next((row.get("label") for row in rows if row.get("label") is not None), None)
+    if isinstance(label, list):
+        return "multi_label_classification"
+    if isinstance(label, float) and not label.is_integer():
+        return "regression"
+    return "single_label_classification"
+
+
+def _messages(value: Any, field: str) -> list[list[dict]]:
+    """ms-swift's positive_messages / negative_messages: a list of conversations (one more [] than messages)."""
+    if value is None:
+        return []
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        value = [value]  # a single conversation given without the outer list
+    if not isinstance(value, list) or not all(isinstance(c, list) and c for c in value):
+        raise ConfigError(f"{field}: must be a list of conversations, each a list of {{role, content}} messages")
+    return value
+
+
+@dataclass(frozen=True)
+class TaskEncoder:
+    """Row -> ids of one task. Multi-sequence rows give `sequences` (anchor, positive, negatives... or one pair per
+    document) and, as `input_ids`, their longest, so that the --max_length filter sees every row's longest one."""
+
+    task_type: str
+    problem_type: str | None = None
+    num_labels: int | None = None
+
+    def __call__(self, template: Any, row: dict) -> dict[str, Any]:
+        from swift.core import pair_messages, task_messages
+
+        system = template.default_system
+        ids = lambda messages: template.encode({"messages": messages})["input_ids"]  # noqa: E731
+        if self.task_type == "seq_cls":
+            return {"input_ids": ids(task_messages(row["messages"], system)), "task_label": self.label(row)}
+        positives = _messages(row.get("positive_messages"), "positive_messages")
+        negatives = _messages(row.get("negative_messages"), "negative_messages")
+        if not positives:
+            raise ConfigError(f"--task_type {self.task_type}: a row has no positive_messages (rows: messages, "
+                              "positive_messages [[...]], negative_messages [[...], ...]; docs/tasks.md)")
+        if self.task_type == "embedding":
+            texts = [row["messages"], positives[0], *negatives]
+            sequences = [ids(task_messages(messages, system)) for messages in texts]
+            label = row.get("label")
+            return {"input_ids": max(sequences, key=len), "sequences": sequences,
+                    "task_label": 1.0 if label is None else float(label)}
+        documents = [positives[0], *negatives[:MAX_NEGATIVES]]  # the positive first: labels are implied
+        sequences = [ids(pair_messages(self.task_type, row["messages"], doc, system)) for doc in documents]
+        return {"input_ids": max(sequences, key=len), "sequences": sequences, "task_label": 1.0}
+
+    def label(self, row: dict) -> Any:
+        label = row.get("label")
+        if label is None:
+            raise ConfigError("--task_type seq_cls: a row has no label (rows: messages + label)")
+        if self.problem_type == "multi_label_classification":
+            classes = label if isinstance(label, list) else [label]
+            hot = [0.0] * (self.num_labels or 0)
+            for index in classes:
+                if not 0 <= int(index) < len(hot):
+                    raise ConfigError(f"label {label}: class {index} is outside --num_labels {self.num_labels}")
+                hot[int(index)] = 1.0
+            return hot
+        if self.problem_type == "regression":
+            return [float(v) for v in label] if isinstance(label, list) else [float(label)]
+        if not 0 <= int(label) < (self.num_labels or 0):
+            raise ConfigError(f"label {label}: outside --num_labels {self.num_labels} (classes 0..{self.num_labels - 1})")
+        return [float(int(label))]
+
+
+class TaskCollator:
+    """Pads a batch (right). Multi-sequence rows are flattened into one batch, with each row's `group_sizes`."""
+
+    def __init__(self, pad_id: int, task_type: str, problem_type: str | None) -> None:
+        self.pad_id, self.task_type, self.problem_type = pad_id, task_type, problem_type
+
+    def __call__(self, rows: list[dict]) -> dict:
+        import torch
+
+        if self.task_type == "seq_cls":
+            sequences = [list(row["input_ids"]) for row in rows]
+            labels = torch.tensor([row["task_label"] for row in rows], dtype=torch.float32)
+            if self.problem_type == "single_label_classification":
+                labels = labels[:, 0].long()
+            elif self.problem_type == "regression" and labels.shape[1] == 1:
+                labels = labels[:, 0]
+            group_sizes = [1] * len(rows)
+        else:
+            sequences = [list(seq) for row in rows for seq in row["sequences"]]
+            labels = torch.tensor([float(row["task_label"]) for row in rows])
+            group_sizes = [len(row["sequences"]) for row in rows]
+        longest = max(len(s) for s in sequences)
+        input_ids = torch.full((len(sequences), longest), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+        for i, seq in enumerate(sequences):
+            input_ids[i, :len(seq)] = torch.tensor(seq)
+            attention_mask[i, :len(seq)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "task_labels": labels,
+                "group_sizes": torch.tensor(group_sizes)}
+
+
+@dataclass(frozen=True)
+class TaskLoss:
+    """The loss and the evaluation statistics of one task."""
+
+    task_type: str
+    loss_type: str | None
+    problem_type: str | None = None
+    yes_no: tuple[int, int] | None = None
+
+    def outputs(self, model: Any, batch: dict) -> Any:
+        from swift.core import task_forward
+
+        return task_forward(model, batch["input_ids"], batch["attention_mask"], self.task_type, self.yes_no)
+
+    def __call__(self, model: Any, batch: dict) -> tuple[Any, Any]:
+        """(loss, [rows, k] statistics for the metrics)."""
+        import torch
+
+        from swift.train import task_losses as losses
+
+        out = self.outputs(model, batch)
+        labels, sizes = batch["task_labels"], batch["group_sizes"].tolist()
+        if self.task_type == "seq_cls":
+            return losses.seq_cls_loss(out, labels, self.problem_type), out.detach()
+        if self.task_type == "embedding":
+            starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            anchors, positives = out[starts], out[[s + 1 for s in starts]]
+            negatives = torch.cat([out[s + 2:s + n] for s, n in zip(starts, sizes, strict=True)])
+            loss_type = self.loss_type or "infonce"
+            if loss_type == "infonce":
+                loss = losses.infonce_loss(anchors, positives, negatives)
+            else:
+                loss = getattr(losses, f"{loss_type}_loss")(anchors, positives, labels)
+            documents = torch.cat([positives, negatives]).detach()
+            sims = anchors.detach() @ documents.T  # [B, B + N]: the positive of row i is column i
+            stats = [losses.ranking_stats(sims[i, i], torch.cat([sims[i, :i], sims[i, i + 1:]]))
+                     for i in range(len(sizes))]
+            return loss, torch.tensor(stats)
+        scores = out.squeeze(-1)  # [N]: one per (query, document)
+        pair_labels = torch.cat([torch.tensor([1.0] + [0.0] * (n - 1)) for n in sizes]).to(scores.device)
+        if (self.loss_type or "pointwise_reranker") == "listwise_reranker":
+            loss = losses.listwise_reranker_loss(scores, sizes)
+        else:
+            loss = losses.pointwise_reranker_loss(scores, pair_labels)
+        groups = torch.split(scores.detach(), sizes)
+        return loss, torch.tensor([losses.ranking_stats(g[0], g[1:]) for g in groups])
+
+    def metrics(self, prediction: Any) -> dict[str, float]:
+        """Validation metrics: seq_cls accuracy (mse for regression); embedding / reranker: the positive's mean
+        score, the best negative's, their margin and the mean reciprocal rank of the positive."""
+        import numpy as np
+
+        preds, labels = np.asarray(prediction.predictions), np.asarray(prediction.label_ids)
+        if self.task_type == "seq_cls":
+            if self.problem_type == "regression":
+                return {"mse": float(np.mean((preds.reshape(labels.shape) - labels) ** 2))}
+            if self.problem_type == "multi_label_classification":
+                return {"accuracy": float(np.mean(np.all((preds > 0) == (labels > 0.5), axis=-1)))}
+            return {"accuracy": float(np.mean(preds.argmax(-1) == labels))}
+        positive, best_other, rr = preds[:, 0], preds[:, 1], preds[:, 2]
+        return {"mean_pos": float(np.mean(positive)), "mean_neg": float(np.nanmean(best_other)),
+                "margin": float(np.nanmean(positive - best_other)), "mrr": float(np.mean(rr))}
+
+
+def zero_new_head(model: Any) -> bool:
+    """Zero a classification head the checkpoint did not have (transformers draws it at random), so the first steps
+    fit a linear read-out of the pretrained features: a random head's logits are as large as the signal, and with
+    LoRA the backbone then bends towards the random head instead (the packaged SmolLM2 on ms-swift's sentiment
+    check: 12/16 held-out words with the random head). Returns whether it did."""
+    import torch
+
+    architectures = getattr(model.config, "architectures", None) or []
+    head = getattr(model, "score", None) or getattr(model, "classifier", None)
+    if head is None or any(a.endswith("ForSequenceClassification") for a in architectures):
+        return False
+    with torch.no_grad():
+        for param in head.parameters():
+            param.zero_()
+    return True
+
+
+def _trainer_class() -> type:
+    import torch
+    from transformers import Trainer
+
+    from swift.train.trainer import SwiftTrainerMixin
+
+    class TaskTrainer(SwiftTrainerMixin, Trainer):
+        """A Trainer whose loss is the task's (`TaskLoss`); evaluation returns its statistics as predictions."""
+
+        loss_is_scaled_for_ga = False  # a mean over the micro-batch: the Trainer divides by accumulation steps
+
+        def __init__(self, *args: Any, task_loss: TaskLoss, **kwargs: Any) -> None:
+            self.task_loss = task_loss
+            super().__init__(*args, compute_metrics=task_loss.metrics, **kwargs)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, stats = self.task_loss(model, inputs)
+            return (loss, stats) if return_outputs else loss
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad():
+                loss, stats = self.task_loss(model, inputs)
+            if self.task_loss.task_type == "seq_cls":
+                return loss.detach(), stats, inputs["task_labels"]
+            return loss.detach(), stats, torch.zeros(len(stats), device=stats.device)
+
+    return TaskTrainer
+
+
+def run_task(args: SftArguments) -> Any:
+    """`swift sft` for an encoder task: the shared recipe, the task's encoder, collator and loss."""
+    from swift.core import head_labels, processing_class, write_json_atomic, yes_no_ids
+    from swift.core.run import ARGS_FILE, is_rank0
+    from swift.train.recipe import (
+        add_callbacks,
+        check_args,
+        check_not_empty,
+        encode,
+        finish,
+        prepare_tuner,
+        start_run,
+        total_steps,
+        trainer_kwargs,
+        training_arguments,
+    )
+
+    check_args(args, problems=check_task_args(args))
+    task = args.model.task_type
+    run = start_run(args, "sft", require_answer=False, num_labels=head_labels(task, args.model.num_labels))
+    problem_type = resolve_problem_type(args, run.train_rows) if task == "seq_cls" else None
+    if task == "seq_cls":
+        run.model.config.problem_type = problem_type
+        run.flat["problem_type"] = args.model.problem_type = problem_type
+        if is_rank0():  # args.json records what infer / deploy need to read the head back
+            write_json_atomic(run.run_dir / ARGS_FILE, run.flat)
+    if task in ("seq_cls", "reranker"):
+        zero_new_head(run.model)
+    encoder = TaskEncoder(task, problem_type, args.model.num_labels)
+    train_set, val_set = encode(run, run.train_rows, encoder), encode(run, run.val_rows, encoder)
+    check_not_empty(run, train_set)
+    steps = total_steps(args, None if args.data.streaming else len(train_set))
+    prepare_tuner(run, steps)
+    config = training_arguments(run, steps, has_eval=val_set is not None)
+    yes_no = yes_no_ids(run.tokenizer) if task == "generative_reranker" else None
+    task_loss = TaskLoss(task, (args.train.loss_type or [None])[0], problem_type, yes_no)
+    logger.info("--task_type %s: %d rows, run directory %s", task, len(train_set), run.run_dir)
+    pad_id = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else run.tokenizer.eos_token_id
+    trainer = _trainer_class()(model=run.model, args=config, train_dataset=train_set, eval_dataset=val_set,
+                               data_collator=TaskCollator(pad_id, task, problem_type),
+                               processing_class=processing_class(run.tokenizer), task_loss=task_loss,
+                               **trainer_kwargs(run))
+    add_callbacks(trainer, run)
+    return finish(trainer, run, len(train_set))
