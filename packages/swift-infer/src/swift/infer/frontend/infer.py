@@ -9,6 +9,7 @@ from typing import Any
 
 from swift.infer.arguments import InferArguments
 from swift.infer.checkpoint import resolve_serve_spec
+from swift.infer.engine.tasks import resolve_task
 
 logger = logging.getLogger(__name__)
 
@@ -26,14 +27,40 @@ def load_rows(args: InferArguments) -> Any:
     return val if val is not None else train
 
 
+def run_task_infer(args: InferArguments, spec: Any, task: Any, rows: Any) -> int:
+    """An encoder-task checkpoint (seq_cls, embedding, reranker): the rows scored into --result_path."""
+    from swift.core import ConfigError
+    from swift.infer.engine.tasks import TaskEngine
+    from swift.infer.frontend.batch import default_result_path
+    from swift.infer.frontend.tasks import run_task_batch
+
+    if rows is None:
+        raise ConfigError(f"--task_type {task.task_type}: swift infer scores a dataset (--val_dataset FILE "
+                          "--result_path OUT); serve requests with swift deploy")
+    engine = TaskEngine(args, spec, task, model_name=spec.model)
+    path = Path(args.infer.result_path) if args.infer.result_path else default_result_path(_checkpoint_of(args))
+    run_task_batch(engine, rows, path)
+    print(path, file=sys.stderr)
+    return 0
+
+
+def _checkpoint_of(args: InferArguments) -> str | None:
+    if args.infer.ckpt_dir or not args.infer.adapters:
+        return args.infer.ckpt_dir
+    return args.infer.adapters[0].partition("=")[2] or args.infer.adapters[0]
+
+
 def run_infer(args: InferArguments) -> int:
     from swift.infer.backends import build_engine
     from swift.infer.frontend.batch import default_result_path, run_batch
     from swift.infer.frontend.chat import run_interactive, run_pipe
     from swift.infer.protocol import RequestConfig
 
-    resolve_serve_spec(args)  # flag errors before a dataset or a model loads
+    spec = resolve_serve_spec(args)  # flag errors before a dataset or a model loads
+    task = resolve_task(args)
     rows = load_rows(args) if args.data.val_dataset or args.data.dataset else None
+    if task.task_type != "causal_lm":
+        return run_task_infer(args, spec, task, rows)
     engine = build_engine(args)
     config = RequestConfig()  # the sampling flags are the engine's defaults
     media = {"images": list(args.chat.image), "videos": list(args.chat.video), "audios": list(args.chat.audio)}

@@ -14,7 +14,7 @@ from swift.infer.engine.engine import InferEngine
 from swift.infer.server.errors import RequestIds, install_error_handlers
 from swift.infer.server.gate import Gate
 from swift.infer.server.metrics import Metrics
-from swift.infer.server.routes import chat, completions, health, models
+from swift.infer.server.routes import chat, completions, embeddings, encoder_only, health, models, rerank
 from swift.infer.server.state import ServerState
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,9 @@ def build_app(engine: InferEngine, options: ServerOptions) -> FastAPI:
     app = FastAPI(title="swift deploy", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.swift = state
     install_error_handlers(app)
-    for module in (chat, completions, models, health):
+    # An encoder-task engine (TaskEngine: embedding, reranker, seq_cls) does not generate: its chat routes say so.
+    generation = (chat, completions) if getattr(engine, "task_type", "causal_lm") == "causal_lm" else (encoder_only,)
+    for module in (*generation, models, health, embeddings, rerank):
         app.include_router(module.router)
     if options.rollout:
         from swift.infer.server.routes import rollout

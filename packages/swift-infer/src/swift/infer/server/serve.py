@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from swift.core import ConfigError
 from swift.infer.arguments import DeployArguments
@@ -24,6 +25,19 @@ def check_server_flags(args: DeployArguments) -> None:
         raise ConfigError("; ".join(problems))
 
 
+def build_task_engine(args: DeployArguments, spec: Any, model_name: str) -> Any:
+    """A TaskEngine for an encoder-task checkpoint (--task_type, or the one its args.json records), else None."""
+    from swift.infer.engine.tasks import TaskEngine, resolve_task
+
+    task = resolve_task(args)
+    if task.task_type == "causal_lm":
+        return None
+    if args.infer.infer_backend != "pt":
+        raise ConfigError(f"--task_type {task.task_type} with --infer_backend {args.infer.infer_backend}: encoder "
+                          "tasks are served by the PyTorch engine; leave --infer_backend unset")
+    return TaskEngine(args, spec, task, model_name=model_name)
+
+
 def run_server(args: DeployArguments, *, rollout: bool = False) -> int:
     """Serve until SIGINT / SIGTERM. `rollout`: also the /rollout routes of `swift rollout` (weight updates)."""
     import uvicorn
@@ -35,7 +49,7 @@ def run_server(args: DeployArguments, *, rollout: bool = False) -> int:
     check_server_flags(args)
     spec = resolve_serve_spec(args)
     model_name = args.server.served_model_name or spec.model
-    engine = build_engine(args, model_name=model_name)
+    engine = build_task_engine(args, spec, model_name) or build_engine(args, model_name=model_name)
     if args.server.host not in ("127.0.0.1", "localhost", "::1") and args.server.api_key is None:
         logger.warning("--host %s without --api_key: anyone who reaches this address can use the model",
                        args.server.host)

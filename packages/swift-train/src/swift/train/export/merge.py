@@ -118,7 +118,7 @@ def merge_lora(args: ExportArguments) -> Path:
     import torch
     from peft import PeftModel
 
-    from swift.core import load_model
+    from swift.core import head_labels, load_model
 
     adapters = adapter_dirs(args)
     if not adapters:
@@ -126,8 +126,12 @@ def merge_lora(args: ExportArguments) -> Path:
     base = base_model_of(adapters[0], args.model.model)
     output = default_output(args, "merged")
     check_empty(output)
+    recorded = read_args(adapters[0])  # a seq_cls / reranker adapter merges into its classification head
+    num_labels = head_labels(args.model.task_type or recorded.get("task_type"),
+                             args.model.num_labels or recorded.get("num_labels"))
     model, tokenizer = load_model(args.model, model=base, torch_dtype=args.model.torch_dtype or "float32",
-                                  device_map=args.model.device_map if torch.cuda.is_available() else "cpu")
+                                  device_map=args.model.device_map if torch.cuda.is_available() else "cpu",
+                                  num_labels=num_labels)
     for adapter in adapters:
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
 
