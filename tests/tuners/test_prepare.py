@@ -146,6 +146,20 @@ def test_qlora_without_cuda_says_so():
             quantization_config(tuner("--quant_method", "bnb", "--quant_bits", "4"))
 
 
+def test_qlora_4bit_flags_shape_the_bitsandbytes_config(monkeypatch):
+    from swift.tuners import quantization_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the config is built before any GPU work
+    default = quantization_config(tuner("--quant_method", "bnb", "--quant_bits", "4"))
+    assert (default.bnb_4bit_quant_type, default.bnb_4bit_use_double_quant, default.bnb_4bit_compute_dtype) == (
+        "nf4", True, torch.bfloat16)
+    chosen = quantization_config(tuner("--quant_method", "bnb", "--quant_bits", "4", "--bnb_4bit_quant_type", "fp4",
+                                       "--bnb_4bit_use_double_quant", "false", "--bnb_4bit_compute_dtype",
+                                       "float16"))
+    assert (chosen.bnb_4bit_quant_type, chosen.bnb_4bit_use_double_quant, chosen.bnb_4bit_compute_dtype) == (
+        "fp4", False, torch.float16)
+
+
 def test_lora_plus_is_refused_with_other_tuners_before_loading():
     from swift.tuners import check_tuner_args
 

@@ -46,7 +46,9 @@ class TrainArgs:
     seed: int = arg(42, "random seed")
     bf16: bool | None = arg(None, "bfloat16 mixed precision (default: on where the hardware supports it)")
     fp16: bool | None = arg(None, "float16 mixed precision")
-    gradient_checkpointing: bool = arg(True, "recompute activations in the backward pass to save memory")
+    gradient_checkpointing: bool | None = arg(None, "recompute activations in the backward pass to save memory "
+                                                    "(default: on when the longest micro-batch's estimated "
+                                                    "activations exceed half the free memory)")
     logging_steps: int = arg(5, "log metrics every N steps")
     save_steps: int = arg(500, "checkpoint every N steps")
     save_total_limit: int | None = arg(None, "keep only the N newest checkpoints (older ones are deleted as new ones "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from swift.core import ConfigError, check_data_args, env
+from swift.core import ConfigError, check_data_args, check_template_args, env
 from swift.train.arguments import SftArguments
 
 if TYPE_CHECKING:
@@ -78,6 +78,7 @@ def check_args(args: SftArguments, *, problems: list[str] | None = None) -> None
         problems.append("--cached_dataset is encoded already: drop --" + ("streaming" if data.streaming
                                                                            else "lazy_tokenize"))
     problems += check_data_args(data)
+    problems += check_template_args(tmpl)
     if tmpl.max_length is not None and tmpl.max_length < 8:
         problems.append(f"--max_length {tmpl.max_length}: too short to hold a conversation")
     for flag in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
@@ -255,6 +256,19 @@ def _cached_val_split(run: Run) -> Any:
                                split="val", flag="--cached_dataset")
 
 
+def longest_micro_batch(run: Run, dataset: Any) -> int | None:
+    """Tokens of the costliest micro-batch of an encoded dataset: its `batch` longest rows (padding-free) or `batch`
+    times the longest row (padded); None for a stream or a lazily encoded set."""
+    import numpy as np
+
+    names = getattr(dataset, "column_names", None)
+    if not names or "length" not in names or len(dataset) == 0:
+        return None
+    lengths = np.sort(np.asarray(dataset["length"]))[::-1]
+    batch = run.args.train.per_device_train_batch_size
+    return int(lengths[:batch].sum()) if run.padding_free else int(lengths[0]) * batch
+
+
 def check_not_empty(run: Run, dataset: Any) -> None:
     if not run.args.data.streaming and len(dataset) == 0:
         raise ConfigError(f"--max_length {run.max_length}: every training row is longer; raise it or use "
@@ -287,12 +301,14 @@ def prepare_tuner(run: Run, steps: int) -> PreparedModel:
 
 
 def training_arguments(run: Run, steps: int, *, config_cls: type | None = None, has_eval: bool = False,
-                       **extra: Any) -> TrainingArguments:
-    """`TrainingArguments` (or a trl config class, with its own fields in `extra`) from the training flags."""
+                       micro_batch_tokens: int | None = None, **extra: Any) -> TrainingArguments:
+    """`TrainingArguments` (or a trl config class, with its own fields in `extra`) from the training flags.
+    `micro_batch_tokens`: the longest micro-batch (default: batch size x max length), for the checkpointing rule."""
     import torch
     from transformers import TrainingArguments
 
     from swift.core import use_bf16
+    from swift.train.memory import wants_checkpointing
     from swift.train.strategy import strategy_kwargs
 
     targs, data = run.args.train, run.args.data
@@ -301,6 +317,8 @@ def training_arguments(run: Run, steps: int, *, config_cls: type | None = None, 
     text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
     bf16 = use_bf16(targs.bf16, hidden_size=getattr(text_config, "hidden_size", None))
     strategy = strategy_kwargs(targs.deepspeed, targs.fsdp, run.model, bf16=bf16)
+    checkpointing = wants_checkpointing(targs.gradient_checkpointing, model_config,
+                                        micro_batch_tokens or targs.per_device_train_batch_size * run.max_length)
     eval_strategy = targs.eval_strategy or ("steps" if has_eval else "no")
     metric = targs.metric_for_best_model
     if metric is None and (targs.load_best_model_at_end or targs.save_strategy == "best" or targs.early_stop_interval):
@@ -316,7 +334,7 @@ def training_arguments(run: Run, steps: int, *, config_cls: type | None = None, 
         lr_scheduler_type=targs.lr_scheduler_type, warmup_steps=targs.warmup_steps or targs.warmup_ratio,
         weight_decay=targs.weight_decay, max_grad_norm=targs.max_grad_norm, optim=targs.optim, seed=targs.seed,
         data_seed=data.data_seed, bf16=strategy.pop("bf16", bf16), fp16=bool(targs.fp16),
-        **_checkpointing_kwargs(targs.gradient_checkpointing, targs.gradient_checkpointing_kwargs),
+        **_checkpointing_kwargs(checkpointing, targs.gradient_checkpointing_kwargs),
         logging_steps=targs.logging_steps, logging_first_step=True, save_strategy=targs.save_strategy,
         save_steps=targs.save_steps, save_total_limit=targs.save_total_limit, save_only_model=targs.save_only_model,
         eval_strategy=eval_strategy if has_eval else "no", eval_steps=targs.eval_steps or targs.save_steps,

@@ -81,19 +81,25 @@ class SwiftTrainer(SwiftTrainerMixin, Trainer):
         --use_liger_kernel the model gets the labels instead: Liger's fused linear cross-entropy never builds the
         logits at all."""
         labels = inputs.get("labels")
+        scale = inputs.pop("loss_scale", None)  # per-token weights of a weighting --loss_scale (0 where no label)
         wanted = (getattr(self, "swift_args", None) or {}).get("use_logits_to_keep")
-        if (labels is None or return_outputs or labels.dim() != 2 or self.args.use_liger_kernel or wanted is False
-                or not _keeps_logits(model)):  # (Qwen2-Audio's forward has no logits_to_keep)
+        keeps = wanted is not False and _keeps_logits(model)  # (Qwen2-Audio's forward has no logits_to_keep)
+        if (labels is None or return_outputs or labels.dim() != 2 or self.args.use_liger_kernel
+                or (not keeps and scale is None)):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         import torch
         import torch.nn.functional as F
 
         targets = labels[:, 1:]  # logits at position t predict the token at t + 1
         keep = (targets != -100).any(dim=0).nonzero().squeeze(-1)
-        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, logits_to_keep=keep)
+        rest = {k: v for k, v in inputs.items() if k != "labels"}
+        outputs = model(**rest, logits_to_keep=keep) if keeps else model(**rest)
+        logits = outputs.logits if keeps else outputs.logits[:, :-1][:, keep]
         picked = targets[:, keep]
-        loss = F.cross_entropy(outputs.logits.float().flatten(0, 1), picked.flatten(), ignore_index=-100,
-                               reduction="sum")
+        losses = F.cross_entropy(logits.float().flatten(0, 1), picked.flatten(), ignore_index=-100, reduction="none")
+        if scale is not None:  # ms-swift's normalisation: the weighted sum over the count of trained tokens
+            losses = losses * scale[:, 1:][:, keep].flatten().to(losses.dtype)
+        loss = losses.sum()
         if num_items_in_batch is None:
             self.loss_is_scaled_for_ga = False
             return loss / torch.clamp((picked != -100).sum(), min=1)

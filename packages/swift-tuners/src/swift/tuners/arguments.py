@@ -49,3 +49,7 @@ class TunerArgs:
                                          "false)")
     quant_method: Literal["bnb"] | None = arg(None, "quantize the base for QLoRA (needs bitsandbytes and CUDA)")
     quant_bits: Literal[4, 8] | None = arg(None, "bits of the quantized base")
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = arg("nf4", "QLoRA 4-bit: the 4-bit data type")
+    bnb_4bit_use_double_quant: bool = arg(True, "QLoRA 4-bit: quantize the quantization scales too")
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] | None = arg(
+        None, "QLoRA 4-bit: dtype of the matmuls on the dequantized weights (default: bfloat16)")

@@ -116,8 +116,9 @@ def quantization_config(args: TunerArgs) -> Any:
 
     if args.quant_bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=args.bnb_4bit_quant_type,
+                              bnb_4bit_use_double_quant=args.bnb_4bit_use_double_quant,
+                              bnb_4bit_compute_dtype=getattr(torch, args.bnb_4bit_compute_dtype or "bfloat16"))
 
 
 def _check_quantized_base(model: Any, args: TunerArgs, meta: TunerMeta) -> None:
