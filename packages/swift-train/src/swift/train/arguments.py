@@ -96,6 +96,8 @@ class TrainArgs:
                                    "infonce (default), cosine_similarity, contrastive, online_contrastive; reranker: "
                                    "pointwise_reranker (default), listwise_reranker; rlhf: DPO sigmoid, ipo, hinge, "
                                    "robust... (several combine), CPO sigmoid, hinge, ipo, GRPO grpo, bnpo, dr_grpo, dapo")
+    router_aux_loss_coef: float = arg(0.0, "MoE models: weight of the router's load-balancing loss added to the "
+                                           "training loss (0: none)")
     use_liger_kernel: bool = arg(False, "fused Liger kernels for RMSNorm, RoPE, SwiGLU and chunked cross-entropy "
                                         "(CUDA; pip install \"swift-train[liger]\")")
 

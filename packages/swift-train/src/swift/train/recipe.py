@@ -191,6 +191,8 @@ def start_run(args: SftArguments, command: str, *, pretrain: bool = False, requi
     model, tokenizer = load_model(args.model, quantization=quantization_config(args.tuner), num_labels=num_labels)
     template = build_template(args.template, tokenizer, pretrain=pretrain)
     template.bind_model(model)
+    if args.train.router_aux_loss_coef:
+        use_router_aux_loss(model, args.train.router_aux_loss_coef)
     run_dir = on_rank0(lambda: new_run_dir(args.train.output_dir, args.model.model, add_version=args.train.add_version))
     learning_rate = args.train.learning_rate or tuner.default_learning_rate
     flat = to_flat_dict(args) | {"run_dir": str(run_dir), "template_name": template.name, "command": command,
@@ -200,6 +202,15 @@ def start_run(args: SftArguments, command: str, *, pretrain: bool = False, requi
         write_json_atomic(run_dir / ARGS_FILE, flat)
     return Run(args, model, tokenizer, template, train_rows, val_rows, run_dir, flat,
                max_length(args.template), learning_rate, padding_free(args, tuner))
+
+
+def use_router_aux_loss(model: Any, coef: float) -> None:
+    """--router_aux_loss_coef: the MoE router's load-balancing loss, weighted, joins the training loss."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if not hasattr(config, "router_aux_loss_coef"):
+        raise ConfigError(f"--router_aux_loss_coef {coef}: {type(model).__name__} has no MoE router")
+    for cfg in {id(c): c for c in (model.config, config)}.values():
+        cfg.output_router_logits, cfg.router_aux_loss_coef = True, coef
 
 
 def padding_free(args: SftArguments, tuner: TunerMeta) -> bool:

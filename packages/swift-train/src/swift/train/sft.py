@@ -11,8 +11,9 @@ from swift.train.recipe import (
     add_callbacks,
     check_args,
     check_not_empty,
-    encode,
+    encoded_splits,
     finish,
+    longest_micro_batch,
     prepare_tuner,
     start_run,
     total_steps,
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
     from swift.core import processing_class, task_type_of
     from swift.core.dataset import pack_dataset
+    from swift.train.memory import frozen_weights_in_bf16
     from swift.train.tasks import check_task_args, run_task
     from swift.train.trainer import SwiftTrainer
 
@@ -35,8 +37,7 @@ def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
     run = start_run(args, "pt" if pretrain else "sft", pretrain=pretrain)
     data, tmpl = args.data, args.template
     # Preference rows train on their chosen answer, as ms-swift's sft does.
-    train_set = encode(run, run.train_rows, chosen_only=True)
-    val_set = encode(run, run.val_rows, chosen_only=True)
+    train_set, val_set = encoded_splits(run, chosen_only=True)
     check_not_empty(run, train_set)
     if tmpl.packing and run.padding_free:
         train_set = pack_dataset(train_set, run.max_length, num_proc=data.dataset_num_proc,
@@ -47,7 +48,9 @@ def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
         use_varlen_attention(run.model)  # each packed sequence attends to itself only, at its own cost
     steps = total_steps(args, None if data.streaming else len(train_set))
     prepare_tuner(run, steps)
-    config = training_arguments(run, steps, has_eval=val_set is not None)
+    config = training_arguments(run, steps, has_eval=val_set is not None,
+                                micro_batch_tokens=longest_micro_batch(run, train_set))
+    frozen_weights_in_bf16(run.model, bf16=config.bf16, sharded=bool(args.train.deepspeed or args.train.fsdp))
     logger.info("run directory %s; %s rows%s; bf16=%s padding_free=%s", run.run_dir,
                 "streamed" if data.streaming else len(train_set), " (packed)" if tmpl.packing else "",
                 config.bf16, run.padding_free)

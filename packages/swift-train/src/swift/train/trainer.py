@@ -100,11 +100,14 @@ class SwiftTrainer(SwiftTrainerMixin, Trainer):
         if scale is not None:  # ms-swift's normalisation: the weighted sum over the count of trained tokens
             losses = losses * scale[:, 1:][:, keep].flatten().to(losses.dtype)
         loss = losses.sum()
+        aux = getattr(outputs, "aux_loss", None)  # MoE load balancing (--router_aux_loss_coef), added once per step
+        aux_coef = (getattr(self, "swift_args", None) or {}).get("router_aux_loss_coef") or 0.0
+        extra = aux_coef * aux.to(loss.dtype) if aux is not None and aux_coef else 0.0
         if num_items_in_batch is None:
             self.loss_is_scaled_for_ga = False
-            return loss / torch.clamp((picked != -100).sum(), min=1)
+            return loss / torch.clamp((picked != -100).sum(), min=1) + extra
         self.loss_is_scaled_for_ga = True  # normalised over the whole accumulated batch already
         loss = loss / num_items_in_batch
         if self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes
-        return loss
+        return loss + extra / self.args.gradient_accumulation_steps

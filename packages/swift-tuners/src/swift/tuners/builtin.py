@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from swift.core import ConfigError
 from swift.tuners import peft_family
 from swift.tuners.arguments import TunerArgs
 from swift.tuners.freeze import apply_freeze, decoder_layers, only_train
@@ -19,7 +20,14 @@ def peft_tuner(build_config: Callable[..., Any]) -> Callable[[Any, TunerArgs, Tu
 
         from swift.tuners.dropout import speed_up_lora_dropout
 
-        model = get_peft_model(model, build_config(args, model, context))
+        try:
+            model = get_peft_model(model, build_config(args, model, context))
+        except ValueError as e:
+            if "lora_dropout" not in str(e):
+                raise
+            # peft puts LoRA on fused MoE expert weights (one parameter for all experts) without dropout
+            raise ConfigError(f"--lora_dropout {args.lora_dropout}: this model's MoE experts are fused weights, "
+                              "which peft's LoRA trains without dropout; pass --lora_dropout 0") from None
         speed_up_lora_dropout(model)
         if args.trainable_parameters:
             for name, parameter in model.named_parameters():

@@ -25,6 +25,9 @@ class ModelArgs:
               "autocast) and bfloat16 for serving where the CPU has AMX/AVX512-BF16", aliases=["dtype"])
     attn_impl: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None = arg(
         None, "attention implementation; default: sdpa, or flash attention when installed on CUDA")
+    experts_impl: Literal["eager", "grouped_mm", "batched_mm"] | None = arg(
+        None, "MoE models: how the experts run (eager: a loop over experts; grouped_mm / batched_mm: one kernel for "
+              "all; default: transformers' choice)")
     device_map: str | None = arg(None, "device map: auto, cpu, cuda, or a JSON mapping")
     use_hf: bool = arg(True, "download from the Hugging Face hub (false: ModelScope, as USE_MODELSCOPE_HUB=1)")
     hub_token: str | None = arg(None, "hub token for private models (or the hub's login); never written to disk",

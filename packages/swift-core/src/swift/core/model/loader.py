@@ -119,6 +119,7 @@ def get_model_tokenizer(
     trust_remote_code: bool = False,
     num_labels: int | None = None,
     need_weights: bool | None = None,
+    experts_impl: str | None = None,
 ) -> tuple[Any, Any]:
     """Load `(model, tokenizer)`; `model` is None with `load_model=False` (fast: no weights are read).
 
@@ -127,7 +128,7 @@ def get_model_tokenizer(
     rather than a cache path. `trust_remote_code` is never on unless asked for. `num_labels` loads a sequence
     classification head instead of the LM head (reward models: `num_labels=1`). `need_weights=True` with
     `load_model=False` puts the weights on disk (download, packaged conversion) without reading them, for serving
-    libraries that load them themselves.
+    libraries that load them themselves. `experts_impl`: how MoE experts run (transformers' experts_implementation).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -163,6 +164,8 @@ def get_model_tokenizer(
     kwargs: dict[str, Any] = {"config": config, "dtype": dtype, "trust_remote_code": trust_remote_code,
                               "attn_implementation": attn_impl or (meta.default_attn_impl if meta else None) or "sdpa"}
     kwargs |= gguf
+    if experts_impl is not None:  # MoE experts: eager loops, grouped_mm / batched_mm kernels (transformers 5)
+        kwargs["experts_implementation"] = experts_impl
     if device_map is not None:
         kwargs["device_map"] = device_map
     if quantization is not None:
