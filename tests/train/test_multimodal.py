@@ -172,3 +172,36 @@ def test_merged_vl_lora_gives_the_peft_logits_on_an_image_prompt(qwen2_vl, image
                                            result.last_checkpoint).eval()
     with torch.no_grad():
         assert torch.allclose(plain(**inputs).logits, peft_model(**inputs).logits, atol=1e-5)
+
+
+@pytest.mark.slow  # two Qwen2-VL runs (~40 s on a quiet machine)
+def test_vit_gradient_checkpointing_checkpoints_the_vision_blocks_alone(qwen2_vl, image_data, tmp_path, monkeypatch):
+    import functools
+
+    import transformers.modeling_utils as mu
+    from transformers import AutoConfig
+
+    calls: list[str] = []
+    original = mu.checkpoint
+
+    @functools.wraps(original)
+    def recording(function, *args, **kwargs):
+        owner = function.args[0] if isinstance(function, functools.partial) and function.args else None
+        calls.append(type(owner).__name__)  # transformers checkpoints partial(forward, block, ...)
+        return original(function, *args, **kwargs)
+
+    monkeypatch.setattr(mu, "checkpoint", recording)
+    config = AutoConfig.from_pretrained(qwen2_vl)
+    vision_blocks = config.vision_config.depth
+    base = flags(qwen2_vl, image_data, tmp_path / "vit", "--max_steps", "1", "--freeze_vit", "false",
+                 "--per_device_train_batch_size", "1")
+    sft_main([*base, "--gradient_checkpointing", "false", "--vit_gradient_checkpointing", "true"])
+    assert calls
+    assert len(calls) % vision_blocks == 0  # every vision block of each forward, nothing of the LLM
+    assert {c for c in calls} == {"Qwen2VLVisionBlock"}
+    calls.clear()
+    sft_main([*flags(qwen2_vl, image_data, tmp_path / "llm", "--max_steps", "1", "--freeze_vit", "false",
+                     "--per_device_train_batch_size", "1"), "--gradient_checkpointing", "true",
+              "--vit_gradient_checkpointing", "false"])
+    assert calls
+    assert {c for c in calls} == {"Qwen2VLDecoderLayer"}

@@ -80,6 +80,9 @@ class TrainArgs:
     dataloader_drop_last: bool = arg(False, "drop the last incomplete batch of each epoch")
     group_by_length: bool = arg(False, "batch rows of similar length together (less padding; order is random "
                                        "between groups)")
+    vit_gradient_checkpointing: bool | None = arg(None, "multimodal models: checkpoint the vision tower's blocks "
+                                                        "(default: as --gradient_checkpointing when --freeze_vit "
+                                                        "false, else off: a frozen tower has nothing to recompute)")
     gradient_checkpointing_kwargs: dict | None = arg(None, "JSON passed to torch.utils.checkpoint, e.g. "
                                                            "'{\"use_reentrant\": false}' (the default)")
     label_names: list[str] = arg([], "batch keys that hold the labels, for evaluation (default: labels)")

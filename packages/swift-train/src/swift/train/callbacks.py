@@ -95,3 +95,15 @@ def log_final(run_dir: Path, **fields) -> None:
     """The run's last line of logging.jsonl: last and best checkpoint (as ms-swift writes them)."""
     with (run_dir / "logging.jsonl").open("a", encoding="utf-8") as f:
         f.write(json.dumps(fields, default=float) + "\n")
+
+
+class VisionCheckpointing(TrainerCallback):
+    """--vit_gradient_checkpointing: set after the trainer has enabled (or not) checkpointing for the whole model."""
+
+    def __init__(self, enabled: bool, kwargs: dict | None) -> None:
+        self.enabled, self.kwargs = enabled, kwargs
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from swift.train.memory import vision_checkpointing
+
+        vision_checkpointing(model, self.enabled, self.kwargs)

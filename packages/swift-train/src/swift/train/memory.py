@@ -98,3 +98,28 @@ def wants_checkpointing(requested: bool | None, config: Any, tokens: int) -> boo
                 "above half of it; --gradient_checkpointing true/false decides)", "on" if on else "off", tokens,
                 need / 2**30, free / 2**30)
     return on
+
+
+def vision_checkpointing(model: Any, enabled: bool, kwargs: dict | None = None) -> int:
+    """Turn checkpointing of the vision tower's blocks on or off after the trainer set it for the whole model
+    (--vit_gradient_checkpointing); returns how many blocks were set."""
+    import functools
+
+    import transformers.modeling_utils as modeling
+
+    from swift.core import model_parts, part_of
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parts = model_parts(base)
+    if parts is None:
+        return 0
+    checkpoint = functools.partial(modeling.checkpoint, **({"use_reentrant": False} | (kwargs or {})))
+    count = 0
+    for name, module in base.named_modules():
+        if not hasattr(module, "gradient_checkpointing") or part_of(name, parts) != "vision":
+            continue
+        module.gradient_checkpointing = enabled
+        if enabled:
+            module._gradient_checkpointing_func = checkpoint
+        count += 1
+    return count

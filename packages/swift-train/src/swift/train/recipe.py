@@ -375,6 +375,13 @@ def add_callbacks(trainer: Any, run: Run) -> None:
     for callback in [StrategyCheck(trainer, run.run_dir, requested), *tuner_callbacks, SaveAtEnd(),
                      PlotOnSave(run.run_dir), JsonlLogger(run.run_dir, lambda: trainer.tokens_seen)]:
         trainer.add_callback(callback)
+    vit = run.args.train.vit_gradient_checkpointing
+    if vit is None and run.args.tuner.freeze_vit is not False:
+        vit = False  # a frozen tower: nothing to recompute (ms-swift's default)
+    if vit is not None:
+        from swift.train.callbacks import VisionCheckpointing
+
+        trainer.add_callback(VisionCheckpointing(vit, run.args.train.gradient_checkpointing_kwargs))
     if run.args.train.early_stop_interval:
         from swift.train.callbacks import EarlyStop
 
