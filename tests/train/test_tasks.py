@@ -209,3 +209,20 @@ def test_reranker_ranks_positives_above_negatives(tiny_llama_dir, tmp_path, task
     above = sum(r["positive_scores"][0] > max(r["negative_scores"]) for r in out)
     assert above == 8
     assert all(0 < s < 1 for r in out for s in r["positive_scores"] + r["negative_scores"])
+
+
+def test_a_new_head_starts_at_zero_and_a_trained_one_is_kept(tiny_llama_dir, tmp_path):
+    from swift.core import get_model_tokenizer
+    from swift.train.tasks import zero_new_head
+
+    model, tokenizer = get_model_tokenizer(str(tiny_llama_dir), num_labels=2)
+    assert model.score.weight.abs().sum() > 0  # transformers draws a missing head at random
+    assert zero_new_head(model)
+    assert model.score.weight.abs().sum() == 0
+    with torch.no_grad():
+        model.score.weight.fill_(0.5)
+    model.save_pretrained(tmp_path / "classifier")
+    tokenizer.save_pretrained(tmp_path / "classifier")
+    again, _ = get_model_tokenizer(str(tmp_path / "classifier"), num_labels=2)
+    assert not zero_new_head(again)
+    assert torch.all(again.score.weight == 0.5)
