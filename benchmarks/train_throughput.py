@@ -171,6 +171,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rows", type=int, default=400)
     parser.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    parser.add_argument("--curves", help="write the loss curves (PNG) here")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -197,7 +198,8 @@ def main() -> None:
     variants = {
         "b: HF Trainer + peft, fp32, pad to longest": lambda: run_baseline(model_dir, encoded, work, args.steps),
         "a: swift sft defaults": lambda: run_swift(data, work, args.steps, "a"),
-        "a: swift sft --gradient_checkpointing false": lambda: run_swift(data, work, args.steps, "pf", *nogc),
+        "a: ... --gradient_checkpointing true": lambda: run_swift(data, work, args.steps, "gc",
+                                                               "--gradient_checkpointing", "true"),
         "a: ... --packing true": lambda: run_swift(data, work, args.steps, "pk", "--packing", "true", *nogc),
         "a: ... --bf16 false": lambda: run_swift(data, work, args.steps, "pf32", "--bf16", "false", *nogc),
         "a: ... --padding_free false": lambda: run_swift(data, work, args.steps, "pad", "--padding_free", "false",
@@ -217,10 +219,58 @@ def main() -> None:
             flush=True,
         )
     base = next((r for n, r in results.items() if n.startswith("b:")), None)
-    if base:
-        print("\nratio of tokens/s to (b):")
-        for name, result in results.items():
-            print(f"  {name:48s} {result['tokens_per_second'] / base['tokens_per_second']:.2f}x")
+    peak = bf16_matmul_tflops()
+    print(f"\nthis CPU's bf16 matmul peak (2048^3, measured now): {peak:.2f} TFLOPS; a LoRA step costs "
+          f"~{GFLOP_PER_TOKEN} GFLOP per token (0.85 with checkpointing)")
+    for name, result in results.items():
+        ratio = result["tokens_per_second"] / base["tokens_per_second"] if base else float("nan")
+        limit = peak * 1e3 / GFLOP_PER_TOKEN
+        print(f"  {name:48s} {ratio:.2f}x of (b); {100 * result['tokens_per_second'] / limit:.1f} % of the "
+              f"machine's limit ({limit:.0f} tokens/s)")
+    if args.curves:
+        write_curves(results, Path(args.curves))
+
+
+GFLOP_PER_TOKEN = 0.57  # SmolLM2-135M LoRA forward + backward (2N + 2N for activations' grads), per token
+
+
+def bf16_matmul_tflops(n: int = 2048, repeats: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def write_curves(results: dict, out: Path) -> None:
+    """Loss per step of each variant, side by side (one panel each plus an overlay), and the largest relative gap
+    of each curve to the baseline's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = next((r["losses"] for n, r in results.items() if n.startswith("b:")), None)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for name, result in results.items():
+        axes[0].plot(range(1, len(result["losses"]) + 1), result["losses"], label=name, linewidth=1)
+        if base is not None and not name.startswith("b:"):
+            gaps = [(a - b) / b for a, b in zip(result["losses"], base, strict=False)]
+            axes[1].plot(range(1, len(gaps) + 1), [100 * g for g in gaps], label=name, linewidth=1)
+            tail = gaps[len(gaps) // 2:]
+            print(f"  {name:48s} loss vs (b): max |gap| {100 * max(map(abs, gaps)):.2f} %, mean gap over the "
+                  f"second half {100 * sum(tail) / len(tail):+.2f} %")
+    axes[0].set(xlabel="step", ylabel="training loss", title="loss per step")
+    axes[1].set(xlabel="step", ylabel="% gap to (b)", title="relative gap to the fp32 HF baseline")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"curves: {out}")
 
 
 if __name__ == "__main__":
