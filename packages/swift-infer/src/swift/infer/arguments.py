@@ -9,6 +9,12 @@ from swift.core.arguments import DataArgs, ModelArgs, TemplateArgs, arg
 from swift.infer.backends import backend_choices
 
 
+def _metric_choices() -> dict[str, str | None]:
+    from swift.infer.frontend.metric import METRICS
+
+    return dict.fromkeys(METRICS)
+
+
 @dataclass
 class InferArgs:
     """Inference"""
@@ -29,6 +35,15 @@ class InferArgs:
     max_batch_size: int = arg(16, "most sequences decoded together (PyTorch engine; vLLM's max_num_seqs)",
                               aliases=["vllm_max_num_seqs"])
     result_path: str | None = arg(None, "jsonl file for the answers to --val_dataset")
+    write_batch_size: int = arg(1000, "answers appended to --result_path together, in dataset order (-1: all at the "
+                                      "end); an interrupted run keeps every answer written and resumes after it")
+    load_data_args: bool = arg(False, "with --adapters / --ckpt_dir: the data flags of the checkpoint's args.json "
+                                      "(--dataset, --val_dataset, --split_dataset_ratio, --data_seed, --max_length...),"
+                                      " so that the rows answered are the validation rows training held out; flags "
+                                      "given here win")
+    metric: str | None = arg(None, "score the answers against each row's reference (its last assistant message): "
+                                   "acc (exact match) or rouge (ROUGE-1/2/L F1 and BLEU-4); printed and written "
+                                   "next to --result_path", choices=_metric_choices)
     gpu_memory_utilization: float | None = arg(
         None, "vLLM / SGLang: fraction of GPU memory to use (default: the library's, 0.9 for vLLM); vLLM on a CPU: "
               "fraction of RAM, and when unset a KV cache of VLLM_CPU_KVCACHE_SPACE GiB (default 2)",

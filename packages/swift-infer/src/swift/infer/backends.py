@@ -116,7 +116,8 @@ def default_cpu_dtype() -> str | None:
 def _template(args: InferArguments, spec: ServeSpec, tokenizer: Any) -> Template:
     from swift.core import build_template
 
-    return build_template(args.template, tokenizer, template=spec.template, system=spec.system)
+    return build_template(args.template, tokenizer, template=spec.template, system=spec.system,
+                          agent_template=spec.agent_template, response_prefix=spec.response_prefix)
 
 
 def _library_options(args: InferArguments, names: dict[str, str]) -> dict[str, Any]:

@@ -1,14 +1,16 @@
 """What `swift infer` / `swift deploy` serve: the base model, adapters and template, from flags and checkpoints.
 
-A LoRA checkpoint written by `swift sft` carries args.json (base model, template, system prompt); flags given on the
-command line win over it. Every problem is reported at once, naming the flag.
+A LoRA checkpoint written by `swift sft` carries args.json (base model, template, system prompt, agent template,
+response prefix); flags given on the command line win over it. Every problem is reported at once, naming the flag.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from swift.core import ConfigError
 from swift.core.run import read_args
@@ -24,6 +26,8 @@ class ServeSpec:
     model: str
     template: str | None = None
     system: str | None = None
+    agent_template: str | None = None  # the format tools and calls were trained in (answers are parsed in it)
+    response_prefix: str | None = None
     adapters: dict[str, str] = field(default_factory=dict)  # name -> checkpoint dir, served per request
     default_adapter: str | None = None  # what requests naming no adapter get
     merge: list[str] = field(default_factory=list)  # checkpoint dirs merged into the base before serving
@@ -72,12 +76,15 @@ def resolve_serve_spec(args: InferArguments) -> ServeSpec:
                         "that names its base model")
     if full_model_dir and args.model.model and args.model.model != full_model_dir:
         problems.append(f"--ckpt_dir {full_model_dir} holds full weights: leave out --model {args.model.model}")
-    problems += check_sampling_flags(args)
+    problems += check_sampling_flags(args) + check_dataset_flags(args)
     if problems:
         raise ConfigError("; ".join(problems))
     spec = ServeSpec(str(model), template=args.template.template or recorded.get("template_name")
                      or recorded.get("template"), system=args.template.system if args.template.system is not None
-                     else recorded.get("system"), adapters=named)
+                     else recorded.get("system"), adapters=named,
+                     agent_template=args.template.agent_template or recorded.get("agent_template"),
+                     response_prefix=args.template.response_prefix if args.template.response_prefix is not None
+                     else recorded.get("response_prefix"))
     if args.infer.merge_lora:
         spec.merge = unnamed
     elif unnamed:
@@ -110,3 +117,56 @@ def check_sampling_flags(args: InferArguments) -> list[str]:
     if infer.max_batch_size < 1:
         problems.append(f"--max_batch_size {infer.max_batch_size}: give at least 1")
     return problems
+
+
+def check_dataset_flags(args: InferArguments) -> list[str]:
+    infer, problems = args.infer, []
+    if infer.write_batch_size == 0 or infer.write_batch_size < -1:
+        problems.append(f"--write_batch_size {infer.write_batch_size}: give a positive count of answers, or -1 "
+                        "(all at the end)")
+    if infer.load_data_args and not (infer.adapters or infer.ckpt_dir):
+        problems.append("--load_data_args true: the data flags come from the args.json of --adapters or --ckpt_dir; "
+                        "pass the checkpoint (or give --val_dataset instead)")
+    if infer.metric and not (args.data.val_dataset or args.data.dataset or infer.load_data_args):
+        problems.append(f"--metric {infer.metric}: scores the answers to a dataset; pass --val_dataset FILE (or "
+                        "--load_data_args true with a checkpoint)")
+    return problems
+
+
+def checkpoint_dir(args: InferArguments) -> str | None:
+    """The first checkpoint served (--ckpt_dir, else the first --adapters), whose args.json describes the run."""
+    if args.infer.ckpt_dir:
+        return args.infer.ckpt_dir
+    return _split_adapter(args.infer.adapters[0])[1] if args.infer.adapters else None
+
+
+# --load_data_args: what is read besides the data group (ms-swift's DataArguments hold max_length and truncation)
+_TEMPLATE_DATA_FLAGS = ("max_length", "truncation_strategy")
+
+
+def with_checkpoint_data_args(args: InferArguments) -> tuple[InferArguments, bool]:
+    """--load_data_args: `args` with the data flags of the checkpoint's args.json where the command line left them at
+    their defaults, and whether training required rows to end with an answer (rows it dropped are not in its split,
+    so the validation rows come out the same only with the same rule)."""
+    source = checkpoint_dir(args)
+    recorded = read_args(source) if source else {}
+    if not recorded.get("dataset") and not recorded.get("val_dataset"):
+        raise ConfigError(f"--load_data_args true: {source} has no args.json naming a --dataset (is it a checkpoint "
+                          "of swift sft / pt / rlhf?); pass --val_dataset instead")
+    data = _fill_defaults(args.data, recorded)
+    template = _fill_defaults(args.template, recorded, names=_TEMPLATE_DATA_FLAGS)
+    # swift sft of a chat model and swift pt drop rows without an answer; encoder tasks and GRPO prompts keep them
+    require_answer = recorded.get("task_type") in (None, "causal_lm") and recorded.get("command") != "rlhf grpo"
+    return dataclasses.replace(args, data=data, template=template), require_answer
+
+
+def _fill_defaults(group: Any, recorded: dict[str, Any], names: tuple[str, ...] | None = None) -> Any:
+    """`group` with the recorded value of each field still at its default (a flag given on the command line wins)."""
+    updates = {}
+    for f in dataclasses.fields(group):
+        if (names is not None and f.name not in names) or recorded.get(f.name) is None:
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        if getattr(group, f.name) == default:
+            updates[f.name] = recorded[f.name]
+    return dataclasses.replace(group, **updates)

@@ -25,6 +25,8 @@ _CALL_MARKERS = {
     "internlm2": ("<|action_start|>",),
     "mistral": ("[TOOL_CALLS]",),
     "deepseek": ("<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>"),
+    "react": ("Action:",),  # react_en / react_zh: "Action: name\nAction Input: {...}"
+    "qwen": ("✿FUNCTION✿",),  # qwen_en / qwen_zh (Qwen-Agent): "✿FUNCTION✿: name\n✿ARGS✿: {...}"
 }
 _PYTHON_TAG = "<|python_tag|>"
 _NAME = re.compile(r"[A-Za-z_][\w.\-]*")
@@ -43,16 +45,28 @@ def new_call_id() -> str:
 
 class AnswerParser:
     """How one request's answer is read: the template's format, whether tools were offered, whether the prompt
-    already opened a `<think>` block (DeepSeek-R1, Qwen3-Thinking: the answer starts inside it)."""
+    already opened a `<think>` block (DeepSeek-R1, Qwen3-Thinking: the answer starts inside it).
+
+    `prefix`: `--response_prefix`, which ended the prompt, so the generated text lacks it: it is put back first."""
 
     def __init__(self, response_format: str, stop_words: tuple[str, ...] = (), *, has_tools: bool,
-                 opens_think: bool) -> None:
+                 opens_think: bool, prefix: str = "") -> None:
         self.response_format = response_format if has_tools else "plain"
         self.stop_words = stop_words
         self.opens_think = opens_think
+        self.prefix = prefix
+
+    @classmethod
+    def for_template(cls, template: Any, *, has_tools: bool, opens_think: bool) -> AnswerParser:
+        """The parser of answers to `template`'s prompts: its agent format (`--agent_template`, else the family's),
+        its stop words and its `--response_prefix`."""
+        return cls(template.response_format, tuple(template.stop_words), has_tools=has_tools,
+                   opens_think=opens_think, prefix=template.options.response_prefix or "")
 
     def _full_text(self, text: str) -> str:
-        return THINK_OPEN + text if self.opens_think else text
+        text = self.prefix + text
+        # a prefix of "<think>\n" opens the block itself (and makes the prompt end with <think>)
+        return THINK_OPEN + text if self.opens_think and not text.lstrip().startswith(THINK_OPEN) else text
 
     def parse(self, text: str) -> Answer:
         text = self._full_text(text).rstrip()

@@ -195,10 +195,11 @@ class InferEngine:
         if not any(not key.endswith("token_type_ids") for key in media):
             media = None  # a text prompt of a multimodal model: decoded like any text prompt
         opens_think = self.template.decode(prompt_ids[-4:]).rstrip().endswith("<think>")
-        parser = AnswerParser(self.template.meta.response_format, self._stop_words, has_tools=bool(request.tools),
-                              opens_think=opens_think)
+        parser = AnswerParser.for_template(self.template, has_tools=bool(request.tools), opens_think=opens_think)
         job = self._job(request_id or new_id("chatcmpl"), prompt_ids, config, adapter, parser, chat=True)
         job.media = media
+        if request.tools and (stop := _agent_stop(self.template)) is not None:
+            job.params = replace(job.params, stop=(*job.params.stop, stop))
         return job
 
     def encode_prompt(self, prompt: str | Sequence[int]) -> list[int]:
@@ -386,6 +387,14 @@ class InferEngine:
             offset += len(token)
             out.top_logprobs.append({self._token(i): lp for i, lp in info.top})
         return out
+
+
+def _agent_stop(template: Template) -> str | None:
+    """ReAct-like agent formats (react_en, qwen_en...): the tool's result follows `Observation:` / `✿RESULT✿:` in
+    the answer's own turn, so the answer stops there (the caller runs the tool) instead of inventing the result."""
+    agent = getattr(template, "agent", None)
+    suffix = agent.calls_suffix.strip() if agent is not None and agent.inline else ""
+    return suffix or None
 
 
 def _finish_reason(reason: str | None, has_calls: bool) -> str | None:

@@ -1,7 +1,8 @@
 """`swift infer --val_dataset f.jsonl --result_path out.jsonl`: one JSON line per row, written as answers come.
 
-Rows are submitted a window at a time (the engine batches them) and written in dataset order, each line flushed,
-so an interrupted run leaves a file of complete answers for the first rows. Run again with the same
+Rows are submitted a window at a time (the engine batches them) and written in dataset order, `--write_batch_size`
+lines at a time (each batch flushed to disk), so an interrupted run leaves a file of complete answers for the first
+rows. Run again with the same
 `--result_path` and it resumes after the last complete line (a half-written last line is dropped and redone).
 """
 
@@ -87,9 +88,24 @@ def result_line(index: int, request: dict[str, Any], labels: str | None, future:
     return line
 
 
+def append_lines(out: Any, lines: list[str]) -> None:
+    """Append complete lines to the results file, on disk before it returns (a crash mid-write leaves at most a
+    partial last line, which `count_done` drops)."""
+    if not lines:
+        return
+    text = "".join(lines)
+    lines.clear()  # before writing: a failed write is never retried on top of its own partial line
+    out.write(text)
+    out.flush()
+    os.fsync(out.fileno())
+
+
 def run_batch(engine: InferEngine, rows: Sequence[dict[str, Any]], config: RequestConfig, result_path: Path, *,
-              window: int) -> int:
-    """Answer `rows` into `result_path` (resuming it); the number of rows answered by this run."""
+              window: int, write_batch_size: int = 1) -> int:
+    """Answer `rows` into `result_path` (resuming it); the number of rows answered by this run.
+
+    `write_batch_size`: answers appended together (-1 or 0: all at the end). Answers held back are still written
+    when the run stops early (an exception, Ctrl-C), so only rows not yet answered are lost."""
     from tqdm import tqdm
 
     result_path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,19 +118,23 @@ def run_batch(engine: InferEngine, rows: Sequence[dict[str, Any]], config: Reque
     in_flight: deque[tuple[int, dict, str | None, Future]] = deque()
     todo = iter(range(done, len(rows)))
     written = 0
+    chunk = write_batch_size if write_batch_size > 0 else len(rows)
+    pending: list[str] = []
     with result_path.open("a", encoding="utf-8") as out, tqdm(total=len(rows), initial=done, unit="row") as bar:
-        while True:
-            while len(in_flight) < window and (index := next(todo, None)) is not None:
-                request, labels = split_row(dict(rows[index]))
-                in_flight.append((index, request, labels, _submit(engine, request, config)))
-            if not in_flight:
-                break
-            line = result_line(*in_flight.popleft())
-            out.write(json.dumps(line, ensure_ascii=False) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-            written += 1
-            bar.update(1)
+        try:
+            while True:
+                while len(in_flight) < window and (index := next(todo, None)) is not None:
+                    request, labels = split_row(dict(rows[index]))
+                    in_flight.append((index, request, labels, _submit(engine, request, config)))
+                if not in_flight:
+                    break
+                pending.append(json.dumps(result_line(*in_flight.popleft()), ensure_ascii=False) + "\n")
+                written += 1
+                bar.update(1)
+                if len(pending) >= chunk:
+                    append_lines(out, pending)
+        finally:  # the answers already made are complete lines: keep them, whatever stopped the run
+            append_lines(out, pending)
     logger.info("wrote %d answers to %s", written, result_path)
     return written
 
