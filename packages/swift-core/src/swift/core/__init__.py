@@ -35,6 +35,9 @@ _EXPORTS = {
     "register_dataset": "swift.core.dataset",
     "encode_dataset": "swift.core.dataset",
     "pack_dataset": "swift.core.dataset",
+    "load_cached_dataset": "swift.core.dataset.cache",
+    "save_cached_dataset": "swift.core.dataset.cache",
+    "template_identity": "swift.core.dataset.cache",
     # media of multimodal rows
     "has_media": "swift.core.media",
     "MEDIA_COLUMNS": "swift.core.media",

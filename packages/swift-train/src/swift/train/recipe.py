@@ -241,7 +241,7 @@ def encoded_splits(run: Run, **encode_kwargs: Any) -> tuple[Any, Any]:
                                ("--cached_val_dataset", targs.cached_val_dataset, val)):
         if not specs:
             continue
-        from swift.core.dataset.cache import load_cached_dataset
+        from swift.core import load_cached_dataset
 
         cached = load_cached_dataset(specs, run.template, seed=run.args.data.data_seed, flag=flag)
         if run.args.template.truncation_strategy == "delete":
@@ -259,7 +259,7 @@ def encoded_splits(run: Run, **encode_kwargs: Any) -> tuple[Any, Any]:
 
 def _cached_val_split(run: Run) -> Any:
     """The `val/` splits the --cached_dataset folders carry (written from --split_dataset_ratio at export)."""
-    from swift.core.dataset.cache import load_cached_dataset
+    from swift.core import load_cached_dataset
 
     if not all((Path(s.partition("#")[0]).expanduser() / "val").is_dir() for s in run.args.train.cached_dataset):
         return None

@@ -32,8 +32,7 @@ def check_cached_export(args: ExportArguments) -> list[str]:
 
 
 def export_cached_dataset(args: ExportArguments) -> Path:
-    from swift.core import build_template, encode_rows, load_model, load_rows
-    from swift.core.dataset.cache import save_cached_dataset, template_identity
+    from swift.core import build_template, encode_rows, load_model, load_rows, save_cached_dataset, template_identity
     from swift.train.export.merge import check_empty, default_output
 
     output = default_output(args, "cached_dataset")
