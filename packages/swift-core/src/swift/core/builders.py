@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from swift.core.arguments.groups import DataArgs, ModelArgs, TemplateArgs
-from swift.core.errors import ConfigError, UnknownTemplateError
+from swift.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from datasets import Dataset, IterableDataset
@@ -122,19 +122,9 @@ def build_template(args: TemplateArgs, tokenizer: Any, *, pretrain: bool = False
 def check_template_args(args: TemplateArgs) -> list[str]:
     """Problems with the template flags that need no tokenizer: --loss_scale's parts, --agent_template's name,
     --enable_channel_loss (one line each)."""
-    from swift.core.template.agent import get_agent_template
-    from swift.core.template.loss_scale import parse_loss_scale
+    from swift.core.template.template import loss_and_agent_problems
 
-    problems = []
-    try:
-        parse_loss_scale(args.loss_scale)
-    except ConfigError as e:
-        problems.append(str(e))
-    if args.agent_template is not None:
-        try:
-            get_agent_template(args.agent_template)
-        except UnknownTemplateError as e:
-            problems.append(str(e))
+    problems = loss_and_agent_problems(args.loss_scale, args.agent_template)
     if args.enable_channel_loss:
         problems.append("--enable_channel_loss: the trainer does not split the loss by the rows' 'channel' yet, so "
                         "the flag would log nothing; leave it off")

@@ -344,15 +344,7 @@ def _check_options(options: TemplateOptions) -> None:
     if options.truncation_strategy not in get_args(_encode.TruncationStrategy):
         problems.append(f"--truncation_strategy {options.truncation_strategy!r}: choose one of "
                         f"{', '.join(get_args(_encode.TruncationStrategy))}")
-    try:
-        parse_loss_scale(options.loss_scale)
-    except ConfigError as e:
-        problems.append(str(e))
-    if options.agent_template is not None:
-        try:
-            get_agent_template(options.agent_template)
-        except UnknownTemplateError as e:
-            problems.append(str(e))
+    problems += loss_and_agent_problems(options.loss_scale, options.agent_template)
     if options.max_length is not None and (not isinstance(options.max_length, int) or options.max_length < 1):
         problems.append(f"--max_length {options.max_length!r}: give a positive number of tokens")
     if problems:
@@ -378,3 +370,18 @@ def _overrides_apply_chat_template(tokenizer: Any) -> bool:
 
     method = getattr(type(tokenizer), "apply_chat_template", None)
     return method is not None and method is not PreTrainedTokenizerBase.apply_chat_template
+
+
+def loss_and_agent_problems(loss_scale: str, agent_template: str | None) -> list[str]:
+    """--loss_scale and --agent_template problems (one line each), checkable before any tokenizer loads."""
+    problems = []
+    try:
+        parse_loss_scale(loss_scale)
+    except ConfigError as e:
+        problems.append(str(e))
+    if agent_template is not None:
+        try:
+            get_agent_template(agent_template)
+        except UnknownTemplateError as e:
+            problems.append(str(e))
+    return problems
