@@ -179,3 +179,12 @@ def test_recompute_and_fused_cross_entropy_keep_loss_and_gradients():
     assert abs(fused - plain) < 1e-4 * abs(plain)
     for n, grad in plain_grads.items():
         assert (fused_grads[n] - grad).abs().max() <= 2e-3 * grad.abs().max(), n
+
+
+def test_sequence_parallel_with_lora_is_refused_only_where_it_would_split(caplog):
+    flags = ["--model", "x", "--dataset", str(IDENTITY), "--tuner_type", "lora", "--sequence_parallel", "true"]
+    with caplog.at_level(logging.WARNING):
+        check_train_args(parse_args(MegatronArguments, flags))  # TP 1: nothing to split, ms-swift's LoRA lines run
+    assert "with --tensor_model_parallel_size 1 there is nothing to split" in caplog.text
+    with pytest.raises(ConfigError, match=r"--sequence_parallel with --train_type lora and --tensor_model_parallel"):
+        check_train_args(parse_args(MegatronArguments, [*flags, "--tensor_model_parallel_size", "2"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -9,6 +10,8 @@ from swift.core import ConfigError, check_data_args
 from swift.core.arguments import DataArgs, ModelArgs, TemplateArgs, arg
 from swift.megatron.options import MegatronCoreArgs, check_core_args
 from swift.tuners import TunerArgs
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -114,8 +117,13 @@ def check_train_args(args: MegatronArguments) -> None:
     if m.context_parallel_size > 1:
         problems.append("--context_parallel_size > 1 needs TransformerEngine's attention (a CUDA build); "
                         "it is not wired yet")
-    if m.sequence_parallel and args.tuner.train_type == "lora":
-        problems.append("--sequence_parallel with --train_type lora is not supported; drop one")
+    if m.sequence_parallel and args.tuner.train_type == "lora" and m.tensor_model_parallel_size > 1:
+        # the LoRA A of a column-parallel layer would see the sequence-sharded input, not the gathered one
+        problems.append("--sequence_parallel with --train_type lora and --tensor_model_parallel_size > 1 is not "
+                        "supported; drop one")
+    elif m.sequence_parallel and m.tensor_model_parallel_size == 1:
+        logger.warning("--sequence_parallel: splits activations across tensor-parallel ranks; with "
+                       "--tensor_model_parallel_size 1 there is nothing to split, it does nothing")
     if args.tuner.lora_rank < 1:
         problems.append(f"--lora_rank {args.tuner.lora_rank}: must be at least 1")
     if problems:
