@@ -201,7 +201,8 @@ def run_swift(model_dir: Path, data: Path, work: Path, steps: int, name: str, *e
         raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
     log = next(out_dir.rglob("logging.jsonl"))
     rows = [json.loads(line) for line in log.read_text().splitlines()]
-    end, steps_logged = rows[-1], [r for r in rows if "loss" in r]
+    end = next(r for r in reversed(rows) if "train_runtime" in r)  # the very last row names the checkpoints
+    steps_logged = [r for r in rows if "loss" in r]
     # After the first step: each logged step's tokens over its own window (tokens / tokens_per_second)
     later = list(itertools.pairwise(steps_logged))
     tokens = sum(b["tokens_seen"] - a["tokens_seen"] for a, b in later)

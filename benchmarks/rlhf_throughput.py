@@ -120,7 +120,8 @@ def run_swift(kind: str, data: Path, out: Path, steps: int, *extra: str, python:
         raise RuntimeError(proc.stderr[-3000:])
     rows = [json.loads(line) for line in next(out.rglob("logging.jsonl")).read_text().splitlines()]
     lengths = [r["completions/mean_length"] for r in rows if "completions/mean_length" in r]
-    return {"runtime": rows[-1]["train_runtime"], "peak_rss_gib": rows[-1]["peak_rss_gib"],
+    end = next(r for r in reversed(rows) if "train_runtime" in r)  # the very last row names the checkpoints
+    return {"runtime": end["train_runtime"], "peak_rss_gib": end["peak_rss_gib"],
             "mean_completion": sum(lengths) / len(lengths) if lengths else None,
             "loss": [r["loss"] for r in rows if "loss" in r], "reward": [r["reward"] for r in rows if "reward" in r]}
 

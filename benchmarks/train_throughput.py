@@ -156,7 +156,7 @@ def run_swift(data: Path, work: Path, steps: int, name: str, *extra: str, swift:
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2  # the largest child so far
     log = next(out_dir.rglob("logging.jsonl"))
     rows = [json.loads(line) for line in log.read_text().splitlines()]
-    end = rows[-1]
+    end = next(r for r in reversed(rows) if "train_runtime" in r)  # the very last row names the checkpoints
     return {
         "runtime": end["train_runtime"],
         "tokens": end["tokens_seen"],

@@ -352,7 +352,8 @@ def training_arguments(run: Run, steps: int, *, config_cls: type | None = None, 
         metric_for_best_model=metric if has_eval else None,
         load_best_model_at_end=targs.load_best_model_at_end and has_eval,
         dataloader_drop_last=targs.dataloader_drop_last,
-        train_sampling_strategy="group_by_length" if targs.group_by_length else "random",
+        # unset, each config keeps its own order (KTO's is "sequential": its KL pairs are neighbours)
+        **({"train_sampling_strategy": "group_by_length"} if targs.group_by_length else {}),
         report_to=[r for r in targs.report_to if r != "none"],  # tensorboard writes to <run>/runs/
         dataloader_num_workers=targs.dataloader_num_workers, remove_unused_columns=False,
         disable_tqdm=False, use_cpu=not torch.cuda.is_available(), use_liger_kernel=targs.use_liger_kernel,

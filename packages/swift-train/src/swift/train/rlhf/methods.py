@@ -272,9 +272,13 @@ def check_gkd(args: RlhfArguments) -> list[str]:
 
 
 def check_kto(args: RlhfArguments) -> list[str]:
+    problems = []
     if args.train.per_device_train_batch_size < 2:
-        return ["--per_device_train_batch_size: KTO estimates its KL term within a batch; give at least 2"]
-    return []
+        problems.append("--per_device_train_batch_size: KTO estimates its KL term within a batch; give at least 2")
+    if args.train.group_by_length:
+        problems.append("--group_by_length with --rlhf_type kto: KTO pairs each row with its neighbour for the KL "
+                        "term, so the rows must stay in order")
+    return problems
 
 
 def check_grpo(args: RlhfArguments) -> list[str]:
