@@ -165,6 +165,8 @@ def test_method_flags_are_checked_before_loading(tiny_llama_dir, data_dir, tmp_p
         rlhf_main(flags(tiny_llama_dir, data_dir / "preference.jsonl", tmp_path, "ppo"))
     with pytest.raises(ConfigError, match="--teacher_model"):
         rlhf_main(flags(tiny_llama_dir, data_dir / "preference.jsonl", tmp_path, "gkd"))
+    with pytest.raises(ConfigError, match="--group_by_length with --rlhf_type kto"):
+        rlhf_main(flags(tiny_llama_dir, data_dir / "kto.jsonl", tmp_path, "kto", "--group_by_length", "true"))
     with pytest.raises(ConfigError, match=r"--reward_funcs must be one of .*did you mean .accuracy."):
         rlhf_main(flags(tiny_llama_dir, data_dir / "math.jsonl", tmp_path, "grpo", "--reward_funcs", "accuracyy",
                         "--per_device_train_batch_size", "8"))
