@@ -94,9 +94,10 @@ def assert_matches(run: Path, base: Path, gap: float, strategy: str, wrapper: st
     assert wrapper in info["model_wrapper"], info
 
 
-# LoRA under a sharded strategy runs by default with FSDP2; with ZeRO-3 it is in -m slow (the suite's time budget)
+# LoRA under a sharded strategy runs by default with FSDP2; with ZeRO-3 it is in -m slow (the suite's time budget);
+# DDP runs by default in tests/train/test_distributed.py
 @pytest.mark.parametrize(("name", "train_type"), [
-    ("ddp", "full"), ("fsdp2", "full"), ("fsdp2", "lora"), ("zero3", "full"),
+    pytest.param("ddp", "full", marks=pytest.mark.slow), ("fsdp2", "full"), ("fsdp2", "lora"), ("zero3", "full"),
     pytest.param("zero3", "lora", marks=pytest.mark.slow), pytest.param("zero2", "full", marks=pytest.mark.slow),
     pytest.param("ddp", "lora", marks=pytest.mark.slow), pytest.param("zero2", "lora", marks=pytest.mark.slow)])
 def test_strategy_matches_one_process(runs, name, train_type):
@@ -105,6 +106,7 @@ def test_strategy_matches_one_process(runs, name, train_type):
     assert_matches(runs.strategy(name, train_type), runs.single(train_type), gap, strategy, wrapper)
 
 
+@pytest.mark.slow  # 15-100 s: out of the default suite's 20-minute budget
 def test_two_nodes_match_one_process(runs):
     run = runs.get("nodes-full", "full", nproc=2, nodes=True)
     assert_matches(run, runs.single("full"), FULL_GAP, "ddp", "DistributedDataParallel")
@@ -135,7 +137,8 @@ def test_sharded_checkpoints_are_whole_hf_and_peft_checkpoints(runs, name, train
         assert list(checkpoint.glob("global_step*/*optim_states.pt"))
 
 
-@pytest.mark.parametrize("name", ["ddp", pytest.param("fsdp2", marks=pytest.mark.slow), "zero3"])
+@pytest.mark.parametrize("name", [pytest.param("ddp", marks=pytest.mark.slow), pytest.param("fsdp2", marks=pytest.mark.slow),
+                                  "zero3"])
 def test_resume_continues_with_the_uninterrupted_losses(runs, name):
     """Continue from checkpoint-SAVE of a run (what a killed run leaves: checkpoints are renamed into place only once
     whole) into a new output directory: steps SAVE+1.. give the losses of the run that went on."""

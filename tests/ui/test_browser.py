@@ -92,6 +92,7 @@ def test_stop_ends_the_run_and_its_process_group(browser, web_ui, tiny_llama_dir
     wait_until(lambda: "stopped" in box_text(page, "status"), 30, "the status to say stopped")
 
 
+@pytest.mark.slow  # 15-100 s: out of the default suite's 20-minute budget
 def test_the_language_switch_changes_every_label(browser, tmp_path):
     counts = {}
     for lang in ("en", "zh"):
@@ -156,6 +157,7 @@ def colour_vl_checkpoint(tmp_path_factory) -> Path:
     return result.last_checkpoint
 
 
+@pytest.mark.slow  # 15-100 s: out of the default suite's 20-minute budget
 def test_swift_app_takes_an_uploaded_image(browser, colour_vl_checkpoint, tmp_path):
     from tests.fixtures.multimodal import sample_image
 

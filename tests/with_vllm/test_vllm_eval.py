@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from tests.conftest import ROOT, SMOLLM2
 from tests.with_vllm.conftest import EAGER, VLLM_SWIFT
 
 
+@pytest.mark.slow  # 45 s: out of the default suite's 20-minute budget
 def test_swift_eval_scores_a_vllm_served_model(vllm_env, tmp_path):
     mcq = ROOT / "tests" / "fixtures" / "data" / "mcq"
     done = subprocess.run(

@@ -49,6 +49,7 @@ ROLLOUT_KEYS = ("completions/mean_length", "completions/min_length", "completion
                 "rewards/accuracy/mean", "rewards/format/mean", "rewards/repetition/mean", "reward")
 
 
+@pytest.mark.slow  # 15-100 s: out of the default suite's 20-minute budget
 def test_colocated_vllm_rolls_out_what_the_pytorch_engine_does(vllm_env, math_data, tmp_path):
     """Greedy (top-k 1) in fp32 on both sides: the same completions, so the same rewards, lengths and losses."""
     greedy = ["--top_k", "1"]
@@ -92,6 +93,7 @@ def rollout_server(vllm_env, smollm2_dir, tmp_path_factory):
     log.close()
 
 
+@pytest.mark.slow  # 15-100 s: out of the default suite's 20-minute budget
 def test_grpo_against_swift_rollout_syncs_merged_weights_or_the_adapter(rollout_server, vllm_env, math_data,
                                                                        tmp_path):
     url, port, _ = rollout_server
@@ -107,6 +109,7 @@ def test_grpo_against_swift_rollout_syncs_merged_weights_or_the_adapter(rollout_
         assert httpx.get(f"{url}/rollout/info").json()["weight_version"] == before + 2  # one sync per step
 
 
+@pytest.mark.slow  # 15-100 s: out of the default suite's 20-minute budget
 def test_a_rollout_server_that_dies_mid_run_is_named_in_the_error(rollout_server, vllm_env, math_data, tmp_path):
     _, port, process = rollout_server
     command = [str(BIN / "swift"), *grpo(math_data, tmp_path / "killed", "--use_vllm", "true", "--vllm_mode",
@@ -124,6 +127,7 @@ def test_a_rollout_server_that_dies_mid_run_is_named_in_the_error(rollout_server
     assert "was it stopped?" in stderr
 
 
+@pytest.mark.slow  # 15-100 s: out of the default suite's 20-minute budget
 def test_swift_sample_on_vllm_writes_scored_answers(vllm_env, math_data, tmp_path):
     out = tmp_path / "sample"
     done = run([str(VLLM_SWIFT), "sample", "--model", SMOLLM2, "--dataset", f"{math_data}#3", "--sampler_engine",

@@ -93,6 +93,7 @@ def test_unbuilt_command_says_so_instead_of_pretending(capsys):
     assert "does not run yet" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 15-100 s: out of the default suite's 20-minute budget
 def test_third_party_import_noise_is_dropped_and_other_messages_are_kept():
     pytest.importorskip("deepspeed")
     pytest.importorskip("bitsandbytes")

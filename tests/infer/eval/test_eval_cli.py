@@ -108,6 +108,7 @@ def mcq_args(local_data: Path) -> list[str]:
             "--eval_generation_config", '{"max_tokens": 8}']
 
 
+@pytest.mark.slow  # 15-100 s: out of the default suite's 20-minute budget
 def test_eval_url_scores_a_running_deploy_named_by_its_v1_models(local_data, tiny_llama_dir, tmp_path):
     remote = run_against_deploy(tiny_llama_dir, mcq_args(local_data), tmp_path / "remote", tmp_path)
     assert remote.returncode == 0, remote.stderr[-3000:]

@@ -83,6 +83,7 @@ def hub():
     server.server.shutdown()
 
 
+@pytest.mark.slow  # 15-100 s: out of the default suite's 20-minute budget
 def test_push_to_hub_sends_the_whole_export_in_one_commit(hub, tiny_llama_dir, tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
