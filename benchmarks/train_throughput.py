@@ -202,6 +202,11 @@ def main() -> None:
                                                                "--gradient_checkpointing", "true"),
         "a: ... --packing true": lambda: run_swift(data, work, args.steps, "pk", "--packing", "true", *nogc),
         "a: ... --bf16 false": lambda: run_swift(data, work, args.steps, "pf32", "--bf16", "false", *nogc),
+        # (b)'s schedule and row order (linear, no warm-up, rows in file order under the same sampler seed): what is
+        # left of the loss gap is bf16 (first) or the LoRA init and the numerics (second)
+        "a: ... (b)'s schedule and order": lambda: run_swift(data, work, args.steps, "same", *SAME_AS_BASELINE),
+        "a: ... (b)'s schedule and order, --bf16 false": lambda: run_swift(data, work, args.steps, "same32",
+                                                                          *SAME_AS_BASELINE, "--bf16", "false"),
         "a: ... --padding_free false": lambda: run_swift(data, work, args.steps, "pad", "--padding_free", "false",
                                                          *nogc),
     }
@@ -231,6 +236,7 @@ def main() -> None:
         write_curves(results, Path(args.curves))
 
 
+SAME_AS_BASELINE = ("--lr_scheduler_type", "linear", "--warmup_ratio", "0", "--dataset_shuffle", "false")
 GFLOP_PER_TOKEN = 0.57  # SmolLM2-135M LoRA forward + backward (2N + 2N for activations' grads), per token
 
 
