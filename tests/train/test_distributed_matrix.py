@@ -1,8 +1,9 @@
 """The distributed matrix on CPU (gloo, 2 processes): DDP, FSDP2, ZeRO-2, ZeRO-3 and two simulated nodes each give the
 losses of one process with the same global batch, say in env.json which strategy and wrapper really ran, write whole
 HF / PEFT checkpoints that give one process's logits, and resume from a checkpoint with the losses of an uninterrupted
-run. Slow (kept out of the default run for its 20-minute budget): ZeRO-2, the LoRA variant of DDP, FSDP2's
-resume, Slurm srun, Ray. GPU (`-m gpu`): the same with nccl and bf16."""
+run. Slow (kept out of the default run for its 20-minute budget): ZeRO-2, DDP (tests/train/test_distributed.py runs it
+by default), FSDP2 full, two nodes, the resumes of DDP and FSDP2, Slurm srun, Ray. GPU (`-m gpu`): the same with nccl
+and bf16."""
 
 from __future__ import annotations
 
@@ -95,9 +96,10 @@ def assert_matches(run: Path, base: Path, gap: float, strategy: str, wrapper: st
 
 
 # LoRA under a sharded strategy runs by default with FSDP2; with ZeRO-3 it is in -m slow (the suite's time budget);
-# DDP runs by default in tests/train/test_distributed.py
+# DDP runs by default in tests/train/test_distributed.py, FSDP2 full only in -m slow (FSDP2 LoRA by default)
 @pytest.mark.parametrize(("name", "train_type"), [
-    pytest.param("ddp", "full", marks=pytest.mark.slow), ("fsdp2", "full"), ("fsdp2", "lora"), ("zero3", "full"),
+    pytest.param("ddp", "full", marks=pytest.mark.slow), pytest.param("fsdp2", "full", marks=pytest.mark.slow),
+    ("fsdp2", "lora"), ("zero3", "full"),
     pytest.param("zero3", "lora", marks=pytest.mark.slow), pytest.param("zero2", "full", marks=pytest.mark.slow),
     pytest.param("ddp", "lora", marks=pytest.mark.slow), pytest.param("zero2", "lora", marks=pytest.mark.slow)])
 def test_strategy_matches_one_process(runs, name, train_type):
@@ -120,7 +122,8 @@ def test_one_process_env_json(runs):
     assert info["model_wrapper"].endswith("LlamaForCausalLM"), info
 
 
-@pytest.mark.parametrize(("name", "train_type"), [("fsdp2", "full"), ("zero3", "full"), ("fsdp2", "lora"),
+@pytest.mark.parametrize(("name", "train_type"), [pytest.param("fsdp2", "full", marks=pytest.mark.slow),
+                                                   ("zero3", "full"), ("fsdp2", "lora"),
                                                    pytest.param("zero3", "lora", marks=pytest.mark.slow)])
 def test_sharded_checkpoints_are_whole_hf_and_peft_checkpoints(runs, name, train_type):
     """ZeRO-3 / FSDP2 checkpoints are gathered on rank 0: whole weights that plain transformers loads, or a PEFT
