@@ -231,3 +231,22 @@ def test_a_dataset_with_no_usable_rows_is_an_error(tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"foo": 1}, {"bar": 2}])
     with pytest.raises(ConfigError, match="all 2 were bad"):
         load_dataset([str(bad)], strict=False)
+
+
+def test_columns_flag_renames_raw_columns_in_every_dataset_that_has_them(tmp_path):
+    from swift.core.arguments import DataArgs
+    from swift.core.builders import load_rows
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"text1": f"q{i}", "text2": f"a{i}"} for i in range(3)])
+    csv_path = tmp_path / "more.csv"
+    csv_path.write_text("prompt,text2\nq9,a9\n")
+    plain = write_jsonl(tmp_path / "plain.jsonl", [chat(5)])
+    mapping = {"text1": "query", "text2": "response", "prompt": "query"}
+    train, _ = load_rows(DataArgs(dataset=[str(pairs), str(csv_path), str(plain)], columns=mapping,
+                                  dataset_shuffle=False))
+    assert [r["messages"] for r in rows_of(train)] == [chat(i)["messages"] for i in (0, 1, 2, 9, 5)]
+    with pytest.raises(ConfigError, match=r"--columns: 'txt1' is a column of none of the datasets \(their columns: "
+                                          r"text1, text2\)"):
+        load_dataset([str(pairs)], columns={"txt1": "query"})
+    with pytest.raises(DatasetRowError, match=r"pairs\.jsonl"):  # without the mapping the rows are not a format
+        load_dataset([str(pairs)])

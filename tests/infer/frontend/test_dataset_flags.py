@@ -137,3 +137,14 @@ def test_metric_scores_the_answers_against_the_references(tiny_llama_dir, tmp_pa
             assert printed["bleu-4"] <= 50
     with pytest.raises(ConfigError, match="--metric acc: scores the answers to a dataset"):
         infer_main([*base, "--metric", "acc"])
+
+
+def test_columns_maps_a_datasets_own_names_for_infer(tiny_llama_dir, tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"Question {i}?", "gold": f"Answer {i}."}) for i in range(2)))
+    out = tmp_path / "out.jsonl"
+    assert infer_main(["--model", str(tiny_llama_dir), "--val_dataset", str(data), "--result_path", str(out),
+                       "--columns", '{"question": "query", "gold": "response"}', *GREEDY]) == 0
+    lines = read_lines(out)
+    assert [line["labels"] for line in lines] == ["Answer 0.", "Answer 1."]
+    assert lines[0]["messages"][0] == {"role": "user", "content": "Question 0?"}

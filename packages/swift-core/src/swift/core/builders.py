@@ -167,7 +167,7 @@ def load_rows(args: DataArgs, *, require_answer: bool = True) -> tuple[Dataset |
     from swift.core.dataset import load_dataset
 
     common = dict(strict=args.strict, seed=args.data_seed, num_proc=args.dataset_num_proc,
-                  require_answer=require_answer)
+                  require_answer=require_answer, columns=args.columns)
     train, val = load_dataset(
         args.dataset, split_dataset_ratio=0.0 if args.val_dataset else args.split_dataset_ratio,
         streaming=args.streaming, model_name=args.model_name or None, model_author=args.model_author or None,

@@ -57,6 +57,9 @@ class DataArgs:
     dataset: list[str] = arg([], "datasets: files (.jsonl .json .csv .parquet .txt), folders, hub ids or "
                                  "registered names, each as name_or_path[:subset][#N]")
     val_dataset: list[str] = arg([], "validation datasets, same syntax as --dataset")
+    columns: dict[str, str] | None = arg(None, "rename raw columns of the datasets before they are read, as JSON: "
+                                               "'{\"text1\": \"query\", \"text2\": \"response\"}' (applies to "
+                                               "every dataset that has the column)")
     split_dataset_ratio: float = arg(0.0, "fraction of --dataset held out for validation when no --val_dataset")
     data_seed: int = arg(42, "seed for sampling #N rows and the validation split")
     dataset_num_proc: int = arg(1, "processes for preprocessing and tokenising")

@@ -65,6 +65,8 @@ def normalize_arrow(dataset: Dataset, meta: DatasetMeta | None, options: LoadOpt
     import numpy as np
     from datasets import Value
 
+    if options.columns:
+        dataset = dataset.rename_columns({k: v for k, v in options.columns.items() if k in dataset.column_names})
     if meta is not None and meta.columns:
         dataset = dataset.rename_columns({k: v for k, v in meta.columns.items() if k in dataset.column_names})
     extras = _extra_columns(dataset, meta, options)

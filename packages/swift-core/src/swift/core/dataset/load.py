@@ -8,7 +8,7 @@ seed; an N larger than the data repeats it whole and samples the rest (as ms-swi
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,19 +58,24 @@ def load_dataset(
     model_name: Sequence[str] | str | None = None,
     model_author: Sequence[str] | str | None = None,
     require_answer: bool = True,
+    columns: Mapping[str, str] | None = None,
 ) -> tuple[Dataset | IterableDataset, Dataset | None]:
     """Load and normalise datasets; returns (train, val), val None without `split_dataset_ratio`.
 
     `strict=False` skips bad rows and logs one warning with their count and the first few locations.
     `model_name` / `model_author` fill the self-cognition rows: [NAME, NAME_ZH] (one value serves both languages).
     `require_answer=False` keeps conversations that end without an assistant answer (GRPO prompts).
+    `columns` renames raw columns (`{"text1": "query"}`) in every dataset that has them; a name that is in none of
+    them is an error.
     With `streaming`, train is an `IterableDataset`, `#N` takes the first N rows and there is no split.
     """
     options = LoadOptions(strict=strict, seed=seed, num_proc=num_proc, streaming=streaming,
                           model_name=_name_pair(model_name, "model_name"),
-                          model_author=_name_pair(model_author, "model_author"), require_answer=require_answer)
+                          model_author=_name_pair(model_author, "model_author"), require_answer=require_answer,
+                          columns=dict(columns or {}))
     _check(datasets, split_dataset_ratio, options)
     sources = resolve_sources(datasets, options)
+    _check_columns(sources, options)
     if streaming:
         return _stream(sources, options), None
     bad = BadRows()
@@ -90,6 +95,22 @@ def load_dataset(
             vals.append(val)
     bad.log()
     return concat_datasets(trains), concat_datasets(vals) if vals else None
+
+
+def _check_columns(sources: list[DatasetSource], options: LoadOptions) -> None:
+    """--columns names raw columns: each must be a column of at least one dataset (read from each file's first row;
+    with a hub dataset among them, whose columns are known only once it is downloaded, not checked)."""
+    if not options.columns or any(source.hub_id is not None for source in sources):
+        return
+    seen: set[str] = set()
+    for file in (file for source in sources for file in source.files):
+        first = next(iter(read_rows(file)), None)
+        if first is not None and isinstance(first[1], dict):
+            seen.update(first[1])
+    missing = [k for k in options.columns if k not in seen]
+    if missing:
+        raise ConfigError(f"--columns: {', '.join(map(repr, missing))} is a column of none of the datasets "
+                          f"(their columns: {', '.join(sorted(seen)) or 'none'})")
 
 
 def _check(datasets: Sequence[str], ratio: float, options: LoadOptions) -> None:

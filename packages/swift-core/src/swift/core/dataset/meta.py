@@ -15,6 +15,7 @@ class LoadOptions:
 
     `model_name` / `model_author` are (English, Chinese) pairs, filled into the self-cognition rows.
     `require_answer=False` keeps conversations without an assistant answer (GRPO prompts, inference inputs).
+    `columns` renames raw columns of every dataset that has them (`--columns`), before a registered dataset's own.
     """
 
     strict: bool = True
@@ -24,6 +25,7 @@ class LoadOptions:
     model_name: tuple[str, str] | None = None
     model_author: tuple[str, str] | None = None
     require_answer: bool = True
+    columns: Mapping[str, str] = field(default_factory=dict)  # --columns: raw name -> name, before the registry's
 
 
 # A preprocessor rewrites one raw row before it is normalised to `messages`: it may rename, drop or fill in fields,

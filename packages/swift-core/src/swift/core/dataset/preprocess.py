@@ -57,7 +57,9 @@ class RowProblem(ValueError):
 
 
 def prepare_row(raw: Row, meta: DatasetMeta | None, options: LoadOptions) -> Row:
-    """A raw row renamed and preprocessed as its `DatasetMeta` says, then normalised; raises `RowProblem`."""
+    """A raw row renamed (--columns, then its `DatasetMeta`) and preprocessed, then normalised; raises `RowProblem`."""
+    if options.columns:
+        raw = {options.columns.get(k, k): v for k, v in raw.items()}
     if meta is not None and meta.columns:
         raw = {meta.columns.get(k, k): v for k, v in raw.items()}
     if meta is not None and meta.preprocess is not None:

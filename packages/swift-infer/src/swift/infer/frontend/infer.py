@@ -23,7 +23,7 @@ def load_rows(args: InferArguments, *, require_answer: bool = False) -> Any:
     data = args.data
     common = {"strict": data.strict, "seed": data.data_seed, "num_proc": data.dataset_num_proc,
               "require_answer": require_answer, "model_name": data.model_name or None,
-              "model_author": data.model_author or None}
+              "model_author": data.model_author or None, "columns": data.columns}
     if data.val_dataset:
         return load_dataset(data.val_dataset, **common)[0]
     train, val = load_dataset(data.dataset, split_dataset_ratio=data.split_dataset_ratio, **common)

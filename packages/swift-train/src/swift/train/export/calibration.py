@@ -52,7 +52,8 @@ def sample_texts(args: ExportArguments, tokenizer: Any, *, n_held_out: int = 8) 
     from swift.core import load_dataset
 
     train, _ = load_dataset(args.data.dataset, strict=args.data.strict, seed=args.data.data_seed,
-                            model_name=args.data.model_name, model_author=args.data.model_author)
+                            model_name=args.data.model_name, model_author=args.data.model_author,
+                            columns=args.data.columns)
     rows = [render(row, tokenizer) for row in train]
     rows = [r for r in rows if r.strip()]
     if not rows:
@@ -63,7 +64,8 @@ def sample_texts(args: ExportArguments, tokenizer: Any, *, n_held_out: int = 8) 
     calibration = [rows[i] for i in order[:n]]
     held_out, where = [rows[i] for i in order[n:n + n_held_out]], "--dataset rows not sampled for calibration"
     if args.data.val_dataset:
-        val, _ = load_dataset(args.data.val_dataset, strict=args.data.strict, seed=args.data.data_seed)
+        val, _ = load_dataset(args.data.val_dataset, strict=args.data.strict, seed=args.data.data_seed,
+                              columns=args.data.columns)
         held_out, where = [render(row, tokenizer) for row in val][:n_held_out], "--val_dataset"
     if not held_out:
         return TextSets(calibration, builtin, "built-in conversations (--dataset had no rows left over)")
