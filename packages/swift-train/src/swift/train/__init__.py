@@ -11,6 +11,9 @@ _EXPORTS = {
     "pt_main": "swift.train.cli",
     "rlhf_main": "swift.train.cli",
     "export_main": "swift.train.cli",
+    "register_loss": "swift.train.plugins",
+    "register_optimizer": "swift.train.plugins",
+    "register_callback": "swift.train.plugins",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -18,6 +18,18 @@ def _rlhf_types() -> dict[str, str | None]:
     return method_choices()
 
 
+def _optimizers() -> dict[str, None]:
+    from swift.train.plugins import optimizer_choices
+
+    return optimizer_choices()
+
+
+def _callbacks() -> dict[str, None]:
+    from swift.train.plugins import callback_choices
+
+    return callback_choices()
+
+
 def _reward_funcs() -> dict[str, None]:
     from swift.core import reward_choices
 
@@ -95,10 +107,20 @@ class TrainArgs:
     use_ray: bool = arg(False, "run the training on Ray Train workers (pip install \"swift-train[ray]\")")
     ray_num_workers: int | None = arg(None, "Ray Train workers (default: one per GPU of the Ray cluster)")
     ray_address: str | None = arg(None, "Ray cluster to join, e.g. ray://head:10001 or auto (default: a local Ray)")
-    loss_type: list[str] = arg([], "loss variant(s). sft/pt: cross_entropy (default); --task_type embedding: "
+    loss_type: list[str] = arg([], "loss variant(s). sft/pt: cross_entropy (default) or a loss an --external_plugins file "
+                                   "registers; --task_type embedding: "
                                    "infonce (default), cosine_similarity, contrastive, online_contrastive; reranker: "
                                    "pointwise_reranker (default), listwise_reranker; rlhf: DPO sigmoid, ipo, hinge, "
                                    "robust... (several combine), CPO sigmoid, hinge, ipo, GRPO grpo, bnpo, dr_grpo, dapo")
+    external_plugins: list[str] = arg([], "python files run before the other flags are checked: they register "
+                                          "losses (--loss_type), optimizers (--optimizer), callbacks (--callbacks), "
+                                          "reward functions, RLHF methods, models, templates and datasets (this "
+                                          "executes their code)", plugin=True)
+    optimizer: str | None = arg(None, "an optimizer by name in place of --optim: muon (Muon on the hidden weight "
+                                      "matrices, AdamW on the rest), or one an --external_plugins file registers",
+                                choices=_optimizers)
+    callbacks: list[str] = arg([], "trainer callbacks registered by --external_plugins files, by name",
+                               choices=_callbacks)
     router_aux_loss_coef: float = arg(0.0, "MoE models: weight of the router's load-balancing loss added to the "
                                            "training loss (0: none)")
     use_liger_kernel: bool = arg(False, "fused Liger kernels for RMSNorm, RoPE, SwiGLU and chunked cross-entropy "
@@ -134,8 +156,6 @@ class RlhfArgs:
     reward_funcs: list[str] = arg([], "GRPO reward functions (built in, or registered by --external_plugins)",
                                   choices=_reward_funcs)
     reward_weights: list[float] = arg([], "weights of --reward_funcs")
-    external_plugins: list[str] = arg([], "python files registering reward functions, methods or models (run "
-                                          "before the other flags are checked)", plugin=True)
     use_vllm: bool = arg(False, "GRPO rollouts on vLLM (default: swift-infer's PyTorch engine on the policy itself)")
     vllm_mode: Literal["colocate", "server"] = arg("colocate", "colocate: vLLM in this process (needs vLLM here); "
                                                                "server: a `swift rollout` server (needs only HTTP)")

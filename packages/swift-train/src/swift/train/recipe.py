@@ -373,8 +373,11 @@ def add_callbacks(trainer: Any, run: Run) -> None:
 
     requested = requested_strategy(run.args.train.deepspeed, run.args.train.fsdp, env.world_size())
     tuner_callbacks = run.prepared.callbacks if run.prepared else []
+    from swift.train.plugins import build_callbacks
+
     for callback in [StrategyCheck(trainer, run.run_dir, requested), *tuner_callbacks, SaveAtEnd(),
-                     PlotOnSave(run.run_dir), JsonlLogger(run.run_dir, lambda: trainer.tokens_seen)]:
+                     PlotOnSave(run.run_dir), JsonlLogger(run.run_dir, lambda: trainer.tokens_seen),
+                     *build_callbacks(run.args.train.callbacks)]:
         trainer.add_callback(callback)
     vit = run.args.train.vit_gradient_checkpointing
     if vit is None and run.args.tuner.freeze_vit is not False:

@@ -56,6 +56,15 @@ def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
                 config.bf16, run.padding_free)
     trainer = SwiftTrainer(model=run.model, args=config, train_dataset=train_set, eval_dataset=val_set,
                            data_collator=Collator(run.template, run.padding_free), processing_class=processing_class(run.tokenizer),
-                           **trainer_kwargs(run))
+                           compute_loss_func=custom_loss(args), **trainer_kwargs(run))
     add_callbacks(trainer, run)
     return finish(trainer, run, 0 if data.streaming else len(train_set))
+
+
+def custom_loss(args: SftArguments):
+    """The `--loss_type NAME` an --external_plugins file registered (transformers calls it with the model's outputs
+    and the labels), else None: the built-in cross-entropy."""
+    from swift.train.plugins import get_loss
+
+    names = [n for n in args.train.loss_type if n != "cross_entropy"]
+    return get_loss(names[0]) if names else None

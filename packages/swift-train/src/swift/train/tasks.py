@@ -32,6 +32,10 @@ def check_task_args(args: SftArguments, *, pretrain: bool = False) -> list[str]:
     task = task_type_of(model.task_type)
     problems = []
     allowed = TASK_LOSSES[task]
+    if task == "causal_lm":  # (sft and pt)
+        from swift.train.plugins import loss_choices
+
+        allowed = (*allowed, *loss_choices())
     for loss in losses:
         if loss not in allowed:
             takes = f"takes {', '.join(allowed)} (default {allowed[0]})" if allowed else \

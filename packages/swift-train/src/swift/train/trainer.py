@@ -28,8 +28,13 @@ class SwiftTrainerMixin(AtomicCheckpoints, FsdpOnCpu):
         return super().training_step(model, inputs, num_items_in_batch)
 
     def create_optimizer(self, model=None):
-        """transformers' optimizer, with the parameters of each `lr_ratios` entry in groups of their own at
-        lr x factor (the scheduler then scales every group alike)."""
+        """transformers' optimizer (or `--optimizer NAME`'s, swift.train.plugins), with the parameters of each
+        `lr_ratios` entry in groups of their own at lr x factor (the scheduler then scales every group alike)."""
+        name = (getattr(self, "swift_args", None) or {}).get("optimizer")
+        if name and self.optimizer is None:
+            from swift.train.plugins import build_optimizer
+
+            self.optimizer = build_optimizer(name, self.model if model is None else model, self.args)
         optimizer = super().create_optimizer(model)
         if self.lr_ratios:
             names = {id(p): n for n, p in (self.model if model is None else model).named_parameters()}
@@ -85,7 +90,7 @@ class SwiftTrainer(SwiftTrainerMixin, Trainer):
         wanted = (getattr(self, "swift_args", None) or {}).get("use_logits_to_keep")
         keeps = wanted is not False and _keeps_logits(model)  # (Qwen2-Audio's forward has no logits_to_keep)
         if (labels is None or return_outputs or labels.dim() != 2 or self.args.use_liger_kernel
-                or (not keeps and scale is None)):
+                or self.compute_loss_func is not None or (not keeps and scale is None)):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         import torch
         import torch.nn.functional as F

@@ -59,7 +59,7 @@ def check_media(method: RlhfMethod, run: Run) -> None:
 def check_rlhf_args(args: RlhfArguments) -> None:
     from swift.core import load_reward_plugins
 
-    load_reward_plugins(args.rlhf.external_plugins)  # (the CLI ran them already; the Python API may not have)
+    load_reward_plugins(args.train.external_plugins)  # (the CLI ran them already; the Python API may not have)
     check_args(args, problems=rlhf_problems(args))
 
 
