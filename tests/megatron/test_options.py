@@ -134,6 +134,7 @@ def test_optimizer_flags_reach_the_optimizer_config_where_supported(monkeypatch)
     (("--task_type", "seq_cls"), "--task_type seq_cls: megatron trains causal_lm only; use swift sft --task_type"),
     (("--lr_warmup_fraction", "0.1", "--lr_warmup_iters", "3"), "both set the warm-up"),
     (("--decoder_last_pipeline_num_layers", "1"), "needs --pipeline_model_parallel_size > 1"),
+    (("--group_by_length", "true", "--packing", "true"), "--group_by_length with --packing"),
 ])
 def test_impossible_combinations_are_flag_errors(flags, needle):
     args = parse_args(MegatronArguments, ["--model", "x", "--dataset", str(IDENTITY), *flags])

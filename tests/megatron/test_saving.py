@@ -20,7 +20,7 @@ FLAGS = ("--dataset", str(IDENTITY), "--tuner_type", "full", "--micro_batch_size
          "--seed", "7", "--split_dataset_ratio", "0.25", "--num_train_epochs", str(EPOCHS),
          "--lr_warmup_fraction", str(WARMUP_FRACTION), "--logging_steps", "1", "--save_steps", "2",
          "--eval_steps", "3", "--save_total_limit", "2", "--no_save_optim", "true", "--no_save_rng", "true",
-         "--save_safetensors", "true", "--dataloader_num_workers", "1")
+         "--save_safetensors", "true", "--dataloader_num_workers", "1", "--group_by_length", "true")
 
 
 def _log(run: Path) -> list[dict]:

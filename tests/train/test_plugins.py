@@ -88,7 +88,8 @@ def test_muon_trains_full_weights_and_resumes_exactly(tiny_llama_dir, rows_file,
     assert reference[4] < reference[1]
     state = torch.load(whole.run_dir / "checkpoint-2" / "optimizer.pt", weights_only=False)
     muon, adamw = state["optimizers"]
-    assert muon["param_groups"][0]["use_muon"] and muon["param_groups"][0]["adjust_lr_fn"] == "match_rms_adamw"
+    assert muon["param_groups"][0]["use_muon"]
+    assert muon["param_groups"][0]["adjust_lr_fn"] == "match_rms_adamw"
     assert not adamw["param_groups"][0]["use_muon"]
     n_muon, n_adamw = len(muon["param_groups"][0]["params"]), len(adamw["param_groups"][0]["params"])
     assert n_muon == 7 * 2  # the linears of 2 layers; embeddings, head and norms with AdamW

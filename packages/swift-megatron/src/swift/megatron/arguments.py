@@ -53,6 +53,8 @@ class MegatronArgs:
     eval_iters: int = arg(-1, "global batches per evaluation (-1: the whole validation split)")
     dataloader_num_workers: int = arg(0, "DataLoader worker processes building the micro-batches (0: in the "
                                          "training process)")
+    group_by_length: bool = arg(False, "put rows of similar length in each global batch (less padding; the "
+                                       "batches' order stays random, seeded by --data_seed)")
     seed: int = arg(42, "random seed")
     tensor_model_parallel_size: int = arg(1, "tensor parallel ranks")
     pipeline_model_parallel_size: int = arg(1, "pipeline parallel ranks")
@@ -126,6 +128,8 @@ def check_train_args(args: MegatronArguments) -> None:
                        "--tensor_model_parallel_size 1 there is nothing to split, it does nothing")
     if args.tuner.lora_rank < 1:
         problems.append(f"--lora_rank {args.tuner.lora_rank}: must be at least 1")
+    if m.group_by_length and args.template.packing:
+        problems.append("--group_by_length with --packing: packed rows are already full")
     if problems:
         raise ConfigError("\n".join(problems))
 

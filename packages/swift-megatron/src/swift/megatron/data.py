@@ -22,19 +22,30 @@ class BatchPlan:
     data_parallel_rank: int
     seed: int
     pad_multiple: int = 1
+    lengths: Sequence[int] | None = None  # --group_by_length: each row's tokens
+
 
     @property
     def num_microbatches(self) -> int:
         return self.global_batch_size // (self.micro_batch_size * self.data_parallel_size)
 
 
-def epoch_order(num_rows: int, epoch: int, seed: int) -> list[int]:
-    """Epoch 0 keeps the (already shuffled) dataset order; later epochs reshuffle with seed + epoch."""
-    if epoch == 0:
-        return list(range(num_rows))
+def epoch_order(num_rows: int, epoch: int, seed: int, lengths: Sequence[int] | None = None,
+                group: int = 1) -> list[int]:
+    """Epoch 0 keeps the (already shuffled) dataset order; later epochs reshuffle with seed + epoch.
+
+    With `lengths` (--group_by_length), as transformers' LengthGroupedSampler: a seeded permutation (every epoch)
+    cut into mega-batches of 50 global batches (`group` rows each), each sorted longest first, so that the rows of
+    one global batch have similar lengths while the order of the mega-batches stays random."""
     import numpy as np
 
-    return np.random.RandomState(seed + epoch).permutation(num_rows).tolist()
+    if lengths is None:
+        return list(range(num_rows)) if epoch == 0 else np.random.RandomState(seed + epoch).permutation(
+            num_rows).tolist()
+    order = np.random.RandomState(seed + epoch).permutation(num_rows).tolist()
+    size = 50 * group
+    return [i for start in range(0, num_rows, size)
+            for i in sorted(order[start:start + size], key=lambda i: -lengths[i])]
 
 
 def global_batch_indices(num_rows: int, step: int, plan: BatchPlan) -> list[int]:
@@ -44,7 +55,7 @@ def global_batch_indices(num_rows: int, step: int, plan: BatchPlan) -> list[int]
     for position in range(start, start + plan.global_batch_size):
         epoch, offset = divmod(position, num_rows)
         if epoch not in cache:
-            cache[epoch] = epoch_order(num_rows, epoch, plan.seed)
+            cache[epoch] = epoch_order(num_rows, epoch, plan.seed, plan.lengths, plan.global_batch_size)
         out.append(cache[epoch][offset])
     return out
 

@@ -250,7 +250,8 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
         start = resume(source.checkpoint, source.meta or {}, m, optimizer, scheduler, parallel)
 
     plan = BatchPlan(m.global_batch_size, m.micro_batch_size, dp, dp_rank, seed=args.data.data_seed,
-                     pad_multiple=parallel.tp if config.sequence_parallel else 1)
+                     pad_multiple=parallel.tp if config.sequence_parallel else 1,
+                     lengths=[len(r["input_ids"]) for r in data.train] if m.group_by_length else None)
     forward_backward = get_forward_backward_func()
     evaluate = make_evaluator(m, data.val, plan, model, forward_backward)
     log_path, losses, eval_losses, last = run_dir / "logging.jsonl", {}, {}, None
