@@ -110,6 +110,18 @@ def test_dpo_first_step_is_log2_and_resume_continues_exactly(tiny_llama_dir, dat
     assert again[4] == pytest.approx(losses[4], rel=1e-5)
 
 
+def test_loss_weights_weigh_each_dpo_loss_type(tiny_llama_dir, data_dir, tmp_path):
+    result = rlhf_main(flags(tiny_llama_dir, data_dir / "preference.jsonl", tmp_path, "dpo",
+                             "--per_device_train_batch_size", "2", "--max_steps", "1", "--loss_type", "sigmoid", "ipo",
+                             "--loss_weights", "1", "0.01"))
+    step = next(row for row in logged(result.run_dir) if "loss" in row)
+    # no margin yet (the fresh adapter is the reference): sigmoid gives log 2, IPO (0 - 1 / (2 beta))^2 = 25 at beta 0.1
+    assert step["loss"] == pytest.approx(math.log(2) + 0.01 * 25, rel=1e-4)
+    with pytest.raises(ConfigError, match=r"--loss_weights: 1 weights for 2 --loss_type \(sigmoid ipo\)"):
+        rlhf_main(flags(tiny_llama_dir, data_dir / "preference.jsonl", tmp_path, "dpo", "--loss_type", "sigmoid",
+                        "ipo", "--loss_weights", "1"))
+
+
 def test_an_explicit_reference_model_is_used(tiny_llama_dir, data_dir, tmp_path):
     result = rlhf_main(flags(tiny_llama_dir, data_dir / "preference.jsonl", tmp_path, "dpo", "--max_steps", "1",
                              "--per_device_train_batch_size", "2", "--ref_model", str(tiny_llama_dir)))

@@ -137,6 +137,7 @@ class RlhfArgs:
     teacher_model: str | None = arg(None, "teacher model for GKD")
     beta: float | None = arg(None, "KL / preference strength (method default when unset)")
     rpo_alpha: float | None = arg(None, "weight of the NLL term in DPO (RPO)")
+    loss_weights: list[float] = arg([], "DPO with several --loss_type: the weight of each, in order (default 1 each)")
     simpo_gamma: float = arg(1.0, "SimPO target reward margin")
     cpo_alpha: float = arg(1.0, "weight of the NLL term in CPO")
     desirable_weight: float = arg(1.0, "KTO weight of desirable rows")

@@ -101,9 +101,9 @@ def build_dpo(run: Run) -> tuple[Any, int]:
 
     rlhf = run.args.rlhf
     losses = list(run.args.train.loss_type) or ["sigmoid"]
-    weights = None
+    weights = list(rlhf.loss_weights) or None
     if rlhf.rpo_alpha is not None:  # RPO: the DPO loss plus rpo_alpha x the NLL of the chosen answer
-        weights = [1.0] * len(losses) + [rlhf.rpo_alpha]
+        weights = (weights or [1.0] * len(losses)) + [rlhf.rpo_alpha]
         losses.append("sft")
     return train_on(run, layouts.preference_row, DPOConfig, swift_trainer(DPOTrainer),
                     dict(beta=beta(run), loss_type=losses, loss_weights=weights, max_length=run.max_length),

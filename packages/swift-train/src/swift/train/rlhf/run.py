@@ -35,6 +35,11 @@ def rlhf_problems(args: RlhfArguments) -> list[str]:
             problems.append(f"--loss_type {loss}: not a {method.name} loss (choose from {', '.join(method.loss_types)})")
     if len(args.train.loss_type) > method.max_losses:
         problems.append(f"--loss_type: {method.name} takes {method.max_losses} loss type, got {len(args.train.loss_type)}")
+    if rlhf.loss_weights and method.name != "dpo":
+        problems.append(f"--loss_weights: weights DPO's several --loss_type; --rlhf_type {method.name} has one loss")
+    elif rlhf.loss_weights and len(rlhf.loss_weights) != len(args.train.loss_type or ["sigmoid"]):
+        problems.append(f"--loss_weights: {len(rlhf.loss_weights)} weights for {len(args.train.loss_type or [1])} "
+                        f"--loss_type ({' '.join(args.train.loss_type or ['sigmoid'])})")
     if rlhf.ref_model and not method.uses_ref_model:
         problems.append(f"--ref_model: --rlhf_type {method.name} uses no reference model")
     if rlhf.max_completion_length < 1:
