@@ -192,6 +192,9 @@ class ExportArgs:
     group_size: int | None = arg(None, "quantization group size along the input dimension; must divide every "
                                        "quantized layer's input size (default: the largest of 128, 64, 32 that does)")
     quant_n_samples: int = arg(256, "calibration rows sampled (seeded by --data_seed) from --dataset")
+    quant_batch_size: int = arg(1, "gptq / awq: calibration rows per forward pass (right-padded, the padding "
+                                          "masked out of the statistics); -1: all at once. Larger is faster and "
+                                          "takes more memory; the result is the same")
     to_cached_dataset: bool = arg(False, "encode --dataset (and its --split_dataset_ratio / --val_dataset split) "
                                          "with the model's template into --output_dir, for swift sft "
                                          "--cached_dataset")

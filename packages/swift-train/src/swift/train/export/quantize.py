@@ -147,27 +147,57 @@ class _Stop(Exception):
     """Raised by the hook on the first layer once its inputs are captured."""
 
 
-def capture_first_layer_inputs(model: Any, batches: list[Any]) -> list[tuple[tuple, dict]]:
-    """What the first decoder layer receives for each batch: (args, kwargs), so layers can be replayed alone."""
+def batch_samples(samples: list[Any], batch_size: int | None) -> list[tuple[Any, Any]]:
+    """`[1, T]` calibration samples as (ids, mask) batches of `batch_size` (None: all in one), right-padded to the
+    batch's longest; the mask is None for a batch of one (nothing to pad)."""
+    import torch
+
+    size = batch_size or len(samples)
+    out = []
+    for start in range(0, len(samples), size):
+        part = samples[start:start + size]
+        if len(part) == 1:
+            out.append((part[0], None))
+            continue
+        width = max(s.shape[1] for s in part)
+        ids = torch.zeros(len(part), width, dtype=torch.long)
+        mask = torch.zeros(len(part), width, dtype=torch.long)
+        for row, s in enumerate(part):
+            ids[row, :s.shape[1]], mask[row, :s.shape[1]] = s[0], 1
+        out.append((ids, mask))
+    return out
+
+
+def capture_first_layer_inputs(model: Any, batches: list[tuple[Any, Any]]) -> list[tuple[tuple, dict, Any]]:
+    """What the first decoder layer receives for each (ids, mask) batch: (args, kwargs, real-token mask or None),
+    so layers can be replayed alone and their hooks see the real tokens only."""
     import torch
 
     layer = decoder_layers(model)[0]
-    captured: list[tuple[tuple, dict]] = []
+    captured: list[tuple[tuple, dict, Any]] = []
+    keep = None
 
     def hook(_module: Any, args: tuple, kwargs: dict) -> None:
-        captured.append((args, kwargs))
+        captured.append((args, kwargs, keep))
         raise _Stop
 
     handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
     device = next(model.parameters()).device
     try:
         with torch.no_grad():
-            for ids in batches:
+            for ids, mask in batches:
+                keep = None if mask is None else mask.to(device).bool()
                 with contextlib.suppress(_Stop):
-                    model(input_ids=ids.to(device), use_cache=False)
+                    model(input_ids=ids.to(device), attention_mask=None if mask is None else mask.to(device),
+                          use_cache=False)
     finally:
         handle.remove()
     return captured
+
+
+def _real_tokens(x: Any, keep: Any) -> Any:
+    """A linear's input as [tokens, in] without the padding of its batch."""
+    return (x.reshape(-1, x.shape[-1]) if keep is None else x[keep]).detach().float()
 
 
 def _layer_output(layer: Any, args: tuple, kwargs: dict) -> Any:
@@ -181,11 +211,13 @@ def _with_hidden(args: tuple, kwargs: dict, hidden: Any) -> tuple[tuple, dict]:
     return args, {**kwargs, "hidden_states": hidden}
 
 
-def _run_layer(layer: Any, inputs: list[tuple[tuple, dict]]) -> None:
+def _run_layer(layer: Any, inputs: list[tuple[tuple, dict, Any]], current: dict) -> None:
+    """Replay the layer on every captured batch; `current["keep"]` tells the hooks which tokens are real."""
     import torch
 
     with torch.no_grad():
-        for args, kwargs in inputs:
+        for args, kwargs, keep in inputs:
+            current["keep"] = keep
             layer(*args, **kwargs)
 
 
@@ -194,10 +226,11 @@ def _gptq_layer(layer: Any, linears: dict[str, Any], inputs: list, spec: QuantSp
 
     hessians = {n: torch.zeros(m.in_features, m.in_features, device=m.weight.device) for n, m in linears.items()}
     counts = dict.fromkeys(linears, 0)
+    current: dict = {}
 
     def accumulate(name: str):
         def hook(_module: Any, args: tuple, _out: Any) -> None:
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()  # [tokens, in]
+            x = _real_tokens(args[0], current["keep"])  # [tokens, in]
             seen, new = counts[name], x.shape[0]
             hessians[name] *= seen / (seen + new)  # a running mean of 2 x^T x over all tokens
             counts[name] = seen + new
@@ -207,7 +240,7 @@ def _gptq_layer(layer: Any, linears: dict[str, Any], inputs: list, spec: QuantSp
 
     handles = [m.register_forward_hook(accumulate(n)) for n, m in linears.items()]
     try:
-        _run_layer(layer, inputs)
+        _run_layer(layer, inputs, current)
     finally:
         for h in handles:
             h.remove()
@@ -239,17 +272,18 @@ def _awq_layer(layer: Any, linears: dict[str, Any], inputs: list, spec: QuantSpe
               and (not isinstance(modules[prev], torch.nn.Linear)
                    or modules[prev].out_features == linears[names[0]].in_features)]
     captured: dict[str, list] = {names[0]: [] for _, names in groups}
+    current: dict = {}
 
     def keep(name: str):
         def hook(_module: Any, args: tuple, _out: Any) -> None:
             rows = sum(x.shape[0] for x in captured[name])
             if rows < max_rows:
-                captured[name].append(args[0].detach().reshape(-1, args[0].shape[-1]).float())
+                captured[name].append(_real_tokens(args[0], current["keep"]))
         return hook
 
     handles = [linears[n].register_forward_hook(keep(n)) for n in captured]
     try:
-        _run_layer(layer, inputs)
+        _run_layer(layer, inputs, current)
     finally:
         for h in handles:
             h.remove()
@@ -285,8 +319,9 @@ def _awq_layer(layer: Any, linears: dict[str, Any], inputs: list, spec: QuantSpe
     return scales
 
 
-def quantize_model(model: Any, batches: list[Any], spec: QuantSpec, method: str) -> dict[str, Any]:
-    """Quantize every decoder linear in place (weights become their dequantized values); returns scales by name."""
+def quantize_model(model: Any, batches: list[tuple[Any, Any]], spec: QuantSpec, method: str) -> dict[str, Any]:
+    """Quantize every decoder linear in place (weights become their dequantized values); returns scales by name.
+    `batches`: (ids, mask) from `batch_samples` (--quant_batch_size samples per forward)."""
     import torch
     from tqdm import tqdm
 
@@ -302,5 +337,5 @@ def quantize_model(model: Any, batches: list[Any], spec: QuantSpec, method: str)
         prefix = names[id(layer)]
         scales.update({f"{prefix}.{n}": s for n, s in found.items()})
         with torch.no_grad():  # the next layer sees what this quantized layer really outputs
-            inputs = [_with_hidden(a, k, _layer_output(layer, a, k)) for a, k in inputs]
+            inputs = [(*_with_hidden(a, k, _layer_output(layer, a, k)), keep) for a, k, keep in inputs]
     return scales

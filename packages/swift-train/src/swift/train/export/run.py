@@ -61,6 +61,9 @@ def check_flags(args: ExportArguments) -> None:
         problems.append(f"--quant_method {method} needs calibration data: pass --dataset (any format swift reads)")
     if export.quant_n_samples <= 0:
         problems.append(f"--quant_n_samples {export.quant_n_samples}: must be positive")
+    if export.quant_batch_size < 1 and export.quant_batch_size != -1:
+        problems.append(f"--quant_batch_size {export.quant_batch_size}: must be at least 1, or -1 (all samples "
+                        "at once)")
     if export.push_to_hub and not export.hub_model_id:
         problems.append("--push_to_hub needs --hub_model_id user/name")
     if export.push_to_hub and env.hub_offline():
@@ -161,7 +164,13 @@ def _quantize(args: ExportArguments, source: Source, calibration_texts: list[str
         save_atomic(output, write)
         return info
     from swift.train.export import compressed
-    from swift.train.export.quantize import QuantSpec, pick_group_size, quantize_model, quantized_linears
+    from swift.train.export.quantize import (
+        QuantSpec,
+        batch_samples,
+        pick_group_size,
+        quantize_model,
+        quantized_linears,
+    )
 
     quantized = set(quantized_linears(source.model))
     if method == "fp8":
@@ -171,11 +180,13 @@ def _quantize(args: ExportArguments, source: Source, calibration_texts: list[str
                            "dynamic activations)"}
     else:
         spec = QuantSpec(bits, pick_group_size(source.model, args.export.group_size))
-        batches = calibration.tokenize(calibration_texts, source.tokenizer, args.template.max_length or 2048)
-        scales = quantize_model(source.model, batches, spec, method)
+        samples = calibration.tokenize(calibration_texts, source.tokenizer, args.template.max_length or 2048)
+        per_forward = None if args.export.quant_batch_size == -1 else args.export.quant_batch_size
+        scales = quantize_model(source.model, batch_samples(samples, per_forward), spec, method)
         config, fmt = compressed.int_config(source.model, spec, quantized), "pack-quantized"
         info |= {"group_size": spec.group_size, "format": f"compressed-tensors pack-quantized (W{bits}A16, symmetric)",
-                 "calibration": {"samples": len(batches), "tokens": sum(b.shape[1] for b in batches),
+                 "calibration": {"samples": len(samples), "tokens": sum(s.shape[1] for s in samples),
+                                 "batch_size": per_forward or len(samples),
                                  "seed": args.data.data_seed, "digest": texts_digest(calibration_texts)}}
     save_atomic(output, lambda work: compressed.save_compressed(source.model, source.tokenizer, scales, config, fmt,
                                                                 work))
