@@ -28,6 +28,10 @@ _EXPORTS = {
     "pair_messages": "swift.core.model.tasks",
     "yes_no_ids": "swift.core.model.tasks",
     "task_forward": "swift.core.model.tasks",
+    # answers against references (swift infer --metric, swift sft --predict_with_generate)
+    "METRICS": "swift.core.metrics",
+    "score_rouge": "swift.core.metrics",
+    "score_acc": "swift.core.metrics",
     # datasets
     "load_dataset": "swift.core.dataset",
     "DatasetMeta": "swift.core.dataset",

@@ -10,7 +10,7 @@ from swift.infer.backends import backend_choices
 
 
 def _metric_choices() -> dict[str, str | None]:
-    from swift.infer.frontend.metric import METRICS
+    from swift.core import METRICS
 
     return dict.fromkeys(METRICS)
 
