@@ -121,6 +121,11 @@ class TrainArgs:
                                 choices=_optimizers)
     callbacks: list[str] = arg([], "trainer callbacks registered by --external_plugins files, by name",
                                choices=_callbacks)
+    predict_with_generate: bool = arg(False, "sft: at each evaluation also generate every validation row's last "
+                                             "answer (greedy, up to --max_new_tokens) and score it against the row's "
+                                             "answer: eval_rouge-1/-2/-l and eval_bleu-4 beside eval_loss; "
+                                             "--metric_for_best_model then defaults to rouge-l")
+    max_new_tokens: int = arg(64, "--predict_with_generate: the longest generated answer")
     router_aux_loss_coef: float = arg(0.0, "MoE models: weight of the router's load-balancing loss added to the "
                                            "training loss (0: none)")
     use_liger_kernel: bool = arg(False, "fused Liger kernels for RMSNorm, RoPE, SwiGLU and chunked cross-entropy "

@@ -136,6 +136,11 @@ def check_selection(args: SftArguments) -> list[str]:
                         f"--eval_steps {eval_steps}")
     if train.early_stop_interval is not None and train.early_stop_interval < 1:
         problems.append(f"--early_stop_interval {train.early_stop_interval}: must be at least 1")
+    if train.predict_with_generate and not (data.val_dataset or data.split_dataset_ratio or train.cached_val_dataset):
+        problems.append("--predict_with_generate generates the validation answers: give --val_dataset or "
+                        "--split_dataset_ratio")
+    if train.max_new_tokens < 1:
+        problems.append(f"--max_new_tokens {train.max_new_tokens}: must be at least 1")
     if train.group_by_length and (args.template.packing or data.streaming):
         problems.append("--group_by_length with " + ("--packing: packed bins are already full" if args.template.packing
                         else "--streaming: a stream is read in order, it cannot be sorted by length"))
@@ -333,7 +338,7 @@ def training_arguments(run: Run, steps: int, *, config_cls: type | None = None, 
     eval_strategy = targs.eval_strategy or ("steps" if has_eval else "no")
     metric = targs.metric_for_best_model
     if metric is None and (targs.load_best_model_at_end or targs.save_strategy == "best" or targs.early_stop_interval):
-        metric = "loss"
+        metric = "rouge-l" if targs.predict_with_generate else "loss"
     optional = {k: v for k, v in dict(neftune_noise_alpha=targs.neftune_noise_alpha,
                                       label_names=targs.label_names or None,
                                       greater_is_better=targs.greater_is_better).items() if v is not None}

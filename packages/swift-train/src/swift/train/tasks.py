@@ -43,6 +43,8 @@ def check_task_args(args: SftArguments, *, pretrain: bool = False) -> list[str]:
             problems.append(f"--loss_type {loss}: --task_type {task} {takes}")
     if len(losses) > 1 and task != "causal_lm":
         problems.append(f"--loss_type {' '.join(losses)}: --task_type {task} trains with one loss")
+    if task != "causal_lm" and args.train.predict_with_generate:
+        problems.append(f"--predict_with_generate: --task_type {task} answers with a head, not generated text")
     if task != "causal_lm" and pretrain:
         problems.append(f"--task_type {task}: swift pt trains causal LMs on raw text; use swift sft")
     if task == "seq_cls" and model.num_labels is None:

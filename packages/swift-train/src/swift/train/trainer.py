@@ -80,6 +80,24 @@ def count_tokens(inputs: Any) -> int:
 
 
 class SwiftTrainer(SwiftTrainerMixin, Trainer):
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        """The eval loss, and with --predict_with_generate the ROUGE / BLEU of generated answers (swift.train.
+        generate_eval) in the same metrics: what is logged, what callbacks and best-checkpoint selection see."""
+        args = getattr(self, "swift_args", None) or {}
+        self._generated = None
+        if args.get("predict_with_generate"):
+            from swift.train.generate_eval import generated_metrics
+
+            dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+            self._generated = generated_metrics(self, dataset, metric_key_prefix, args.get("max_new_tokens") or 64)
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def evaluation_loop(self, *args, **kwargs):
+        output = super().evaluation_loop(*args, **kwargs)
+        if getattr(self, "_generated", None):
+            output.metrics.update(self._generated)
+        return output
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Causal-LM loss with logits only where a label is: the output head (vocab-sized matmul and softmax) skips
         prompt and padding positions, which saves compute and the largest activation of small models. With

@@ -35,6 +35,9 @@ def rlhf_problems(args: RlhfArguments) -> list[str]:
             problems.append(f"--loss_type {loss}: not a {method.name} loss (choose from {', '.join(method.loss_types)})")
     if len(args.train.loss_type) > method.max_losses:
         problems.append(f"--loss_type: {method.name} takes {method.max_losses} loss type, got {len(args.train.loss_type)}")
+    if args.train.predict_with_generate:
+        problems.append("--predict_with_generate: swift sft's evaluation by generated answers; swift rlhf evaluates "
+                        "its method's loss (GRPO logs its rewards)")
     if rlhf.loss_weights and method.name != "dpo":
         problems.append(f"--loss_weights: weights DPO's several --loss_type; --rlhf_type {method.name} has one loss")
     elif rlhf.loss_weights and len(rlhf.loss_weights) != len(args.train.loss_type or ["sigmoid"]):
