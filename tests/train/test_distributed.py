@@ -39,11 +39,13 @@ def launch(tiny_llama_dir: Path, data: Path, out: Path, *extra: str) -> subproce
 
 
 def test_nproc_per_node_runs_ddp_with_one_run_directory(tiny_llama_dir, small_file, tmp_path):
-    result = launch(tiny_llama_dir, small_file, tmp_path)
+    result = launch(tiny_llama_dir, small_file, tmp_path, "--ddp_find_unused_parameters", "false")
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list(tmp_path.iterdir())
     assert len(runs) == 1  # rank 0 made it and told the others
     assert json.loads((runs[0] / "args.json").read_text())["world_size"] == 2
+    # the DDP wrapper's own setting (transformers would turn it on here: no gradient checkpointing)
+    assert json.loads((runs[0] / "env.json").read_text())["ddp_find_unused_parameters"] is False
     assert (runs[0] / "checkpoint-3" / "adapter_model.safetensors").is_file()
     steps = [json.loads(line) for line in (runs[0] / "logging.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps if "loss" in r] == [1, 2, 3]  # one log, written by rank 0 only

@@ -121,6 +121,9 @@ class TrainArgs:
                                 choices=_optimizers)
     callbacks: list[str] = arg([], "trainer callbacks registered by --external_plugins files, by name",
                                choices=_callbacks)
+    ddp_find_unused_parameters: bool | None = arg(None, "DDP: look for parameters without a gradient after each "
+                                                        "backward (needed when a step skips some; slower); default: "
+                                                        "transformers' (off under gradient checkpointing)")
     predict_with_generate: bool = arg(False, "sft: at each evaluation also generate every validation row's last "
                                              "answer (greedy, up to --max_new_tokens) and score it against the row's "
                                              "answer: eval_rouge-1/-2/-l and eval_bleu-4 beside eval_loss; "

@@ -79,6 +79,8 @@ def describe(trainer: Any, requested: str) -> dict[str, Any]:
         "launcher": launcher(),
         "versions": versions(),
     }
+    if hasattr(model, "find_unused_parameters"):  # DDP: what --ddp_find_unused_parameters (or its default) set
+        info["ddp_find_unused_parameters"] = bool(model.find_unused_parameters)
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name()
     return info

@@ -340,6 +340,7 @@ def training_arguments(run: Run, steps: int, *, config_cls: type | None = None, 
     if metric is None and (targs.load_best_model_at_end or targs.save_strategy == "best" or targs.early_stop_interval):
         metric = "rouge-l" if targs.predict_with_generate else "loss"
     optional = {k: v for k, v in dict(neftune_noise_alpha=targs.neftune_noise_alpha,
+                                      ddp_find_unused_parameters=targs.ddp_find_unused_parameters,
                                       label_names=targs.label_names or None,
                                       greater_is_better=targs.greater_is_better).items() if v is not None}
     return config_cls(
