@@ -146,3 +146,21 @@ def test_use_logits_to_keep_false_computes_every_position_with_the_same_loss(tin
                                  "--use_logits_to_keep", "false")).run_dir)
     assert set(kept) == {0}
     assert full == pytest.approx(default, rel=1e-4)
+
+
+def test_streams_shuffle_within_their_buffer_and_max_epochs_ends_the_run(tiny_llama_dir, rows_file, tmp_path):
+    first_eight = tmp_path / "eight.jsonl"
+    first_eight.write_text("\n".join(rows_file.read_text().splitlines()[:8]))
+    stream = ("--streaming", "true", "--max_steps", "50", "--per_device_train_batch_size", "4")
+
+    def step_one(name: str, *extra: str) -> float:
+        return losses(sft_main(flags(tiny_llama_dir, first_eight, tmp_path / name, *stream, "--max_epochs", "1",
+                                     *extra)).run_dir)[1]
+
+    in_order = step_one("in_order", "--dataset_shuffle", "false")
+    assert step_one("buffer_1", "--shuffle_buffer_size", "1") == pytest.approx(in_order, rel=1e-6)  # a 1-row buffer
+    assert step_one("buffer_8", "--shuffle_buffer_size", "8") != pytest.approx(in_order, rel=1e-3)
+
+    result = sft_main(flags(tiny_llama_dir, first_eight, tmp_path / "epochs", *stream, "--max_epochs", "2"))
+    assert sorted(losses(result.run_dir)) == [1, 2, 3, 4]  # 8 rows, batch 4: two steps an epoch, not 50
+    assert result.last_checkpoint.name == "checkpoint-4"

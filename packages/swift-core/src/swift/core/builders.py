@@ -158,6 +158,8 @@ def check_data_args(args: DataArgs) -> list[str]:
         problems.append(f"--split_dataset_ratio {args.split_dataset_ratio}: must be within [0, 1)")
     if args.dataset_num_proc < 1:
         problems.append(f"--dataset_num_proc {args.dataset_num_proc}: must be at least 1")
+    if args.shuffle_buffer_size < 1:
+        problems.append(f"--shuffle_buffer_size {args.shuffle_buffer_size}: must be at least 1")
     return problems
 
 
@@ -174,6 +176,8 @@ def load_rows(args: DataArgs, *, require_answer: bool = True) -> tuple[Dataset |
         **common)
     if args.dataset_shuffle and not args.streaming:
         train = train.shuffle(seed=args.data_seed)
+    elif args.dataset_shuffle:
+        train = train.shuffle(seed=args.data_seed, buffer_size=args.shuffle_buffer_size)
     if args.val_dataset:
         val, _ = load_dataset(args.val_dataset, **common)
     return train, val

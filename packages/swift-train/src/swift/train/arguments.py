@@ -121,6 +121,9 @@ class TrainArgs:
                                 choices=_optimizers)
     callbacks: list[str] = arg([], "trainer callbacks registered by --external_plugins files, by name",
                                choices=_callbacks)
+    max_epochs: int | None = arg(None, "stop at the end of this many passes over the training data, with a "
+                                       "checkpoint (a --streaming run has no length: --max_steps bounds it, this "
+                                       "ends it at the stream's end)")
     ddp_find_unused_parameters: bool | None = arg(None, "DDP: look for parameters without a gradient after each "
                                                         "backward (needed when a step skips some; slower); default: "
                                                         "transformers' (off under gradient checkpointing)")

@@ -91,6 +91,18 @@ class EarlyStop(TrainerCallback):
             state.swift_early_stopped = True
 
 
+class MaxEpochs(TrainerCallback):
+    """--max_epochs: the run ends (with a checkpoint) at the end of that many passes over the data."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs, self.seen = epochs, 0
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.seen += 1
+        if self.seen >= self.epochs:
+            control.should_training_stop = control.should_save = True
+
+
 def log_final(run_dir: Path, **fields) -> None:
     """The run's last line of logging.jsonl: last and best checkpoint (as ms-swift writes them)."""
     with (run_dir / "logging.jsonl").open("a", encoding="utf-8") as f:

@@ -139,6 +139,8 @@ def check_selection(args: SftArguments) -> list[str]:
     if train.predict_with_generate and not (data.val_dataset or data.split_dataset_ratio or train.cached_val_dataset):
         problems.append("--predict_with_generate generates the validation answers: give --val_dataset or "
                         "--split_dataset_ratio")
+    if train.max_epochs is not None and train.max_epochs < 1:
+        problems.append(f"--max_epochs {train.max_epochs}: must be at least 1")
     if train.max_new_tokens < 1:
         problems.append(f"--max_new_tokens {train.max_new_tokens}: must be at least 1")
     if train.group_by_length and (args.template.packing or data.streaming):
@@ -374,7 +376,7 @@ def trainer_kwargs(run: Run) -> dict[str, Any]:
 
 def add_callbacks(trainer: Any, run: Run) -> None:
     """The callbacks every command shares: the tuner's, a final checkpoint, plots and logging.jsonl."""
-    from swift.train.callbacks import JsonlLogger, PlotOnSave, SaveAtEnd
+    from swift.train.callbacks import JsonlLogger, MaxEpochs, PlotOnSave, SaveAtEnd
     from swift.train.distributed import StrategyCheck, requested_strategy
 
     requested = requested_strategy(run.args.train.deepspeed, run.args.train.fsdp, env.world_size())
@@ -383,6 +385,7 @@ def add_callbacks(trainer: Any, run: Run) -> None:
 
     for callback in [StrategyCheck(trainer, run.run_dir, requested), *tuner_callbacks, SaveAtEnd(),
                      PlotOnSave(run.run_dir), JsonlLogger(run.run_dir, lambda: trainer.tokens_seen),
+                     *([MaxEpochs(run.args.train.max_epochs)] if run.args.train.max_epochs else []),
                      *build_callbacks(run.args.train.callbacks)]:
         trainer.add_callback(callback)
     vit = run.args.train.vit_gradient_checkpointing

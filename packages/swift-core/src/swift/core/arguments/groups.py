@@ -65,6 +65,8 @@ class DataArgs:
     dataset_num_proc: int = arg(1, "processes for preprocessing and tokenising")
     dataset_shuffle: bool = arg(True, "shuffle the training set")
     streaming: bool = arg(False, "stream the datasets instead of loading them whole")
+    shuffle_buffer_size: int = arg(1000, "--streaming with --dataset_shuffle: a stream is shuffled within a buffer "
+                                         "of this many rows (seeded by --data_seed); 1 keeps the file order")
     strict: bool = arg(True, "fail on the first bad row (false: skip bad rows, count them and warn)")
     lazy_tokenize: bool = arg(False, "tokenise rows when the trainer asks for them, not up front")
     load_from_cache_file: bool = arg(False, "reuse the encoded rows of an earlier run on the same rows, template "
