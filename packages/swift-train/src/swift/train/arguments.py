@@ -202,6 +202,10 @@ class ExportArgs:
     quant_bits: int | None = arg(None, "weight bits: 4 or 8 (gptq, awq, bnb); fp8 is always 8")
     group_size: int | None = arg(None, "quantization group size along the input dimension; must divide every "
                                        "quantized layer's input size (default: the largest of 128, 64, 32 that does)")
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = arg("nf4", "--quant_method bnb --quant_bits 4: the 4-bit data "
+                                                            "type")
+    bnb_4bit_use_double_quant: bool = arg(True, "--quant_method bnb --quant_bits 4: quantize the quantization "
+                                                "scales too (smaller, as ms-swift does by default)")
     quant_n_samples: int = arg(256, "calibration rows sampled (seeded by --data_seed) from --dataset")
     quant_batch_size: int = arg(1, "gptq / awq: calibration rows per forward pass (right-padded, the padding "
                                           "masked out of the statistics); -1: all at once. Larger is faster and "

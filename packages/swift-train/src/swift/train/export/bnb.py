@@ -13,7 +13,7 @@ from typing import Any
 from swift.core import ConfigError, MissingBackendError, processing_class
 
 
-def bnb_config(bits: int) -> Any:
+def bnb_config(bits: int, quant_type: str = "nf4", double_quant: bool = True) -> Any:
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -24,15 +24,15 @@ def bnb_config(bits: int) -> Any:
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     if bits == 4:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False,
-                                  bnb_4bit_compute_dtype=torch.float32)
-    raise ConfigError(f"--quant_method bnb --quant_bits {bits}: choose 4 (nf4) or 8 (int8)")
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                                  bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=torch.float32)
+    raise ConfigError(f"--quant_method bnb --quant_bits {bits}: choose 4 (nf4 / fp4) or 8 (int8)")
 
 
-def save_bnb(weights_dir: Path, tokenizer: Any, bits: int, work: Path) -> None:
-    """Load `weights_dir` quantized by bitsandbytes and save it into `work` before it ever runs."""
+def save_bnb(weights_dir: Path, tokenizer: Any, config: Any, work: Path) -> None:
+    """Load `weights_dir` quantized by bitsandbytes (`bnb_config(...)`) and save it into `work` before it ever runs."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(weights_dir, quantization_config=bnb_config(bits), device_map="cpu")
+    model = AutoModelForCausalLM.from_pretrained(weights_dir, quantization_config=config, device_map="cpu")
     model.save_pretrained(work, safe_serialization=True)
     processing_class(tokenizer).save_pretrained(work)

@@ -146,16 +146,20 @@ def _quantize(args: ExportArguments, source: Source, calibration_texts: list[str
 
     info: dict[str, Any] = {"method": method, "bits": bits}
     if method == "bnb":
-        from swift.train.export.bnb import save_bnb
+        from swift.train.export.bnb import bnb_config, save_bnb
 
-        info["format"] = "bitsandbytes " + ("nf4" if bits == 4 else "int8")
+        export = args.export
+        config = bnb_config(bits, export.bnb_4bit_quant_type, export.bnb_4bit_use_double_quant)
+        info["format"] = "bitsandbytes " + (export.bnb_4bit_quant_type if bits == 4 else "int8")
+        if bits == 4:
+            info["double_quant"] = export.bnb_4bit_use_double_quant
 
         def write(work: Path) -> None:
             weights_dir = source.base_dir
             if source.adapters or weights_dir is None:  # bitsandbytes quantizes while loading: save the merge first
                 weights_dir = work / ".merged"
                 source.model.save_pretrained(weights_dir, safe_serialization=True)
-            save_bnb(weights_dir, source.tokenizer, bits, work)
+            save_bnb(weights_dir, source.tokenizer, config, work)
             if weights_dir == work / ".merged":
                 import shutil
 
