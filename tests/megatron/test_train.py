@@ -227,3 +227,20 @@ def test_uneven_last_pipeline_stage_gives_the_one_process_losses(tiny_untied_dir
     assert {k.split(".")[2] for k in last_stage["model"] if k.startswith("decoder.layers.")} == {"0"}
     export_main(["--mcore_model", str(run), "--to_hf", "true", "--output_dir", str(tmp_path / "hf")])
     assert (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+def test_cached_dataset_trains_like_the_rows_it_was_exported_from(tiny_untied_dir, one_process, tmp_path):
+    """`swift export --to_cached_dataset` then `megatron sft --cached_dataset`: no tokenising, the same losses."""
+    from swift.megatron import sft_main
+    from swift.train import export_main
+
+    export_main(["--model", str(tiny_untied_dir), "--dataset", str(IDENTITY), "--to_cached_dataset", "true",
+                 "--max_length", "64", "--output_dir", str(tmp_path / "cached")])
+    flags = list(COMMON)
+    del flags[flags.index("--dataset"):flags.index("--dataset") + 2]
+    sft_main(["--model", str(tiny_untied_dir), *flags, "--cached_dataset", str(tmp_path / "cached"), "--save",
+              str(tmp_path / "from-cache")])
+    cached, fresh = logged_losses(tmp_path / "from-cache"), logged_losses(one_process)
+    assert sorted(cached) == [1, 2, 3, 4]
+    for step in cached:
+        assert abs(cached[step] - fresh[step]) < 1e-6, (step, cached[step], fresh[step])

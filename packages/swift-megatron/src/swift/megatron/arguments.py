@@ -53,6 +53,11 @@ class MegatronArgs:
     eval_iters: int = arg(-1, "global batches per evaluation (-1: the whole validation split)")
     dataloader_num_workers: int = arg(0, "DataLoader worker processes building the micro-batches (0: in the "
                                          "training process)")
+    cached_dataset: list[str] = arg([], "encoded training rows written by swift export --to_cached_dataset true "
+                                        "(DIR[#N]), beside or instead of --dataset; checked against this model's "
+                                        "template")
+    cached_val_dataset: list[str] = arg([], "encoded validation rows (default: the val/ split the --cached_dataset "
+                                            "folders carry, if any)")
     group_by_length: bool = arg(False, "put rows of similar length in each global batch (less padding; the "
                                        "batches' order stays random, seeded by --data_seed)")
     seed: int = arg(42, "random seed")
@@ -92,8 +97,8 @@ def check_train_args(args: MegatronArguments) -> None:
     m, problems = args.megatron, []
     if not args.model.model and not m.load:
         problems.append("--model is required (a hub id or a local HF directory), or --load an mcore checkpoint")
-    if not args.data.dataset:
-        problems.append("--dataset is required (files, folders, hub ids or registered names)")
+    if not args.data.dataset and not m.cached_dataset:
+        problems.append("--dataset is required (files, folders, hub ids or registered names), or --cached_dataset")
     problems += check_data_args(args.data)
     if args.tuner.train_type not in ("full", "lora"):
         problems.append(f"--train_type {args.tuner.train_type}: megatron trains full or lora")

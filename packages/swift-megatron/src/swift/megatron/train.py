@@ -63,7 +63,8 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
     if parallel.ep > 1 and is_cpu_only():
         raise ConfigError("--expert_model_parallel_size > 1 needs CUDA: mcore's all-to-all token dispatcher uses "
                           "CUDA streams (the EP weight layout is still exported and converted on CPU)")
-    rows_raw, val_raw = load_rows(args.data)  # a bad data file fails here, before any weights load
+    # a bad data file fails here, before any weights load
+    rows_raw, val_raw = load_rows(args.data) if args.data.dataset else (None, None)
     dtype = _dtype(m.bf16)
     # megatron-core's own checks of --recompute_*, --moe_*, --fp8_*... run on the HF config, before weights load
     early = _read_hf_config(args)
@@ -75,7 +76,9 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
         raise ConfigError("--expert_model_parallel_size > 1 with --tensor_model_parallel_size > 1 is not supported")
     config = config or _core_config(args, source.hf_config, parallel, dtype)
     rows, template_name, max_length = _encode(args, rows_raw, source.tokenizer, pretrain=pretrain)
-    val_rows = _encode(args, val_raw, source.tokenizer, pretrain=pretrain)[0] if val_raw is not None else None
+    val_rows = None
+    if val_raw is not None or m.cached_val_dataset or m.cached_dataset:
+        val_rows = _encode(args, val_raw, source.tokenizer, pretrain=pretrain, split="val")[0] or None
     with megatron_session(parallel, seed=m.seed):
         return _train(args, parallel, source, shape, CoreConfig(config, optimizer_kwargs), Rows(rows, val_rows),
                       template_name=template_name, max_length=max_length, command="pt" if pretrain else "sft")
@@ -168,21 +171,56 @@ def _load_source(args: MegatronArguments) -> Source:
                   AutoTokenizer.from_pretrained(hf_dir), None, checkpoint, meta)
 
 
-def _encode(args: MegatronArguments, rows_raw, tokenizer, *, pretrain: bool) -> tuple[list[dict], str, int]:
+def _encode(args: MegatronArguments, rows_raw, tokenizer, *, pretrain: bool,
+            split: str = "train") -> tuple[list[dict], str, int]:
+    """Encoded rows of one split: `rows_raw` through the template, plus the --cached_dataset (train) or
+    --cached_val_dataset / the cached folders' val/ (val) rows; packed with --packing."""
     from swift.core import build_template, encode_rows, max_length
     from swift.core.dataset import pack_dataset
 
     template = build_template(args.template, tokenizer, pretrain=pretrain)
     length = max_length(args.template)
-    encoded = encode_rows(rows_raw, template, args.data, args.template)
+    encoded = encode_rows(rows_raw, template, args.data, args.template) if rows_raw is not None else None
+    cached = _cached_rows(args, template, length, split)
+    if cached is not None:
+        from datasets import concatenate_datasets
+
+        encoded = cached if encoded is None else concatenate_datasets(
+            [encoded.select_columns(cached.column_names), cached])
+    if encoded is None:
+        return [], template.name, length
     if args.template.packing:
         encoded = pack_dataset(encoded, length, num_proc=args.data.dataset_num_proc)
     keep = ("input_ids", "labels", "position_ids")
     rows = [{k: row[k] for k in keep if k in row} for row in encoded]
-    if not rows:
+    if not rows and split == "train":
         raise ConfigError(f"--max_length {length}: every training row is longer; raise it or use "
                           "--truncation_strategy left/right")
     return rows, template.name, length
+
+
+def _cached_rows(args: MegatronArguments, template, length: int, split: str):
+    """The cached dataset rows of `split` (swift export --to_cached_dataset), long rows dropped under
+    --truncation_strategy delete as fresh ones are; None without any."""
+    from pathlib import Path
+
+    from swift.core import load_cached_dataset
+
+    m = args.megatron
+    if split == "train" and m.cached_dataset:
+        cached = load_cached_dataset(m.cached_dataset, template, seed=args.data.data_seed, flag="--cached_dataset")
+    elif split == "val" and m.cached_val_dataset:
+        cached = load_cached_dataset(m.cached_val_dataset, template, seed=args.data.data_seed,
+                                     flag="--cached_val_dataset")
+    elif split == "val" and m.cached_dataset and not args.data.val_dataset and all(
+            (Path(s.partition("#")[0]).expanduser() / "val").is_dir() for s in m.cached_dataset):
+        cached = load_cached_dataset([s.partition("#")[0] for s in m.cached_dataset], template, split="val",
+                                     flag="--cached_dataset")
+    else:
+        return None
+    if args.template.truncation_strategy == "delete":
+        cached = cached.filter(lambda n: n <= length, input_columns="length")
+    return cached
 
 
 def schedule(m, num_rows: int) -> tuple[int, float]:
