@@ -285,18 +285,21 @@ def _react_tools(lang: str) -> Callable[[list[dict], str | None], str]:
     return format_tools
 
 
-for _lang in ("en", "zh"):
-    register_agent_template(AgentTemplate(
-        name=f"react_{_lang}",
-        response_format="react",
-        format_tools=_react_tools(_lang),
-        format_call=lambda name, arguments: f"Action: {name}\nAction Input: {_json(arguments)}",
-        format_result=lambda text: f"Observation: {text}",
-        calls_suffix="\nObservation:",
-        inline=True,
-        uses_default_system=False,
-        description="ReAct: Action / Action Input lines; the tool's output follows Observation: in the same turn",
-    ))
+def _register_inline(family: str, tools: Callable[[str], Callable], name_line: str, arguments_line: str,
+                     result: str, description: str, **options: Any) -> None:
+    """An English and a Chinese agent format whose calls are two lines in the answer and whose tool output follows
+    `result` in the same turn (ReAct, Qwen-Agent)."""
+    for lang in ("en", "zh"):
+        register_agent_template(AgentTemplate(
+            name=f"{family}_{lang}", response_format=family, format_tools=tools(lang),
+            format_call=lambda name, arguments: f"{name_line} {name}\n{arguments_line} {_json(arguments)}",
+            format_result=lambda text: f"{result} {text}", calls_suffix=f"\n{result}", inline=True,
+            description=description, **options))
+
+
+_register_inline("react", _react_tools, "Action:", "Action Input:", "Observation:", uses_default_system=False,
+                 description="ReAct: Action / Action Input lines; the tool's output follows Observation: in the same "
+                             "turn")
 
 
 def _qwen_tools(lang: str) -> Callable[[list[dict], str | None], str]:
@@ -326,17 +329,9 @@ def _qwen_tools(lang: str) -> Callable[[list[dict], str | None], str]:
     return format_tools
 
 
-for _lang in ("en", "zh"):
-    register_agent_template(AgentTemplate(
-        name=f"qwen_{_lang}",
-        response_format="qwen",
-        format_tools=_qwen_tools(_lang),
-        format_call=lambda name, arguments: f"✿FUNCTION✿: {name}\n✿ARGS✿: {_json(arguments)}",
-        format_result=lambda text: f"✿RESULT✿: {text}",
-        calls_suffix="\n✿RESULT✿:",
-        inline=True,
-        description="Qwen-Agent: ✿FUNCTION✿ / ✿ARGS✿ lines; the tool's output follows ✿RESULT✿: in the same turn",
-    ))
+_register_inline("qwen", _qwen_tools, "✿FUNCTION✿:", "✿ARGS✿:", "✿RESULT✿:",
+                 description="Qwen-Agent: ✿FUNCTION✿ / ✿ARGS✿ lines; the tool's output follows ✿RESULT✿: in the "
+                             "same turn")
 
 
 def _glm4_tools(tools: list[dict], system: str | None) -> str:
