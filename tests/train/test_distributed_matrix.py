@@ -2,8 +2,8 @@
 losses of one process with the same global batch, say in env.json which strategy and wrapper really ran, write whole
 HF / PEFT checkpoints that give one process's logits, and resume from a checkpoint with the losses of an uninterrupted
 run. Slow (kept out of the default run for its 20-minute budget): ZeRO-2, DDP (tests/train/test_distributed.py runs it
-by default), FSDP2 full, two nodes, the resumes of DDP and FSDP2, Slurm srun, Ray. GPU (`-m gpu`): the same with nccl
-and bf16."""
+by default), FSDP2 full, two nodes, the distributed resumes (one process's resume runs by default in test_sft.py),
+Slurm srun, Ray. GPU (`-m gpu`): the same with nccl and bf16."""
 
 from __future__ import annotations
 
@@ -140,8 +140,7 @@ def test_sharded_checkpoints_are_whole_hf_and_peft_checkpoints(runs, name, train
         assert list(checkpoint.glob("global_step*/*optim_states.pt"))
 
 
-@pytest.mark.parametrize("name", [pytest.param("ddp", marks=pytest.mark.slow), pytest.param("fsdp2", marks=pytest.mark.slow),
-                                  "zero3"])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) for n in ("ddp", "fsdp2", "zero3")])
 def test_resume_continues_with_the_uninterrupted_losses(runs, name):
     """Continue from checkpoint-SAVE of a run (what a killed run leaves: checkpoints are renamed into place only once
     whole) into a new output directory: steps SAVE+1.. give the losses of the run that went on."""
