@@ -76,6 +76,8 @@ def test_unknown_plugin_names_are_refused_before_loading(tiny_llama_dir, rows_fi
         sft_main(flags(tiny_llama_dir, rows_file, tmp_path, "--optimizer", "adamw_but_better"))
     with pytest.raises(ConfigError, match="--loss_type focal: --task_type causal_lm takes cross_entropy"):
         sft_main(flags(tiny_llama_dir, rows_file, tmp_path, "--loss_type", "focal"))
+    with pytest.raises(ConfigError, match="--optimizer muon with --deepspeed / --fsdp"):
+        sft_main(flags(tiny_llama_dir, rows_file, tmp_path, "--optimizer", "muon", "--fsdp", "fsdp2"))
     with pytest.raises(ConfigError, match="--callbacks"):
         sft_main(flags(tiny_llama_dir, rows_file, tmp_path, "--callbacks", "nothing_registered"))
 

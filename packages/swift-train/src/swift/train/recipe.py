@@ -139,6 +139,9 @@ def check_selection(args: SftArguments) -> list[str]:
     if train.predict_with_generate and not (data.val_dataset or data.split_dataset_ratio or train.cached_val_dataset):
         problems.append("--predict_with_generate generates the validation answers: give --val_dataset or "
                         "--split_dataset_ratio")
+    if train.optimizer == "muon" and (train.deepspeed or train.fsdp):
+        problems.append("--optimizer muon with --deepspeed / --fsdp: Muon orthogonalises whole weight matrices, and "
+                        "ZeRO / FSDP hand the optimizer flat shards; train with DDP (NPROC_PER_NODE) instead")
     if train.max_epochs is not None and train.max_epochs < 1:
         problems.append(f"--max_epochs {train.max_epochs}: must be at least 1")
     if train.max_new_tokens < 1:
