@@ -25,9 +25,11 @@ def last_answer_span(labels: list[int]) -> tuple[int, int] | None:
 def generated_metrics(trainer: Any, dataset: Any, prefix: str, max_new_tokens: int) -> dict[str, float]:
     """`{prefix}_rouge-1 ... _bleu-4` over `dataset`'s encoded rows, one row per generate call."""
     import torch
+    from transformers.integrations import is_deepspeed_zero3_enabled
 
     from swift.core import score_rouge
 
+    synced = is_deepspeed_zero3_enabled()  # every rank joins each forward while any still generates
     template = trainer.data_collator.template
     tokenizer = template.tokenizer
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -48,7 +50,7 @@ def generated_metrics(trainer: Any, dataset: Any, prefix: str, max_new_tokens: i
                 inputs = {k: v.to(trainer.args.device) if hasattr(v, "to") else v for k, v in batch.items()
                           if k not in ("labels", "loss_scale", "position_ids")}
                 out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=template.pad_id)
+                                     pad_token_id=template.pad_id, synced_gpus=synced)
                 answer = tokenizer.decode(out[0, start:], skip_special_tokens=True)
                 reference = tokenizer.decode(ids[start:end], skip_special_tokens=True)
                 pairs.append((answer.strip(), reference.strip()))
