@@ -28,6 +28,7 @@ def generated_metrics(trainer: Any, dataset: Any, prefix: str, max_new_tokens: i
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     from swift.core import score_rouge
+    from swift.train.recipe import BOOKKEEPING
 
     synced = is_deepspeed_zero3_enabled()  # every rank joins each forward while any still generates
     template = trainer.data_collator.template
@@ -44,8 +45,7 @@ def generated_metrics(trainer: Any, dataset: Any, prefix: str, max_new_tokens: i
                     continue
                 start, end = span
                 ids = list(row["input_ids"])
-                media = {k: v for k, v in row.items()
-                         if k not in ("input_ids", "labels", "loss_scale", "length", "seq_lengths", "label")}
+                media = {k: v for k, v in row.items() if k not in ("input_ids", "labels", "loss_scale", *BOOKKEEPING)}
                 batch = template.data_collator([{**media, "input_ids": ids[:start], "labels": [IGNORE] * start}])
                 inputs = {k: v.to(trainer.args.device) if hasattr(v, "to") else v for k, v in batch.items()
                           if k not in ("labels", "loss_scale", "position_ids")}

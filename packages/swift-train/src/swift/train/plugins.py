@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from swift.core import ConfigError
+from swift.core import ConfigError, DuplicateNameError
 
 LossFunc = Callable[..., Any]  # (outputs, labels, num_items_in_batch=None) -> scalar loss tensor
 OptimizerFactory = Callable[[Any, Any], Any]  # (model, transformers TrainingArguments) -> torch.optim.Optimizer
@@ -27,7 +27,7 @@ _CALLBACKS: dict[str, type] = {}
 def _register(table: dict, kind: str, name: str) -> Callable:
     def add(obj: Any) -> Any:
         if name in table:
-            raise ValueError(f"{kind} {name!r} is registered already")
+            raise DuplicateNameError(f"{kind} {name!r} is registered already")
         table[name] = obj
         return obj
     return add

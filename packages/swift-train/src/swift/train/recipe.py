@@ -136,7 +136,7 @@ def check_selection(args: SftArguments) -> list[str]:
                         f"--eval_steps {eval_steps}")
     if train.early_stop_interval is not None and train.early_stop_interval < 1:
         problems.append(f"--early_stop_interval {train.early_stop_interval}: must be at least 1")
-    if train.predict_with_generate and not (data.val_dataset or data.split_dataset_ratio or train.cached_val_dataset):
+    if train.predict_with_generate and not (has_val or train.cached_val_dataset):
         problems.append("--predict_with_generate generates the validation answers: give --val_dataset or "
                         "--split_dataset_ratio")
     if train.optimizer == "muon" and (train.deepspeed or train.fsdp):
