@@ -55,6 +55,10 @@ class TrainArgs:
     weight_decay: float = arg(0.1, "AdamW weight decay")
     max_grad_norm: float = arg(1.0, "gradient clipping norm")
     optim: str = arg("adamw_torch", "optimizer (transformers names)")
+    optim_args: str | None = arg(None, "the optimizer's own arguments as k=v,k2=v2 (e.g. amsgrad=true for "
+                                       "adamw_torch; momentum=0.9,ns_steps=5 for --optimizer muon; an "
+                                       "--external_plugins optimizer reads training_args.optim_args); a key the "
+                                       "optimizer does not take is an error")
     seed: int = arg(42, "random seed")
     bf16: bool | None = arg(None, "bfloat16 mixed precision (default: on where the hardware supports it)")
     fp16: bool | None = arg(None, "float16 mixed precision")
@@ -136,6 +140,36 @@ class TrainArgs:
                                            "training loss (0: none)")
     use_liger_kernel: bool = arg(False, "fused Liger kernels for RMSNorm, RoPE, SwiGLU and chunked cross-entropy "
                                         "(CUDA; pip install \"swift-train[liger]\")")
+
+
+@dataclass
+class GaloreArgs:
+    """GaLore"""
+
+    use_galore: bool = arg(False, "full training with GaLore: AdamW's state kept in a rank --galore_rank projection "
+                                  "of each target weight's gradient (pip install \"swift-train[galore]\")")
+    galore_target_modules: list[str] = arg([], "module-name substrings of the Linear weights GaLore projects "
+                                               "(default: every Linear of the transformer blocks: attention and MLP)")
+    galore_rank: int = arg(128, "rank of the gradient projection")
+    galore_update_proj_gap: int = arg(50, "optimizer steps between refreshes of the projection (an SVD of the "
+                                          "gradient)")
+    galore_scale: float = arg(1.0, "scale of the projected-back update")
+    galore_proj_type: Literal["std", "reverse_std", "right", "left", "full"] = arg(
+        "std", "which side of the gradient is projected (std: the smaller one)")
+    galore_optim_per_parameter: bool = arg(False, "step each weight from its gradient hook on the micro-batch that "
+                                                  "ends an accumulation and free its gradient (the whole model's "
+                                                  "gradients never exist at once); --max_grad_norm then clips each "
+                                                  "weight's gradient on its own. One process only")
+    galore_with_embedding: bool = arg(False, "project the input embeddings' gradient too")
+    galore_quantization: bool = arg(False, "Q-GaLore: q-galore-torch's 8-bit AdamW with an adaptive projection "
+                                           "refresh (CUDA only)")
+    galore_proj_quant: bool = arg(False, "Q-GaLore: store the projection matrices quantized")
+    galore_proj_bits: int = arg(4, "Q-GaLore: bits of the quantized projection")
+    galore_proj_group_size: int = arg(256, "Q-GaLore: quantization group size of the projection")
+    galore_cos_threshold: float = arg(0.4, "Q-GaLore: when the mean cosine similarity of successive projections "
+                                           "reaches this, the refresh interval grows")
+    galore_gamma_proj: int = arg(2, "Q-GaLore: factor by which the refresh interval grows")
+    galore_queue_size: int = arg(5, "Q-GaLore: successive projections compared")
 
 
 @dataclass
@@ -233,6 +267,7 @@ class SftArguments:
     template: TemplateArgs = field(default_factory=TemplateArgs)
     tuner: TunerArgs = field(default_factory=TunerArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
+    galore: GaloreArgs = field(default_factory=GaloreArgs)
 
 
 @dataclass

@@ -104,6 +104,10 @@ def check_args(args: SftArguments, *, problems: list[str] | None = None) -> None
         problems.append(f"--packing true with --train_type {tuner.name}: peft drops position_ids for "
                         f"{tuner.name} tuning, so packed rows would attend to each other; drop --packing")
     problems += check_selection(args)
+    if args.galore.use_galore:
+        from swift.train.galore import check_galore  # (imports torch: only when asked for)
+
+        problems += check_galore(args.galore, train, args.tuner, env.world_size())
     problems += check_strategy(train.deepspeed, train.fsdp)
     if train.use_liger_kernel:
         problems += check_liger()
@@ -142,6 +146,13 @@ def check_selection(args: SftArguments) -> list[str]:
     if train.optimizer == "muon" and (train.deepspeed or train.fsdp):
         problems.append("--optimizer muon with --deepspeed / --fsdp: Muon orthogonalises whole weight matrices, and "
                         "ZeRO / FSDP hand the optimizer flat shards; train with DDP (NPROC_PER_NODE) instead")
+    if train.optim_args:
+        from swift.train.optimizers import parse_optim_args  # (imports torch only with --optim_args)
+
+        try:
+            parse_optim_args(train.optim_args)
+        except ConfigError as e:
+            problems.append(str(e))
     if train.max_epochs is not None and train.max_epochs < 1:
         problems.append(f"--max_epochs {train.max_epochs}: must be at least 1")
     if train.max_new_tokens < 1:
@@ -354,7 +365,8 @@ def training_arguments(run: Run, steps: int, *, config_cls: type | None = None, 
         per_device_eval_batch_size=targs.per_device_eval_batch_size,
         gradient_accumulation_steps=targs.gradient_accumulation_steps, learning_rate=run.learning_rate,
         lr_scheduler_type=targs.lr_scheduler_type, warmup_steps=targs.warmup_steps or targs.warmup_ratio,
-        weight_decay=targs.weight_decay, max_grad_norm=targs.max_grad_norm, optim=targs.optim, seed=targs.seed,
+        weight_decay=targs.weight_decay, max_grad_norm=targs.max_grad_norm, optim=targs.optim,
+        optim_args=targs.optim_args, seed=targs.seed,
         data_seed=data.data_seed, bf16=strategy.pop("bf16", bf16), fp16=bool(targs.fp16),
         **_checkpointing_kwargs(checkpointing, targs.gradient_checkpointing_kwargs),
         logging_steps=targs.logging_steps, logging_first_step=True, save_strategy=targs.save_strategy,

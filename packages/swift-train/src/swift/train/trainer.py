@@ -30,16 +30,38 @@ class SwiftTrainerMixin(AtomicCheckpoints, FsdpOnCpu):
     def create_optimizer(self, model=None):
         """transformers' optimizer (or `--optimizer NAME`'s, swift.train.plugins), with the parameters of each
         `lr_ratios` entry in groups of their own at lr x factor (the scheduler then scales every group alike)."""
-        name = (getattr(self, "swift_args", None) or {}).get("optimizer")
-        if name and self.optimizer is None:
+        flags = getattr(self, "swift_args", None) or {}
+        if flags.get("use_galore") and self.optimizer is None:
+            from swift.train.galore import galore_optimizer
+
+            self.optimizer = galore_optimizer(self.model if model is None else model, self.args, flags,
+                                              self.accelerator)
+        elif flags.get("optimizer") and self.optimizer is None:
             from swift.train.plugins import build_optimizer
 
-            self.optimizer = build_optimizer(name, self.model if model is None else model, self.args)
+            self.optimizer = build_optimizer(flags["optimizer"], self.model if model is None else model, self.args)
         optimizer = super().create_optimizer(model)
         if self.lr_ratios:
             names = {id(p): n for n, p in (self.model if model is None else model).named_parameters()}
             split_by_ratio(optimizer, names, self.lr_ratios)
         return optimizer
+
+
+    @staticmethod
+    def get_optimizer_cls_and_kwargs(args: Any, model: Any = None) -> tuple[Any, dict]:
+        """transformers' class and arguments for --optim, with --optim_args applied to every optimizer (transformers
+        reads them only for a few, e.g. GaLore's, and drops them silently for AdamW): each entry becomes a keyword
+        argument of the class, over transformers' own (eps=... beats --adam_epsilon), and one it does not take is an
+        error naming it."""
+        from swift.train.optimizers import parse_optim_args, typed_optim_args
+
+        cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+        if args.optim_args and isinstance(cls, type):
+            groups = [g for g in kwargs.get("params", []) if isinstance(g, dict)]
+            taken = {k for k in parse_optim_args(args.optim_args) if any(k in g for g in groups)}  # GaLore's rank...
+            name = getattr(args.optim, "value", args.optim)  # (an OptimizerNames enum)
+            kwargs = {**kwargs, **typed_optim_args(cls, args.optim_args, taken=taken, flag=f"--optim {name}")}
+        return cls, kwargs
 
 
 def _keeps_logits(model: Any) -> bool:
