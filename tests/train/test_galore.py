@@ -4,27 +4,16 @@ optimizer (or names the key it does not take)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 from swift.core import ConfigError
 from swift.train import sft_main
+from tests.train import test_plugins
 from tests.train.test_sft import flags, losses
 
 pytest.importorskip("galore_torch")
-
-
-@pytest.fixture(scope="module")
-def rows_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("rows") / "rows.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"Who is number {i}?"},
-                          {"role": "assistant", "content": f"Number {i} is " + "very " * (i % 5) + "fine."}]}
-            for i in range(16)]
-    path.write_text("\n".join(json.dumps(r) for r in rows))
-    return path
+rows_file = test_plugins.rows_file  # the fixture: 16 short numbered chats
 
 
 GALORE = ("--train_type", "full", "--use_galore", "true", "--galore_rank", "4", "--galore_update_proj_gap", "2",
