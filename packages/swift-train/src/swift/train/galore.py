@@ -19,6 +19,8 @@ from swift.train.optimizers import CombinedOptimizer
 
 def check_galore(galore: Any, train: Any, tuner: Any, world_size: int) -> list[str]:
     """Flag problems before anything loads."""
+    import importlib.util
+
     if not galore.use_galore:
         return []
     problems = []
@@ -46,8 +48,6 @@ def check_galore(galore: Any, train: Any, tuner: Any, world_size: int) -> list[s
             problems.append("--galore_quantization: q-galore-torch's 8-bit optimizer synchronises CUDA after each "
                             "weight and cannot step on a host without a GPU; drop the flag (plain GaLore runs here)")
     for module in ("galore_torch", *(["q_galore_torch"] if galore.galore_quantization else [])):
-        import importlib.util
-
         if importlib.util.find_spec(module) is None:
             problems.append(f"--use_galore: {module} is not installed; pip install \"swift-train[galore]\"")
             break

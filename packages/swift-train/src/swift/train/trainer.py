@@ -28,8 +28,9 @@ class SwiftTrainerMixin(AtomicCheckpoints, FsdpOnCpu):
         return super().training_step(model, inputs, num_items_in_batch)
 
     def create_optimizer(self, model=None):
-        """transformers' optimizer (or `--optimizer NAME`'s, swift.train.plugins), with the parameters of each
-        `lr_ratios` entry in groups of their own at lr x factor (the scheduler then scales every group alike)."""
+        """transformers' optimizer (or `--use_galore`'s, swift.train.galore, or `--optimizer NAME`'s, swift.train.
+        plugins), with the parameters of each `lr_ratios` entry in groups of their own at lr x factor (the scheduler
+        then scales every group alike)."""
         flags = getattr(self, "swift_args", None) or {}
         if flags.get("use_galore") and self.optimizer is None:
             from swift.train.galore import galore_optimizer
@@ -45,7 +46,6 @@ class SwiftTrainerMixin(AtomicCheckpoints, FsdpOnCpu):
             names = {id(p): n for n, p in (self.model if model is None else model).named_parameters()}
             split_by_ratio(optimizer, names, self.lr_ratios)
         return optimizer
-
 
     @staticmethod
     def get_optimizer_cls_and_kwargs(args: Any, model: Any = None) -> tuple[Any, dict]:
