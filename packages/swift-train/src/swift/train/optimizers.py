@@ -42,8 +42,10 @@ def typed_optim_args(cls: Any, text: str | None, *, taken: set[str] = frozenset(
                 if value.lower() not in ("true", "false", "1", "0"):
                     raise ValueError(value)
                 out[key] = value.lower() in ("true", "1")
-            elif isinstance(default, int | float) and not isinstance(default, bool):
-                out[key] = type(default)(float(value)) if isinstance(default, int) else float(value)
+            elif isinstance(default, int):  # (bool, an int subclass, is handled above)
+                out[key] = int(float(value))
+            elif isinstance(default, float):
+                out[key] = float(value)
             elif isinstance(default, tuple):
                 out[key] = tuple(float(v) for v in value.split(":"))
             else:
