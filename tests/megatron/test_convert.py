@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from swift.core.errors import ConfigError
-from swift.megatron.convert import ModelShape, hf_to_mcore, mcore_to_hf, merge, pad_vocab, shard
+from swift.megatron.convert import ModelShape, Stages, hf_to_mcore, mcore_to_hf, merge, pad_vocab, shard
 from tests.megatron.conftest import tiny_config
 
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "qwen3_moe")
@@ -104,11 +104,11 @@ def test_uneven_pipeline_stages_shard_and_merge_exactly():
     """--decoder_last_pipeline_num_layers 1 of 4 layers at PP=2: stage 0 holds layers 0-2, stage 1 layer 3."""
     state, shape = _hf_state("llama")
     full = hf_to_mcore(state, shape)
-    pieces = {(0, r, 0): shard(full, shape, pp=2, pp_rank=r, last_stage_layers=1) for r in range(2)}
+    pieces = {(0, r, 0): shard(full, shape, pp=2, pp_rank=r, stages=Stages(last=1)) for r in range(2)}
     layers = [{int(k.split(".")[2]) for k in piece if k.startswith("decoder.layers.")} for piece in pieces.values()]
     assert layers == [{0, 1, 2}, {0}]
     assert torch.equal(pieces[(0, 1, 0)]["decoder.layers.0.mlp.linear_fc2.weight"],
                        full["decoder.layers.3.mlp.linear_fc2.weight"])
-    back = merge(pieces, shape, tp=1, pp=2, last_stage_layers=1)
+    back = merge(pieces, shape, tp=1, pp=2, stages=Stages(last=1))
     assert set(back) == set(full)
     assert all(torch.equal(back[k], full[k]) for k in full)

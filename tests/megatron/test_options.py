@@ -51,14 +51,42 @@ def test_moe_flags_reach_the_transformer_config_of_a_moe_model():
     assert (plain.moe_aux_loss_coeff, plain.moe_router_load_balancing_type) == (0.0, "none")
 
 
-def test_decoder_last_pipeline_num_layers_sets_the_last_stage():
-    config = core_config("--pipeline_model_parallel_size", "2", "--decoder_last_pipeline_num_layers", "1")
-    assert config.num_layers_in_last_pipeline_stage == 1
-    from swift.megatron.convert import stage_layers
+@pytest.mark.parametrize(("flag", "logits_dtype"), [("none", torch.bfloat16), ("fp32", torch.float32),
+                                                     ("fp64", torch.float64)])
+def test_moe_router_dtype_is_the_dtype_the_router_scores_in(flag, logits_dtype):
+    """A bf16 MoE model's router computes its logits in --moe_router_dtype (none: the model's bf16)."""
+    from swift.megatron.convert import ModelShape
+    from swift.megatron.model import Parallel, build_gpt
+    from swift.megatron.parallel import megatron_session
+    from swift.megatron.train import _core_config
 
-    assert [list(stage_layers(4, 2, r, 1)) for r in range(2)] == [[0, 1, 2], [3]]
+    args = parse_args(MegatronArguments, ["--model", "x", "--dataset", str(IDENTITY), "--moe_router_dtype", flag])
+    hf_config = tiny_config("qwen3_moe")
+    with megatron_session(Parallel(), seed=0):
+        config = _core_config(args, hf_config, Parallel(), torch.bfloat16)
+        gpt = build_gpt(hf_config, ModelShape.from_hf(hf_config), config, tp=1).to(torch.bfloat16)
+        router = gpt.decoder.layers[0].mlp.router
+        logits = router.gating(torch.randn(5, 64, dtype=torch.bfloat16))
+    assert logits.dtype == logits_dtype
+
+
+def test_decoder_first_and_last_pipeline_num_layers_set_the_outer_stages():
+    from swift.megatron.convert import Stages
+
+    config = core_config("--pipeline_model_parallel_size", "2", "--decoder_last_pipeline_num_layers", "1")
+    assert (config.num_layers_in_first_pipeline_stage, config.num_layers_in_last_pipeline_stage) == (None, 1)
+    config = core_config("--pipeline_model_parallel_size", "2", "--decoder_first_pipeline_num_layers", "1")
+    assert (config.num_layers_in_first_pipeline_stage, config.num_layers_in_last_pipeline_stage) == (1, None)
+    assert [list(Stages(last=1).layers(4, 2, r)) for r in range(2)] == [[0, 1, 2], [3]]
+    assert [list(Stages(first=1).layers(4, 2, r)) for r in range(2)] == [[0], [1, 2, 3]]
+    assert Stages(first=1, last=1).sizes(8, 4) == [1, 3, 3, 1]
+    assert Stages(first=2).sizes(8, 4) == [2, 2, 2, 2]
     with pytest.raises(ConfigError, match="split the remaining"):
         core_config("--pipeline_model_parallel_size", "3", "--decoder_last_pipeline_num_layers", "1")
+    with pytest.raises(ConfigError, match="--decoder_first_pipeline_num_layers 1 and --decoder_last_pipeline_num_"):
+        Stages(first=1, last=1).sizes(4, 2)
+    with pytest.raises(ConfigError, match="--decoder_first_pipeline_num_layers 1: needs --pipeline_model_parallel"):
+        core_config("--decoder_first_pipeline_num_layers", "1")
 
 
 @pytest.mark.skipif(not CPU_ONLY, reason="what a CPU-only machine lacks")

@@ -79,6 +79,27 @@ def test_tensor_parallel_two_processes_gives_the_one_process_losses(tiny_untied_
     assert (_run_dir(tmp_path / "tp2") / "iter_0000004" / "mp_rank_01" / "model_optim_rng.pt").is_file()
 
 
+def test_overlapped_gradient_reduce_and_parameter_gather_give_the_one_process_losses_and_weights(
+        tiny_untied_dir, one_process, tmp_path):
+    """DP=2 with --overlap_grad_reduce and --overlap_param_gather (the distributed optimizer): the bucketed
+    all-reduce in the backward and the all-gather in the next forward change nothing, and a checkpoint holds the
+    gathered parameters (the step leaves them to the next forward's hooks)."""
+    from swift.megatron import export_main
+
+    check(run_megatron("sft", "--model", str(tiny_untied_dir), *COMMON, "--overlap_grad_reduce", "true",
+                       "--overlap_param_gather", "true", "--save", str(tmp_path / "dp2"), nproc=2))
+    one, two = logged_losses(one_process), logged_losses(tmp_path / "dp2")
+    assert all(abs(one[s] - two[s]) < 1e-4 for s in one), (one, two)
+    for name, run in (("one", _run_dir(one_process)), ("two", _run_dir(tmp_path / "dp2"))):
+        export_main(["--mcore_model", str(run / "iter_0000002"), "--to_hf", "true", "--output_dir",
+                     str(tmp_path / name)])
+    from transformers import AutoModelForCausalLM
+
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "one", dtype=torch.float32).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "two", dtype=torch.float32).state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("flags", "nproc"), [
     (("--pipeline_model_parallel_size", "2"), 2),
@@ -214,17 +235,19 @@ def test_moe_trains_and_converts_back(tiny_moe_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_uneven_last_pipeline_stage_gives_the_one_process_losses(tiny_untied_dir, one_process, tmp_path):
+@pytest.mark.parametrize(("which", "last_stage_layers"), [("last", {"0"}), ("first", {"0", "1", "2"})])
+def test_uneven_pipeline_stages_give_the_one_process_losses(tiny_untied_dir, one_process, tmp_path, which,
+                                                            last_stage_layers):
     from swift.megatron import export_main
 
     check(run_megatron("sft", "--model", str(tiny_untied_dir), *COMMON, "--pipeline_model_parallel_size", "2",
-                       "--decoder_last_pipeline_num_layers", "1", "--save", str(tmp_path / "uneven"), nproc=2))
+                       f"--decoder_{which}_pipeline_num_layers", "1", "--save", str(tmp_path / "uneven"), nproc=2))
     one, uneven = logged_losses(one_process), logged_losses(tmp_path / "uneven")
     assert all(abs(one[s] - uneven[s]) < 1e-4 for s in one), (one, uneven)
     run = _run_dir(tmp_path / "uneven")
-    assert json.loads((run / "iter_0000004" / "swift_mcore.json").read_text())["last_stage_layers"] == 1
+    assert json.loads((run / "iter_0000004" / "swift_mcore.json").read_text())[f"{which}_stage_layers"] == 1
     last_stage = torch.load(run / "iter_0000004" / "mp_rank_00_001" / "model_optim_rng.pt", weights_only=False)
-    assert {k.split(".")[2] for k in last_stage["model"] if k.startswith("decoder.layers.")} == {"0"}
+    assert {k.split(".")[2] for k in last_stage["model"] if k.startswith("decoder.layers.")} == last_stage_layers
     export_main(["--mcore_model", str(run), "--to_hf", "true", "--output_dir", str(tmp_path / "hf")])
     assert (tmp_path / "hf" / "model.safetensors").is_file()
 

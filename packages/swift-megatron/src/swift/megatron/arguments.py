@@ -67,6 +67,10 @@ class MegatronArgs:
     context_parallel_size: int = arg(1, "context parallel ranks (needs TransformerEngine)")
     expert_model_parallel_size: int = arg(1, "expert parallel ranks (MoE)")
     use_distributed_optimizer: bool = arg(True, "shard optimizer state across data-parallel ranks")
+    overlap_grad_reduce: bool = arg(False, "reduce the data-parallel gradients in buckets during the backward pass "
+                                           "(as each bucket's gradients are ready) instead of after it")
+    overlap_param_gather: bool = arg(False, "with --use_distributed_optimizer: all-gather the updated parameters in "
+                                            "buckets during the next forward pass instead of after the step")
     to_mcore: bool = arg(False, "export: HF (--model) -> mcore checkpoint in --output_dir")
     to_hf: bool = arg(False, "export: mcore (--mcore_model) -> HF model in --output_dir")
     mcore_model: str | None = arg(None, "export: the mcore checkpoint to convert")
@@ -106,6 +110,9 @@ def check_train_args(args: MegatronArguments) -> None:
         problems.append(f"--task_type {args.model.task_type}: megatron trains causal_lm only; use swift sft "
                         f"--task_type {args.model.task_type}")
     problems += check_core_args(args.core, pipeline_parallel_size=m.pipeline_model_parallel_size)
+    if m.overlap_param_gather and not m.use_distributed_optimizer:
+        problems.append("--overlap_param_gather needs --use_distributed_optimizer true (it overlaps the all-gather "
+                        "of the sharded optimizer's updated parameters)")
     problems += _check_schedule(m)
     for flag in ("micro_batch_size", "global_batch_size", "save_interval", "log_interval",
                  "tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size",

@@ -260,13 +260,43 @@ def split_rule(name: str) -> str:
     return "none"
 
 
-def stage_layers(num_layers: int, pp: int, pp_rank: int, last: int | None = None) -> range:
-    """The global layer numbers of pipeline stage `pp_rank`: an even split, or `last` layers on the last stage and
-    the rest split evenly over the others (mcore's num_layers_in_last_pipeline_stage)."""
-    if last is None or pp == 1:
-        return range(pp_rank * num_layers // pp, (pp_rank + 1) * num_layers // pp)
-    each = (num_layers - last) // (pp - 1)
-    return range(pp_rank * each, num_layers if pp_rank == pp - 1 else (pp_rank + 1) * each)
+@dataclass(frozen=True)
+class Stages:
+    """How the decoder layers split over pipeline stages: evenly, or `first` layers on the first stage and/or
+    `last` on the last one with the rest split evenly over the others (mcore's num_layers_in_first_pipeline_stage /
+    num_layers_in_last_pipeline_stage; --decoder_first/last_pipeline_num_layers)."""
+
+    first: int | None = None
+    last: int | None = None
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> Stages:
+        return cls(meta.get("first_stage_layers"), meta.get("last_stage_layers"))
+
+    def to_meta(self) -> dict:
+        return {"first_stage_layers": self.first, "last_stage_layers": self.last}
+
+    def sizes(self, num_layers: int, pp: int) -> list[int]:
+        """Layers per stage; ConfigError naming the flags when they cannot split `num_layers` over `pp` stages."""
+        if pp == 1 or (self.first is None and self.last is None):
+            if num_layers % pp:
+                raise ConfigError(f"--pipeline_model_parallel_size {pp} must divide the layers ({num_layers})")
+            return [num_layers // pp] * pp
+        fixed = {stage: n for stage, n in ((0, self.first), (pp - 1, self.last)) if n is not None}
+        flags = " and ".join(f"--decoder_{which}_pipeline_num_layers {n}" for which, n in
+                             (("first", self.first), ("last", self.last)) if n is not None)
+        rest, remaining = pp - len(fixed), num_layers - sum(fixed.values())
+        even = remaining == 0 if rest == 0 else remaining >= rest and remaining % rest == 0
+        if not even or any(n < 1 for n in fixed.values()):
+            raise ConfigError(f"{flags}: the other {rest} stage(s) must split the remaining {remaining} of "
+                              f"{num_layers} layers evenly, at least one each")
+        return [fixed.get(stage, remaining // max(rest, 1)) for stage in range(pp)]
+
+    def layers(self, num_layers: int, pp: int, pp_rank: int) -> range:
+        """The global layer numbers of pipeline stage `pp_rank`."""
+        sizes = self.sizes(num_layers, pp)
+        start = sum(sizes[:pp_rank])
+        return range(start, start + sizes[pp_rank])
 
 
 def _on_stage(name: str, shape: ModelShape, pp: int, pp_rank: int) -> bool:
@@ -292,11 +322,11 @@ def _tp_piece(name: str, tensor, tp: int, tp_rank: int):
 
 
 def shard(full: dict, shape: ModelShape, *, tp: int = 1, pp: int = 1, ep: int = 1, tp_rank: int = 0,
-          pp_rank: int = 0, ep_rank: int = 0, last_stage_layers: int | None = None) -> dict:
+          pp_rank: int = 0, ep_rank: int = 0, stages: Stages = Stages()) -> dict:
     """The part of a whole mcore state dict that rank (tp_rank, pp_rank, ep_rank) holds, with stage-local layer
     numbers and EP-local expert numbers. With tied embeddings and PP > 1 the last stage holds a copy of the
     embedding as `output_layer.weight`, as mcore does."""
-    layers = stage_layers(shape.num_layers, pp, pp_rank, last_stage_layers)
+    layers = stages.layers(shape.num_layers, pp, pp_rank)
     experts_per_rank = shape.num_experts // ep if shape.num_experts else 0
     out = {}
     for name, tensor in full.items():
@@ -321,14 +351,14 @@ def shard(full: dict, shape: ModelShape, *, tp: int = 1, pp: int = 1, ep: int = 
 
 
 def merge(pieces: dict[tuple[int, int, int], dict], shape: ModelShape, *, tp: int, pp: int, ep: int = 1,
-          last_stage_layers: int | None = None) -> dict:
+          stages: Stages = Stages()) -> dict:
     """The inverse of `shard`: {(tp_rank, pp_rank, ep_rank): local state dict} -> the whole mcore state dict."""
     import torch
 
     experts_per_rank = shape.num_experts // ep if shape.num_experts else 0
     by_name: dict[str, dict[int, Any]] = {}
     for (tp_rank, pp_rank, ep_rank), local in pieces.items():
-        layers = stage_layers(shape.num_layers, pp, pp_rank, last_stage_layers)
+        layers = stages.layers(shape.num_layers, pp, pp_rank)
         for name, tensor in local.items():
             if name.endswith("_extra_state"):
                 continue

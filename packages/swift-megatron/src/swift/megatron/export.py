@@ -112,7 +112,7 @@ def checkpoint_flag(m) -> tuple[str | None, str]:
 def _merge_mcore_adapter(full: dict, adapter: str, shape) -> dict:
     """Whole mcore base weights with an mcore LoRA checkpoint (any layout) merged in."""
     from swift.megatron import checkpoint as ckpt
-    from swift.megatron.convert import merge
+    from swift.megatron.convert import Stages, merge
     from swift.megatron.lora import LoraSpec, merge_lora_full
 
     checkpoint = ckpt.find_checkpoint(adapter, "--mcore_adapter")
@@ -121,7 +121,7 @@ def _merge_mcore_adapter(full: dict, adapter: str, shape) -> dict:
         raise ConfigError(f"--mcore_adapter {checkpoint}: not a LoRA checkpoint (train_type "
                           f"{meta.get('train_type')}); convert it with --mcore_model --to_hf true")
     lora = merge(ckpt.read_pieces(checkpoint), shape, tp=meta["tp"], pp=meta["pp"], ep=meta.get("ep", 1),
-                 last_stage_layers=meta.get("last_stage_layers"))
+                 stages=Stages.from_meta(meta))
     spec = LoraSpec(**{k: meta["lora"][k] for k in ("rank", "alpha", "dropout")}, targets=tuple(meta["lora"]["targets"]))
     merged = merge_lora_full(full | {k: v.to(next(iter(full.values())).dtype) for k, v in lora.items()}, spec)
     return merged
@@ -135,7 +135,7 @@ def convert_to_hf(checkpoint: Path, output: Path, model_args: ModelArgs, *, merg
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from swift.megatron import checkpoint as ckpt
-    from swift.megatron.convert import ModelShape, mcore_to_hf, merge
+    from swift.megatron.convert import ModelShape, Stages, mcore_to_hf, merge
 
     meta = ckpt.read_meta(checkpoint)
     if replace:
@@ -144,7 +144,7 @@ def convert_to_hf(checkpoint: Path, output: Path, model_args: ModelArgs, *, merg
     hf_config = AutoConfig.from_pretrained(checkpoint / "hf")
     shape = ModelShape.from_hf(hf_config)
     full = merge(ckpt.read_pieces(checkpoint), shape, tp=meta["tp"], pp=meta["pp"], ep=meta.get("ep", 1),
-                 last_stage_layers=meta.get("last_stage_layers"))
+                 stages=Stages.from_meta(meta))
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
         if meta.get("lora"):

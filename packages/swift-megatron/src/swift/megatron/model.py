@@ -4,11 +4,11 @@ and move whole-model weights in and out of one rank's piece."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from swift.core import ConfigError
-from swift.megatron.convert import ModelShape, hf_to_mcore, pad_vocab, padded_vocab_size, shard
+from swift.megatron.convert import ModelShape, Stages, hf_to_mcore, pad_vocab, padded_vocab_size, shard
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ class Parallel:
     ep: int = 1
     cp: int = 1
     sequence_parallel: bool = False
-    last_stage_layers: int | None = None  # --decoder_last_pipeline_num_layers (None: layers split evenly)
+    stages: Stages = field(default_factory=Stages)  # --decoder_first/last_pipeline_num_layers (default: even)
 
 
 def rope_settings(hf_config: Any) -> dict[str, Any]:
@@ -53,8 +53,8 @@ def transformer_config(hf_config: Any, shape: ModelShape, parallel: Parallel, *,
         raise ConfigError(f"--tensor_model_parallel_size {parallel.tp} must divide the attention heads "
                           f"({shape.num_heads}) and KV heads ({shape.num_kv_heads})")
     options = dict(options or {})
-    last = options.get("num_layers_in_last_pipeline_stage")
-    check_stage_layers(shape.num_layers, parallel.pp, last)
+    Stages(options.get("num_layers_in_first_pipeline_stage"),
+           options.get("num_layers_in_last_pipeline_stage")).sizes(shape.num_layers, parallel.pp)
     if shape.num_experts and shape.num_experts % parallel.ep:
         raise ConfigError(f"--expert_model_parallel_size {parallel.ep} must divide the experts ({shape.num_experts})")
     cpu = not torch.cuda.is_available()
@@ -85,19 +85,6 @@ def transformer_config(hf_config: Any, shape: ModelShape, parallel: Parallel, *,
         return TransformerConfig(**(defaults | options))
     except (ValueError, AssertionError, TypeError) as e:
         raise ConfigError(f"megatron-core refuses these options: {e}") from None
-
-
-def check_stage_layers(num_layers: int, pp: int, last: int | None) -> None:
-    from swift.megatron.convert import stage_layers
-
-    if last is None:
-        if num_layers % pp:
-            raise ConfigError(f"--pipeline_model_parallel_size {pp} must divide the layers ({num_layers})")
-        return
-    if not 0 < last < num_layers or (num_layers - last) % (pp - 1):
-        raise ConfigError(f"--decoder_last_pipeline_num_layers {last}: the other {pp - 1} stages must split the "
-                          f"remaining {num_layers - last} of {num_layers} layers evenly")
-    stage_layers(num_layers, pp, pp - 1, last)
 
 
 def layer_spec(shape: ModelShape, *, use_te: bool) -> Any:
@@ -184,5 +171,5 @@ def load_hf_into(model: Any, hf_state: dict, shape: ModelShape, parallel: Parall
     """Whole HF weights -> this rank's mcore piece, loaded into `model`."""
     full = pad_vocab(hf_to_mcore(hf_state, shape), padded_vocab_size(shape.vocab_size, parallel.tp))
     load_local(model, shard(full, shape, tp=parallel.tp, pp=parallel.pp, ep=parallel.ep,
-                            last_stage_layers=parallel.last_stage_layers, **rank_position()),
+                            stages=parallel.stages, **rank_position()),
                allow_missing=(".lora_",))

@@ -40,6 +40,8 @@ class MegatronCoreArgs:
     attention_backend: Literal["auto", "flash", "fused", "unfused", "local"] = arg(
         "auto", "TransformerEngine attention backend (the local layer spec runs torch attention)")
     moe_aux_loss_coeff: float = arg(0.0, "MoE load-balancing auxiliary loss coefficient (0: none)")
+    moe_router_dtype: Literal["none", "fp32", "fp64"] = arg(
+        "fp32", "dtype of the MoE router's logits and softmax (none: the model's dtype)")
     moe_grouped_gemm: bool = arg(False, "MoE experts as one grouped GEMM (TransformerEngine)")
     moe_shared_expert_overlap: bool = arg(False, "overlap shared-expert compute with token dispatch")
     moe_permute_fusion: bool = arg(False, "fused token permutation in MoE dispatch (TransformerEngine)")
@@ -50,8 +52,10 @@ class MegatronCoreArgs:
     fp8_recipe: Literal["tensorwise", "delayed", "mxfp8", "blockwise"] = arg("delayed", "FP8 scaling recipe")
     fp8_param_gather: bool = arg(False, "keep parameters in FP8 and all-gather them in FP8 (with --fp8_format)")
     mtp_num_layers: int | None = arg(None, "multi-token-prediction layers")
+    decoder_first_pipeline_num_layers: int | None = arg(
+        None, "layers on the first pipeline stage, the rest split evenly over the others (default: all even)")
     decoder_last_pipeline_num_layers: int | None = arg(
-        None, "layers on the last pipeline stage (default: layers split evenly)")
+        None, "layers on the last pipeline stage, the rest split evenly over the others (default: all even)")
     linear_decoupled_in_proj: bool = arg(False, "split linear attention's in_proj for FP8 (GatedDeltaNet models)")
     use_precision_aware_optimizer: bool = arg(False, "TransformerEngine's FusedAdam with low-precision state")
     exp_avg_dtype: Literal["fp32", "fp16", "bf16", "fp8"] = arg("fp32", "Adam first moment dtype (precision-aware)")
@@ -90,10 +94,11 @@ def check_core_args(core: MegatronCoreArgs, *, pipeline_parallel_size: int) -> l
     if core.linear_decoupled_in_proj:
         problems.append("--linear_decoupled_in_proj applies to linear-attention (GatedDeltaNet) models, which "
                         "megatron does not train here")
-    last = core.decoder_last_pipeline_num_layers
-    if last is not None and (last < 1 or pipeline_parallel_size < 2):
-        problems.append(f"--decoder_last_pipeline_num_layers {last}: needs --pipeline_model_parallel_size > 1 "
-                        "and at least 1 layer")
+    for which in ("first", "last"):
+        layers = getattr(core, f"decoder_{which}_pipeline_num_layers")
+        if layers is not None and (layers < 1 or pipeline_parallel_size < 2):
+            problems.append(f"--decoder_{which}_pipeline_num_layers {layers}: needs --pipeline_model_parallel_size "
+                            "> 1 and at least 1 layer")
     low_precision_state = core.exp_avg_dtype != "fp32" or core.exp_avg_sq_dtype != "fp32"
     if low_precision_state and not core.use_precision_aware_optimizer:
         problems.append("--exp_avg_dtype/--exp_avg_sq_dtype take effect only with "
@@ -150,6 +155,8 @@ def transformer_options(core: MegatronCoreArgs, *, has_moe: bool, use_te: bool) 
             out |= {"fp8": core.fp8_format, "fp8_recipe": core.fp8_recipe, "fp8_param": core.fp8_param_gather}
         else:
             _unavailable("fp8_format", "FP8 GEMMs need TransformerEngine on a Hopper (or newer) GPU")
+    if core.decoder_first_pipeline_num_layers is not None:
+        out["num_layers_in_first_pipeline_stage"] = core.decoder_first_pipeline_num_layers
     if core.decoder_last_pipeline_num_layers is not None:
         out["num_layers_in_last_pipeline_stage"] = core.decoder_last_pipeline_num_layers
     return out
@@ -160,7 +167,8 @@ def _moe_options(core: MegatronCoreArgs, *, has_moe: bool, use_te: bool) -> dict
                                    ("moe_grouped_gemm", core.moe_grouped_gemm),
                                    ("moe_shared_expert_overlap", core.moe_shared_expert_overlap),
                                    ("moe_permute_fusion", core.moe_permute_fusion),
-                                   ("moe_expert_capacity_factor", core.moe_expert_capacity_factor is not None))
+                                   ("moe_expert_capacity_factor", core.moe_expert_capacity_factor is not None),
+                                   ("moe_router_dtype", core.moe_router_dtype != "fp32"))
              if on]
     if not has_moe:
         if asked:
@@ -168,7 +176,8 @@ def _moe_options(core: MegatronCoreArgs, *, has_moe: bool, use_te: bool) -> dict
         return {}
     out: dict[str, Any] = {"moe_aux_loss_coeff": core.moe_aux_loss_coeff,
                            "moe_router_load_balancing_type": "aux_loss" if core.moe_aux_loss_coeff > 0 else "none",
-                           "moe_expert_capacity_factor": core.moe_expert_capacity_factor}
+                           "moe_expert_capacity_factor": core.moe_expert_capacity_factor,
+                           "moe_router_dtype": None if core.moe_router_dtype == "none" else core.moe_router_dtype}
     if core.moe_grouped_gemm:
         # the converter maps SequentialMLP's per-expert linears; grouped experts store other tensors
         _unavailable("moe_grouped_gemm", "experts run as per-expert linears (SequentialMLP), the layout the HF "

@@ -64,7 +64,7 @@ def mcore_logits(checkpoint: Path, ids, args: MegatronArguments):
 
     from swift.core import load_model
     from swift.megatron import checkpoint as ckpt
-    from swift.megatron.convert import ModelShape, hf_to_mcore, merge, shard
+    from swift.megatron.convert import ModelShape, Stages, hf_to_mcore, merge, shard
     from swift.megatron.lora import LoraSpec, merge_lora_full
     from swift.megatron.model import Parallel, build_gpt, load_local, transformer_config
     from swift.megatron.parallel import megatron_session
@@ -73,7 +73,7 @@ def mcore_logits(checkpoint: Path, ids, args: MegatronArguments):
     hf_config = AutoConfig.from_pretrained(checkpoint / "hf")
     shape = ModelShape.from_hf(hf_config)
     full = merge(ckpt.read_pieces(checkpoint), shape, tp=meta["tp"], pp=meta["pp"], ep=meta.get("ep", 1),
-                 last_stage_layers=meta.get("last_stage_layers"))
+                 stages=Stages.from_meta(meta))
     if meta.get("lora"):
         base, _ = load_model(args.model, model=args.model.model or meta["model"], torch_dtype="float32",
                              device_map="cpu")

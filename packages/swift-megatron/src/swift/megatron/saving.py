@@ -12,6 +12,7 @@ from typing import Any
 
 from swift.core import ConfigError
 from swift.core.arguments import ModelArgs
+from swift.megatron.convert import Stages
 from swift.megatron.model import Parallel
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def save_checkpoint(saver: Saver, iteration: int) -> Path:
     if rank == 0:
         ckpt.write_meta(stage, saver.meta | {
             "iteration": iteration, "tp": parallel.tp, "pp": parallel.pp, "ep": parallel.ep,
-            "last_stage_layers": parallel.last_stage_layers, "world_size": dist.get_world_size(),
+            **parallel.stages.to_meta(), "world_size": dist.get_world_size(),
             "has_optimizer": policy.save_optim, "has_rng": policy.save_rng})
         final = ckpt.publish(saver.run_dir, iteration)
         logger.info("saved %s", final)
@@ -175,8 +176,8 @@ def resume(checkpoint: Path, meta: dict, m: Any, optimizer: Any, scheduler: Any,
         if not saved_it:
             logger.info("--load %s was saved with %s: the %s starts afresh", checkpoint, flag, what)
     if want_optim or want_rng:
-        layout = (meta["tp"], meta["pp"], meta.get("ep", 1), meta.get("last_stage_layers"), meta.get("world_size"))
-        if layout != (parallel.tp, parallel.pp, parallel.ep, parallel.last_stage_layers, dist.get_world_size()):
+        layout = (meta["tp"], meta["pp"], meta.get("ep", 1), Stages.from_meta(meta), meta.get("world_size"))
+        if layout != (parallel.tp, parallel.pp, parallel.ep, parallel.stages, dist.get_world_size()):
             raise ConfigError(f"--load {checkpoint}: saved with tp={meta['tp']} pp={meta['pp']} "
                               f"ep={meta.get('ep', 1)} on {meta.get('world_size')} processes; resume with the same "
                               "layout, or pass --finetune true to start a new run from its weights")

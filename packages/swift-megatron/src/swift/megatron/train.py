@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from swift.core import ConfigError
 from swift.core.arguments import to_flat_dict
 from swift.megatron.arguments import MegatronArguments, check_train_args
+from swift.megatron.convert import Stages
 from swift.megatron.model import Parallel
 
 logger = logging.getLogger(__name__)
@@ -52,7 +54,8 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
     parallel = Parallel(tp=m.tensor_model_parallel_size, pp=m.pipeline_model_parallel_size,
                         ep=m.expert_model_parallel_size, cp=m.context_parallel_size,
                         sequence_parallel=m.sequence_parallel,
-                        last_stage_layers=args.core.decoder_last_pipeline_num_layers)
+                        stages=Stages(args.core.decoder_first_pipeline_num_layers,
+                                      args.core.decoder_last_pipeline_num_layers))
     from swift.megatron.model import has_transformer_engine
 
     if parallel.sequence_parallel and parallel.tp > 1 and not has_transformer_engine():
@@ -269,7 +272,8 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
     gpt.to(dtype)
     if torch.cuda.is_available():
         gpt.cuda(torch.cuda.current_device())
-    ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=False,
+    ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=m.overlap_grad_reduce,
+                                               overlap_param_gather=m.overlap_param_gather,
                                                use_distributed_optimizer=m.use_distributed_optimizer,
                                                check_for_nan_in_grad=False, bucket_size=None)
     model = DistributedDataParallel(config=config, ddp_config=ddp_config, module=gpt)
@@ -331,16 +335,31 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
                 logger.info("step %d/%d loss %.6f lr %.3g grad_norm %s", iteration, train_iters, loss, row["lr"],
                             row["grad_norm"])
         if evaluate is not None and (iteration % evaluate.interval == 0 or iteration == train_iters):
-            eval_losses[iteration] = evaluate()
+            eval_losses[iteration] = evaluate()  # its forward passes' hooks gather overlapped parameters
             if rank == 0:
                 _append_log(log_path, {"step": iteration, "eval_loss": round(eval_losses[iteration], 8)})
                 logger.info("step %d/%d eval_loss %.6f", iteration, train_iters, eval_losses[iteration])
         if iteration % m.save_interval == 0 or iteration == train_iters:
-            last = saver(iteration)
+            with _params_gathered(model):
+                last = saver(iteration)
             if rank == 0:
                 plot_losses(run_dir)
     logger.info("last checkpoint: %s", last)
     return MegatronResult(run_dir, last, losses, eval_losses)
+
+
+@contextmanager
+def _params_gathered(model):
+    """With --overlap_param_gather the step leaves other ranks' parameter updates to the next forward's hooks:
+    gather them now, and switch the hooks off while saving, as Megatron-LM does."""
+    if not model.ddp_config.overlap_param_gather:
+        yield
+        return
+    model.disable_forward_pre_hook(param_sync=True)
+    try:
+        yield
+    finally:
+        model.enable_forward_pre_hook()
 
 
 def _load_weights(gpt, source: Source, shape, parallel: Parallel, tuner, *, seed: int, dtype) -> Any:
@@ -356,7 +375,7 @@ def _load_weights(gpt, source: Source, shape, parallel: Parallel, tuner, *, seed
     if source.checkpoint is not None:
         pieces = read_pieces(source.checkpoint)
         merge_meta = {"tp": meta["tp"], "pp": meta["pp"], "ep": meta.get("ep", 1),
-                      "last_stage_layers": meta.get("last_stage_layers")}
+                      "stages": Stages.from_meta(meta)}
     full = hf_to_mcore(source.hf_state, shape) if source.hf_state is not None else {}
     lora_full = {}
     if pieces is not None:
@@ -378,7 +397,7 @@ def _load_weights(gpt, source: Source, shape, parallel: Parallel, tuner, *, seed
                           "merged first (megatron export --to_hf true)")
     full = pad_vocab(full, padded_vocab_size(shape.vocab_size, parallel.tp)) | lora_full
     load_local(gpt, shard(full, shape, tp=parallel.tp, pp=parallel.pp, ep=parallel.ep,
-                          last_stage_layers=parallel.last_stage_layers, **rank_position()))
+                          stages=parallel.stages, **rank_position()))
     return spec
 
 
