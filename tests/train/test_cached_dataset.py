@@ -97,3 +97,52 @@ def test_a_cached_dataset_of_another_tokenizer_is_refused_by_name(tiny_llama_dir
     with pytest.raises(ConfigError, match=r"--output_dir .* not empty"):
         export_main(["--model", str(tiny_llama_dir), "--dataset", str(rows_file), "--to_cached_dataset", "true",
                      "--output_dir", str(tmp_path / "cached")])
+
+
+@pytest.mark.parametrize(("method", "mode", "data"), [("dpo", "rlhf", "preference"), ("orpo", "rlhf", "preference"),
+                                                      ("kto", "kto", "kto")])
+def test_rlhf_trains_on_a_cached_dataset_like_on_its_rows(method, mode, data, tiny_llama_dir, tmp_path,
+                                                          count_encodes):
+    """swift export --to_cached_dataset --template_mode rlhf|kto, then swift rlhf --cached_dataset: no tokenising and
+    the losses of the rows themselves (ORPO rebuilds its paired-labels layout from the exported DPO ids)."""
+    from swift.train import rlhf_main
+    from tests.train.test_rlhf import PAIRS
+
+    rows = tmp_path / "rows.jsonl"
+    lines = []
+    for question, good, bad in PAIRS:
+        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": good}]
+        if data == "kto":
+            lines += [{"messages": messages, "label": True},
+                      {"messages": [messages[0], {"role": "assistant", "content": bad}], "label": False}]
+        else:
+            lines.append({"messages": messages, "rejected_response": bad})
+    rows.write_text("\n".join(json.dumps(r) for r in lines))
+    export_main(["--model", str(tiny_llama_dir), "--dataset", str(rows), "--to_cached_dataset", "true",
+                 "--template_mode", mode, "--max_length", "128", "--output_dir", str(tmp_path / "cached")])
+    assert json.loads((tmp_path / "cached" / "cached_dataset.json").read_text())["template_mode"] == mode
+    common = ["--rlhf_type", method, "--model", str(tiny_llama_dir), "--max_length", "128", "--logging_steps", "1",
+              "--report_to", "none", "--bf16", "false", "--gradient_checkpointing", "false", "--lora_rank", "4",
+              "--per_device_train_batch_size", "2", "--max_steps", "3", "--dataloader_num_workers", "0"]
+    encoded = len(count_encodes)
+    cached = rlhf_main([*common, "--cached_dataset", str(tmp_path / "cached"), "--output_dir", str(tmp_path / "a")])
+    assert len(count_encodes) == encoded  # trained without tokenising
+    fresh = rlhf_main([*common, "--dataset", str(rows), "--output_dir", str(tmp_path / "b")])
+    assert losses(cached.run_dir) == pytest.approx(losses(fresh.run_dir))
+    assert len(losses(cached.run_dir)) == 3
+
+
+def test_a_cached_dataset_of_another_template_mode_is_refused_by_name(tiny_llama_dir, rows_file, tmp_path):
+    from swift.train import rlhf_main
+
+    export_main(["--model", str(tiny_llama_dir), "--dataset", str(rows_file), "--to_cached_dataset", "true",
+                 "--output_dir", str(tmp_path / "cached")])
+    with pytest.raises(ConfigError, match=r"exported with --template_mode train .* export it again with "
+                                          r"--template_mode rlhf"):
+        rlhf_main(["--rlhf_type", "dpo", "--model", str(tiny_llama_dir), "--cached_dataset", str(tmp_path / "cached"),
+                   "--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--report_to", "none"])
+    with pytest.raises(ConfigError, match="--rlhf_type grpo trains on rows it generates"):
+        rlhf_main(["--rlhf_type", "grpo", "--model", str(tiny_llama_dir), "--cached_dataset", str(tmp_path / "cached"),
+                   "--reward_funcs", "accuracy", "--output_dir", str(tmp_path / "run"), "--max_steps", "1"])
+    with pytest.raises(ConfigError, match="--template_mode kto: takes effect only with --to_cached_dataset true"):
+        export_main(["--model", str(tiny_llama_dir), "--template_mode", "kto", "--output_dir", str(tmp_path / "x")])

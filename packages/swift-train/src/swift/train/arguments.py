@@ -247,6 +247,10 @@ class ExportArgs:
     to_cached_dataset: bool = arg(False, "encode --dataset (and its --split_dataset_ratio / --val_dataset split) "
                                          "with the model's template into --output_dir, for swift sft "
                                          "--cached_dataset")
+    template_mode: Literal["train", "rlhf", "kto"] = arg(
+        "train", "with --to_cached_dataset: the layout written: train (swift pt/sft, megatron sft), rlhf (prompt, "
+        "chosen and rejected ids: swift rlhf --rlhf_type dpo/cpo/simpo/orpo/rm) or kto (prompt and completion ids "
+        "with their label: --rlhf_type kto)")
     to_gguf: bool = arg(False, "write a GGUF file (llama.cpp / Ollama; transformers reads it back)")
     gguf_quant: Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"] = arg(
         "f16", "GGUF tensor type of the 2-D weights (norms stay f32)")

@@ -251,12 +251,14 @@ def encode(run: Run, rows: Any, encode_fn: Any = None, **encode_kwargs: Any) -> 
     return encode_rows(rows, run.template, run.args.data, run.args.template, encode=encode_fn, **encode_kwargs)
 
 
-def encoded_splits(run: Run, **encode_kwargs: Any) -> tuple[Any, Any]:
-    """(train, val) encoded: --dataset / --val_dataset through the template, plus the --cached_dataset /
-    --cached_val_dataset folders (checked against the template, long rows dropped as for fresh rows)."""
+def encoded_splits(run: Run, encode_fn: Any = None, *, template_mode: str = "train",
+                   **encode_kwargs: Any) -> tuple[Any, Any]:
+    """(train, val) encoded: --dataset / --val_dataset through the template (or `encode_fn(template, row)`), plus
+    the --cached_dataset / --cached_val_dataset folders (checked against the template and their `template_mode`
+    layout, long rows dropped as for fresh rows)."""
     from datasets import concatenate_datasets
 
-    train, val = encode(run, run.train_rows, **encode_kwargs), encode(run, run.val_rows, **encode_kwargs)
+    train, val = (encode(run, rows, encode_fn, **encode_kwargs) for rows in (run.train_rows, run.val_rows))
     targs = run.args.train
     for flag, specs, fresh in (("--cached_dataset", targs.cached_dataset, train),
                                ("--cached_val_dataset", targs.cached_val_dataset, val)):
@@ -264,7 +266,8 @@ def encoded_splits(run: Run, **encode_kwargs: Any) -> tuple[Any, Any]:
             continue
         from swift.core import load_cached_dataset
 
-        cached = load_cached_dataset(specs, run.template, seed=run.args.data.data_seed, flag=flag)
+        cached = load_cached_dataset(specs, run.template, seed=run.args.data.data_seed, flag=flag,
+                                     template_mode=template_mode)
         if run.args.template.truncation_strategy == "delete":
             cached = cached.filter(lambda n: n <= run.max_length, input_columns="length")
         if fresh is not None:
@@ -274,18 +277,18 @@ def encoded_splits(run: Run, **encode_kwargs: Any) -> tuple[Any, Any]:
         else:
             val = cached
     if targs.cached_dataset and not targs.cached_val_dataset and val is None:
-        val = _cached_val_split(run)
+        val = _cached_val_split(run, template_mode)
     return train, val
 
 
-def _cached_val_split(run: Run) -> Any:
+def _cached_val_split(run: Run, template_mode: str) -> Any:
     """The `val/` splits the --cached_dataset folders carry (written from --split_dataset_ratio at export)."""
     from swift.core import load_cached_dataset
 
     if not all((Path(s.partition("#")[0]).expanduser() / "val").is_dir() for s in run.args.train.cached_dataset):
         return None
     return load_cached_dataset([s.partition("#")[0] for s in run.args.train.cached_dataset], run.template,
-                               split="val", flag="--cached_dataset")
+                               split="val", flag="--cached_dataset", template_mode=template_mode)
 
 
 def longest_micro_batch(run: Run, dataset: Any) -> int | None:

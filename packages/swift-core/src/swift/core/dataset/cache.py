@@ -91,10 +91,15 @@ def save_cached_dataset(directory: Path, splits: dict[str, Dataset], identity: d
     return directory
 
 
+TEMPLATE_MODES = {"train": "swift pt / sft and megatron sft", "rlhf": "swift rlhf --rlhf_type dpo, cpo, simpo, orpo or rm",
+                  "kto": "swift rlhf --rlhf_type kto"}
+
+
 def load_cached_dataset(specs: list[str], template: Any, *, split: str = "train", seed: int = 42,
-                        flag: str = "--cached_dataset") -> Dataset:
+                        flag: str = "--cached_dataset", template_mode: str = "train") -> Dataset:
     """The `split` of each cached dataset folder (`DIR[#N]`: N rows sampled with `seed`), checked against the
-    template that will train on it, concatenated."""
+    template that will train on it and the layout (`swift export --template_mode`) the reader takes,
+    concatenated."""
     from datasets import concatenate_datasets, load_from_disk
 
     parts = []
@@ -107,6 +112,11 @@ def load_cached_dataset(specs: list[str], template: Any, *, split: str = "train"
             raise ConfigError(f"{flag} {spec}: no {CACHED_DATASET_FILE} there (write one with swift export "
                               "--to_cached_dataset true)")
         info = json.loads(info_file.read_text(encoding="utf-8"))
+        mode = info.get("template_mode", "train")
+        if mode != template_mode:
+            raise ConfigError(f"{flag} {spec}: exported with --template_mode {mode} (rows for {TEMPLATE_MODES[mode]}); "
+                              f"this run reads --template_mode {template_mode} rows ({TEMPLATE_MODES[template_mode]}): "
+                              f"export it again with --template_mode {template_mode}")
         for field in ("vocab_size", "chat_template_sha256", "template"):
             if info.get(field) != mine[field]:
                 raise ConfigError(f"{flag} {spec}: encoded with {field} {info.get(field)!r}, this run's is "

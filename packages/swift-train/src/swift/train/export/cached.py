@@ -32,7 +32,7 @@ def check_cached_export(args: ExportArguments) -> list[str]:
 
 
 def export_cached_dataset(args: ExportArguments) -> Path:
-    from swift.core import build_template, encode_rows, load_model, load_rows, save_cached_dataset, template_identity
+    from swift.core import build_template, load_model, load_rows, save_cached_dataset, template_identity
     from swift.train.export.merge import check_empty, default_output
 
     output = default_output(args, "cached_dataset")
@@ -40,15 +40,30 @@ def export_cached_dataset(args: ExportArguments) -> Path:
     train_rows, val_rows = load_rows(args.data)
     _, tokenizer = load_model(args.model, load_model=False)
     template = build_template(args.template, tokenizer)
-    # as swift sft encodes them (preference rows: their chosen answer); sft drops what exceeds its own --max_length
-    splits = {name: encode_rows(rows, template, args.data, args.template, chosen_only=True)
-              for name, rows in (("train", train_rows), ("val", val_rows))}
+    mode = args.export.template_mode
+    splits = {name: _encode(rows, template, args, mode) for name, rows in (("train", train_rows), ("val", val_rows))}
     if len(splits["train"]) == 0:
         raise ConfigError(f"--dataset {' '.join(args.data.dataset)}: no row fits --max_length "
-                          f"{args.template.max_length}")
-    save_cached_dataset(output, splits, template_identity(template), model=args.model.model,
+                          f"{args.template.max_length}" + (" with an answer left" if mode != "train" else ""))
+    save_cached_dataset(output, splits, template_identity(template), template_mode=mode, model=args.model.model,
                         max_length=args.template.max_length, truncation_strategy=args.template.truncation_strategy,
                         dataset=list(args.data.dataset))
     logger.info("cached dataset written to %s: %s", output,
                 ", ".join(f"{name} {len(ds)} rows" for name, ds in splits.items() if ds is not None))
     return output
+
+
+def _encode(rows, template, args: ExportArguments, mode: str):
+    """train: as swift sft encodes rows (preference rows: their chosen answer; sft drops what exceeds its own
+    --max_length); rlhf / kto: as swift rlhf encodes them for DPO (its other pairwise methods rebuild their layout
+    from these ids) and KTO, rows whose answer did not survive truncation dropped."""
+    from swift.core import encode_rows
+
+    if rows is None:
+        return None
+    if mode == "train":
+        return encode_rows(rows, template, args.data, args.template, chosen_only=True)
+    from swift.train.rlhf import layouts
+
+    row_fn = layouts.preference_row if mode == "rlhf" else layouts.kto_row
+    return encode_rows(rows, template, args.data, args.template, encode=row_fn).filter(layouts.has_answer)

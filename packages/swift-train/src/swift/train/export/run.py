@@ -46,6 +46,8 @@ def check_flags(args: ExportArguments) -> None:
             raise ConfigError("; ".join(problems))
         return
     method = export.quant_method
+    if export.template_mode != "train":
+        problems.append(f"--template_mode {export.template_mode}: takes effect only with --to_cached_dataset true")
     if method and (export.to_gguf or export.to_ollama):
         problems.append(f"--quant_method {method} and --to_gguf: choose one (GGUF has its own --gguf_quant)")
     if method and export.merge_lora:

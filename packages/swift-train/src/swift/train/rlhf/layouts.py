@@ -106,13 +106,19 @@ def kto_row(template: Any, row: dict) -> dict:
 
 def reward_row(template: Any, row: dict) -> dict:
     """Reward models score whole conversations: the chosen and the rejected one, prompt included."""
-    ids = preference_ids(text_only(template.encode(row)))
+    return reward_layout(preference_ids(text_only(template.encode(row))))
+
+
+def reward_layout(ids: dict) -> dict:
     return {"chosen_ids": ids["prompt_ids"] + ids["chosen_ids"], "rejected_ids": ids["prompt_ids"] + ids["rejected_ids"]}
 
 
 def paired_labels_row(template: Any, row: dict) -> dict:
     """The layout of trl's CPO/ORPO trainers: full chosen/rejected sequences with labels on the answer only."""
-    ids = preference_ids(text_only(template.encode(row)))
+    return paired_labels_layout(preference_ids(text_only(template.encode(row))))
+
+
+def paired_labels_layout(ids: dict) -> dict:
     prompt = ids["prompt_ids"]
     out = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
     for side in ("chosen", "rejected"):
@@ -128,6 +134,25 @@ def distill_row(template: Any, row: dict) -> dict:
     encoded = text_only(template.encode({k: v for k, v in row.items() if k not in ("rejected_response", "label")}))
     prompt, _ = split_answer(encoded["input_ids"], encoded["labels"])
     return {"input_ids": encoded["input_ids"], "labels": encoded["labels"], "prompt_ids": prompt}
+
+
+# --cached_dataset: the row layout each offline method's rows come from (`swift export --template_mode`): the
+# exported rows, then the method's own layout rebuilt from their ids (None: the exported layout is the method's)
+CACHED_LAYOUTS: dict[Any, tuple[str, Any, Any]] = {  # row_fn: (template_mode, exported row_fn, ids -> layout)
+    preference_row: ("rlhf", preference_row, None),
+    paired_labels_row: ("rlhf", preference_row, paired_labels_layout),
+    reward_row: ("rlhf", preference_row, reward_layout),
+    kto_row: ("kto", kto_row, None),
+}
+
+
+def from_cached(dataset: Any, layout: Any) -> Any:
+    """Cached DPO-layout rows in another pairwise layout (`layout(ids)`); rows with media refused (those methods'
+    trl trainers take text only)."""
+    if any(name.startswith(MEDIA) for name in dataset.column_names):
+        raise ConfigError("--cached_dataset rows have images, videos or audio, which this --rlhf_type's trl trainer "
+                          "cannot take (text only); --rlhf_type dpo and kto train on them")
+    return dataset.map(lambda row: layout(row) | {"length": row["length"]}, remove_columns=dataset.column_names)
 
 
 def encoder(row_fn: Any, template: Any) -> Any:

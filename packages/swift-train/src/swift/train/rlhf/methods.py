@@ -29,7 +29,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from swift.train.recipe import check_not_empty, encode, prepare_tuner, total_steps, trainer_kwargs, training_arguments
+from swift.train.recipe import (
+    check_not_empty,
+    encode,
+    encoded_splits,
+    prepare_tuner,
+    total_steps,
+    trainer_kwargs,
+    training_arguments,
+)
 from swift.train.rlhf import layouts
 from swift.train.rlhf.registry import RlhfMethod, get_method, register_method
 
@@ -51,9 +59,15 @@ def beta(run: Run) -> float:
 
 
 def encode_pairs(run: Run, row_fn: Any) -> tuple[Any, Any]:
-    """Rows of `row_fn(template, row)`; rows whose answer did not survive truncation are dropped."""
-    train = encode(run, run.train_rows, row_fn)
-    val = encode(run, run.val_rows, row_fn)
+    """Rows of `row_fn(template, row)`, with the --cached_dataset rows (exported by `swift export --template_mode
+    rlhf|kto`) in the same layout; rows whose answer did not survive truncation are dropped."""
+    if run.args.train.cached_dataset or run.args.train.cached_val_dataset:
+        mode, exported, layout = layouts.CACHED_LAYOUTS[row_fn]
+        train, val = encoded_splits(run, exported, template_mode=mode)
+        if layout is not None:
+            train, val = (None if ds is None else layouts.from_cached(ds, layout) for ds in (train, val))
+    else:
+        train, val = encode(run, run.train_rows, row_fn), encode(run, run.val_rows, row_fn)
     if not run.args.data.streaming:
         train = train.filter(layouts.has_answer)
         val = None if val is None else val.filter(layouts.has_answer)
@@ -341,17 +355,18 @@ def vllm_problems(args: RlhfArguments) -> list[str]:
 
 PREFERENCE = "preference rows (messages + rejected_response, or prompt/chosen/rejected)"
 register_method(RlhfMethod("dpo", build_dpo, f"Direct Preference Optimization on {PREFERENCE}", default_beta=0.1,
-                           loss_types=DPO_LOSSES, max_losses=len(DPO_LOSSES), uses_ref_model=True, media=True))
+                           loss_types=DPO_LOSSES, max_losses=len(DPO_LOSSES), uses_ref_model=True, media=True,
+                           cached_mode="rlhf"))
 register_method(RlhfMethod("cpo", build_paired, "Contrastive Preference Optimization (no reference model)",
-                           default_beta=0.1, loss_types=CPO_LOSSES))
+                           default_beta=0.1, loss_types=CPO_LOSSES, cached_mode="rlhf"))
 register_method(RlhfMethod("simpo", build_paired, "SimPO: length-normalised margin, no reference model",
-                           default_beta=2.0, loss_types=("simpo",)))
+                           default_beta=2.0, loss_types=("simpo",), cached_mode="rlhf"))
 register_method(RlhfMethod("orpo", build_paired, "ORPO: odds-ratio preference term on the SFT loss",
-                           default_beta=0.1))
+                           default_beta=0.1, cached_mode="rlhf"))
 register_method(RlhfMethod("kto", build_kto, "KTO on rows labelled desirable / undesirable", default_beta=0.1,
-                           uses_ref_model=True, check=check_kto, media=True))
+                           uses_ref_model=True, check=check_kto, media=True, cached_mode="kto"))
 register_method(RlhfMethod("rm", build_reward_model, "a reward model: a sequence-classification head on preference "
-                           "pairs", num_labels=1))
+                           "pairs", num_labels=1, cached_mode="rlhf"))
 register_method(RlhfMethod("gkd", build_gkd, "Generalized Knowledge Distillation from --teacher_model",
                            default_beta=0.5, check=check_gkd))
 register_method(RlhfMethod("grpo", build_grpo, "GRPO with --reward_funcs / --reward_model", default_beta=0.04,

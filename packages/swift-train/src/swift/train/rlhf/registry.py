@@ -26,8 +26,9 @@ class RlhfMethod:
     `check(args)` returns flag problems that show before anything loads. `loss_types`: the `--loss_type` values it
     takes (empty: none); `max_losses`: how many may be combined. `answers`: its rows need an assistant answer (GRPO's
     are prompts). `num_labels`: load a sequence-classification head (reward models). `media`: it trains on rows
-    with images, videos or audio (else such rows are refused). `not_built`: the reason, for a name that is offered
-    but refused when chosen.
+    with images, videos or audio (else such rows are refused). `cached_mode`: the `swift export --template_mode`
+    whose --cached_dataset rows it trains on (None: it takes none). `not_built`: the reason, for a name that is
+    offered but refused when chosen.
     """
 
     name: str
@@ -41,6 +42,7 @@ class RlhfMethod:
     num_labels: int | None = None
     check: Callable[[RlhfArguments], list[str]] | None = None
     media: bool = False
+    cached_mode: str | None = None
     not_built: str | None = None
 
 

@@ -25,9 +25,10 @@ def rlhf_problems(args: RlhfArguments) -> list[str]:
     if method.not_built:
         return [f"--rlhf_type {method.name}: not built yet ({method.not_built})"]
     problems = []
-    if args.train.cached_dataset or args.train.cached_val_dataset:
-        problems.append(f"--cached_dataset: not built for swift rlhf yet (cached datasets hold sft rows); pass "
-                        f"--dataset for --rlhf_type {method.name}")
+    if (args.train.cached_dataset or args.train.cached_val_dataset) and method.cached_mode is None:
+        problems.append(f"--cached_dataset: --rlhf_type {method.name} trains on rows it generates from prompts, "
+                        "not on encoded answers (ms-swift's cached datasets leave out gkd, ppo and grpo too); "
+                        "pass --dataset")
     if args.train.loss_type and not method.loss_types:
         problems.append(f"--loss_type: --rlhf_type {method.name} has no loss variants")
     for loss in args.train.loss_type if method.loss_types else ():
