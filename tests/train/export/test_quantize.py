@@ -139,3 +139,26 @@ def test_quant_batch_size_batches_calibration_with_the_same_result(gptq_export, 
 def test_quant_batch_size_must_be_positive_or_minus_one(tiny_llama_dir, calib_file, tmp_path):
     with pytest.raises(ConfigError, match="--quant_batch_size 0"):
         _export(tiny_llama_dir, calib_file, tmp_path, "--quant_method", "gptq", "--quant_batch_size", "0")
+
+
+def test_load_data_args_calibrates_on_the_data_of_the_run_that_made_the_model(gptq_export, tiny_llama_dir,
+                                                                              calib_file, tmp_path):
+    """ms-swift's gptq.sh: `--model MERGED --load_data_args true` takes --dataset and --max_length from the args.json a
+    merged model keeps; the calibration rows are those of an export given them on the command line."""
+    import shutil
+
+    merged = tmp_path / "merged"
+    shutil.copytree(tiny_llama_dir, merged)
+    (merged / "args.json").write_text(json.dumps({"model": str(tiny_llama_dir), "dataset": [str(calib_file)],
+                                                  "max_length": 64, "data_seed": 42}))
+    again = export_main(["--model", str(merged), "--load_data_args", "true", "--quant_n_samples", "8",
+                         "--quant_method", "gptq", "--group_size", "32", "--quant_report", "false",
+                         "--output_dir", str(tmp_path / "out")])
+    assert again.report["calibration"]["digest"] == gptq_export.report["calibration"]["digest"]
+    given = export_main(["--model", str(merged), "--load_data_args", "true", "--quant_n_samples", "8",
+                         "--quant_method", "gptq", "--group_size", "32", "--quant_report", "false",
+                         "--data_seed", "7", "--output_dir", str(tmp_path / "seed7")])
+    assert given.report["calibration"]["digest"] != gptq_export.report["calibration"]["digest"]  # a flag given wins
+    with pytest.raises(ConfigError, match=r"--load_data_args true: no args.json naming a --dataset beside"):
+        export_main(["--model", str(tiny_llama_dir), "--load_data_args", "true", "--quant_method", "gptq",
+                     "--output_dir", str(tmp_path / "none")])

@@ -10,9 +10,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from swift.core import ConfigError
+from swift.core.arguments import recorded_data_args
 from swift.core.run import read_args
 from swift.infer.arguments import InferArguments
 
@@ -140,10 +140,6 @@ def checkpoint_dir(args: InferArguments) -> str | None:
     return _split_adapter(args.infer.adapters[0])[1] if args.infer.adapters else None
 
 
-# --load_data_args: what is read besides the data group (ms-swift's DataArguments hold max_length and truncation)
-_TEMPLATE_DATA_FLAGS = ("max_length", "truncation_strategy")
-
-
 def with_checkpoint_data_args(args: InferArguments) -> tuple[InferArguments, bool]:
     """--load_data_args: `args` with the data flags of the checkpoint's args.json where the command line left them at
     their defaults, and whether training required rows to end with an answer (rows it dropped are not in its split,
@@ -153,20 +149,9 @@ def with_checkpoint_data_args(args: InferArguments) -> tuple[InferArguments, boo
     if not recorded.get("dataset") and not recorded.get("val_dataset"):
         raise ConfigError(f"--load_data_args true: {source} has no args.json naming a --dataset (is it a checkpoint "
                           "of swift sft / pt / rlhf?); pass --val_dataset instead")
-    data = _fill_defaults(args.data, recorded)
-    template = _fill_defaults(args.template, recorded, names=_TEMPLATE_DATA_FLAGS)
+    data, template = recorded_data_args(args.data, args.template, recorded)
     # swift sft of a chat model and swift pt drop rows without an answer; encoder tasks and GRPO prompts keep them
     require_answer = recorded.get("task_type") in (None, "causal_lm") and recorded.get("command") != "rlhf grpo"
     return dataclasses.replace(args, data=data, template=template), require_answer
 
 
-def _fill_defaults(group: Any, recorded: dict[str, Any], names: tuple[str, ...] | None = None) -> Any:
-    """`group` with the recorded value of each field still at its default (a flag given on the command line wins)."""
-    updates = {}
-    for f in dataclasses.fields(group):
-        if (names is not None and f.name not in names) or recorded.get(f.name) is None:
-            continue
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-        if getattr(group, f.name) == default:
-            updates[f.name] = recorded[f.name]
-    return dataclasses.replace(group, **updates)

@@ -229,6 +229,10 @@ class ExportArgs:
     adapters: list[str] = arg([], "LoRA checkpoint(s); merged into their base first (base and template from args.json)")
     ckpt_dir: str | None = arg(None, "checkpoint directory (adapter or full weights)")
     merge_lora: bool = arg(False, "merge the adapters into the base and save a plain transformers model")
+    load_data_args: bool = arg(False, "the data flags (--dataset, --split_dataset_ratio, --max_length...) of the "
+                                      "args.json beside --adapters / --ckpt_dir / a local --model (a merged model "
+                                      "keeps its run's): calibration or cached rows from the training data; flags "
+                                      "given here win")
     output_dir: str | None = arg(None, "where the export goes (default: beside the checkpoint, or output/<model>-<kind>)")
     quant_method: Literal["gptq", "awq", "fp8", "bnb"] | None = arg(
         None, "quantize: gptq / awq (int4|int8 weights, compressed-tensors), fp8 (dynamic, no calibration), "

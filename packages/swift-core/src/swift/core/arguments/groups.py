@@ -6,8 +6,9 @@ groups (tuners, training, inference, server) and compose them per command.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from swift.core.arguments.parser import arg
 
@@ -115,3 +116,25 @@ class TemplateArgs:
     norm_bbox: Literal["norm1000", "none"] | None = arg(
         None, "grounding rows (objects): boxes as 0-1000 fractions or in the pixels the model sees; default: the "
               "model family's convention")
+
+
+# --load_data_args: what is read besides the data group (ms-swift's DataArguments hold max_length and truncation)
+_TEMPLATE_DATA_FLAGS = ("max_length", "truncation_strategy")
+
+
+def recorded_data_args(data: DataArgs, template: TemplateArgs,
+                       recorded: dict[str, Any]) -> tuple[DataArgs, TemplateArgs]:
+    """--load_data_args: the data flags (and --max_length / --truncation_strategy) of a run's args.json where the
+    command line left them at their defaults (a flag given wins)."""
+    return _fill_defaults(data, recorded), _fill_defaults(template, recorded, names=_TEMPLATE_DATA_FLAGS)
+
+
+def _fill_defaults(group: Any, recorded: dict[str, Any], names: tuple[str, ...] | None = None) -> Any:
+    updates = {}
+    for f in dataclasses.fields(group):
+        if (names is not None and f.name not in names) or recorded.get(f.name) is None:
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        if getattr(group, f.name) == default:
+            updates[f.name] = recorded[f.name]
+    return dataclasses.replace(group, **updates)

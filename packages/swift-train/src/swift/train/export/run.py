@@ -36,6 +36,25 @@ class ExportResult:
     hub: dict | None = None
 
 
+def with_recorded_data_args(args: ExportArguments) -> ExportArguments:
+    """--load_data_args: the data flags of the run that made the checkpoint (its args.json) where these are unset."""
+    import dataclasses
+
+    from swift.core.arguments import recorded_data_args
+    from swift.core.run import read_args
+
+    export = args.export
+    sources = [*export.adapters[:1], export.ckpt_dir, args.model.model]
+    source = next((s for s in sources if s and read_args(s).get("dataset")), None)
+    if source is None:
+        raise ConfigError("--load_data_args true: no args.json naming a --dataset beside "
+                          f"{' / '.join(s for s in sources if s) or 'the checkpoint'} (a checkpoint or merged model "
+                          "of swift sft / pt / rlhf has one); pass --dataset instead")
+    data, template = recorded_data_args(args.data, args.template, read_args(source))
+    logger.info("--load_data_args: data flags of %s (--dataset %s)", source, " ".join(data.dataset))
+    return dataclasses.replace(args, data=data, template=template)
+
+
 def check_flags(args: ExportArguments) -> None:
     """Every problem with the flags at once, before any weights load."""
     export, problems = args.export, []
@@ -79,6 +98,8 @@ def check_flags(args: ExportArguments) -> None:
 
 def run_export(args: ExportArguments) -> Path | ExportResult:
     """Run `swift export`; `--merge_lora` alone returns the merged directory, everything else an ExportResult."""
+    if args.export.load_data_args:
+        args = with_recorded_data_args(args)
     check_flags(args)
     export = args.export
     if export.to_cached_dataset:
