@@ -150,6 +150,30 @@ def test_grpo_rollouts_run_on_the_pytorch_engine(tiny_llama_dir, data_dir, tmp_p
     assert len({tuple(ids) for ids in seen}) == 1
 
 
+def test_stop_words_end_each_grpo_completion_at_the_token_that_completes_one(tiny_llama_dir, data_dir, tmp_path,
+                                                                             smollm2_tokenizer):
+    """--stop_words e on the PyTorch engine: no completion holds an `e` before its last token, and the random model's
+    completions (which would run to --max_completion_length) stop early."""
+    seen = tmp_path / "completions.jsonl"
+    plugin = tmp_path / "record.py"
+    plugin.write_text("import json\nfrom swift.train.rlhf import register_reward\n\n"
+                      "@register_reward('record')\n"
+                      "def record(completions, completion_ids, **kwargs):\n"
+                      f"    with open({str(seen)!r}, 'a') as f:\n"
+                      "        f.write(json.dumps(completion_ids) + '\\n')\n"
+                      "    return [0.0 for _ in completions]\n")
+    rlhf_main(flags(tiny_llama_dir, data_dir / "math.jsonl", tmp_path / "out", "grpo", "--max_steps", "1",
+                    "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "16",
+                    "--temperature", "1.0", "--reward_funcs", "record", "--external_plugins", str(plugin),
+                    "--stop_words", "e"))
+    completions = [ids for line in seen.read_text().splitlines() for ids in json.loads(line)]
+    assert len(completions) == 4
+    for ids in completions:
+        assert "e" not in smollm2_tokenizer.decode(ids[:-1]), ids
+    stopped = [ids for ids in completions if len(ids) < 16 and "e" in smollm2_tokenizer.decode(ids[-1:])]
+    assert stopped, [smollm2_tokenizer.decode(ids) for ids in completions]
+
+
 def test_reward_plugin_from_a_file_is_used(tiny_llama_dir, data_dir, tmp_path):
     plugin = tmp_path / "my_rewards.py"
     plugin.write_text("from swift.train.rlhf import register_reward\n\n"

@@ -193,6 +193,9 @@ class RlhfArgs:
     top_p: float = arg(1.0, "GRPO rollout nucleus sampling")
     top_k: int = arg(0, "GRPO rollout top-k sampling (0: off)")
     repetition_penalty: float = arg(1.0, "GRPO rollout repetition penalty")
+    stop_words: list[str] = arg([], "GRPO rollouts: strings that end a completion besides the template's end-of-turn "
+                                    "tokens (the completion keeps the token that completes one), e.g. "
+                                    "Observation: for ReAct tool calls")
     scale_rewards: Literal["group", "batch", "none"] = arg("group", "GRPO advantage scaling: by the group's reward "
                                                                      "std, the batch's, or none (Dr. GRPO)")
     lmbda: float = arg(0.5, "GKD: share of steps trained on the student's own generations (on-policy)")

@@ -232,7 +232,8 @@ def grpo_rollout(run: Run) -> Any:
 
     rlhf, targs = run.args.rlhf, run.args.train
     sampling = dict(max_tokens=rlhf.max_completion_length, temperature=rlhf.temperature, top_p=rlhf.top_p,
-                    top_k=rlhf.top_k, repetition_penalty=rlhf.repetition_penalty, seed=targs.seed)
+                    top_k=rlhf.top_k, repetition_penalty=rlhf.repetition_penalty, seed=targs.seed,
+                    stop=tuple(rlhf.stop_words))
     use_lora = rlhf.vllm_enable_lora
     if use_lora and not hasattr(run.model, "peft_config"):
         from swift.core import ConfigError
@@ -264,6 +265,11 @@ def grpo_rollout(run: Run) -> Any:
         return rollout.PtRollout(run.template, max_batch_size=max(targs.per_device_train_batch_size,
                                                                   rlhf.num_generations),
                                  media_tokens=layouts.media_token_ids(run.model.config), **sampling)
+    if rlhf.stop_words:
+        from swift.core import ConfigError
+
+        raise ConfigError("--stop_words: GRPO rollouts end at stop strings on swift-infer's engines (pip install "
+                          "swift-infer); trl's own generate, used without it, takes no stop strings")
     logger.warning("swift-infer is not installed: GRPO rollouts use transformers' generate "
                    "(pip install swift-infer for continuous batching)")
     return None

@@ -59,10 +59,11 @@ class Rollout:
     takes_media = False  # whether `complete` can prefill prompts with their media
 
     def __init__(self, template: Any, *, max_tokens: int, temperature: float, top_p: float = 1.0, top_k: int = 0,
-                 repetition_penalty: float = 1.0, seed: int = 42, media_tokens: tuple[int, ...] = ()) -> None:
+                 repetition_penalty: float = 1.0, seed: int = 42, media_tokens: tuple[int, ...] = (),
+                 stop: tuple[str, ...] = ()) -> None:
         self.template, self.seed = template, seed
         self.params = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                           repetition_penalty=repetition_penalty)
+                           repetition_penalty=repetition_penalty, stop=tuple(stop))
         self.media_tokens = frozenset(media_tokens)
         self.stops = tuple(sorted(set(stop_token_ids(template, template.tokenizer)) | self.media_tokens))
         self._counter = itertools.count()
@@ -346,7 +347,8 @@ class VllmServerRollout(SyncedRollout):
                             "X-Adapter-Config": json.dumps(json.loads(config))})
 
     def generate(self, prompt_ids: list[list[int]], *, seed: int, call: int) -> list[list[int]]:
-        body = {"prompt_ids": prompt_ids, **self.params, "stop_token_ids": list(self.stops), "seed": seed}
+        body = {"prompt_ids": prompt_ids, **self.params, "stop": list(self.params["stop"]),
+                "stop_token_ids": list(self.stops), "seed": seed}
         out = self._call("POST", "/rollout/generate", json.dumps(body).encode(),
                          headers={"Content-Type": "application/json"})
         return out["completion_ids"]

@@ -3,7 +3,7 @@
 Token ids in, token ids out, and weights in, so that the trainer needs neither vLLM nor our template on the wire:
 - `GET  /rollout/info`: what the trainer must know before it sends (model, dtype, LoRA on or off, weight version).
 - `POST /rollout/generate`: `{"prompt_ids": [[...]], "max_tokens", "temperature", "top_p", "top_k",
-  "repetition_penalty", "stop_token_ids", "seed"}` -> `{"completion_ids": [[...]]}`, one completion per prompt
+  "repetition_penalty", "stop_token_ids", "stop", "seed"}` -> `{"completion_ids": [[...]]}`, one completion per prompt
   (the trainer repeats each prompt num_generations times), seeded per prompt (`seed + i`).
 - `POST /rollout/update_weights`: a safetensors file as the body (HF checkpoint names; only the tensors that
   changed), loaded into vLLM's model between two decoding steps.
@@ -40,6 +40,7 @@ class GenerateRequest(BaseModel):
     top_k: int = 0
     repetition_penalty: float = Field(1.0, gt=0)
     stop_token_ids: list[int] = []
+    stop: list[str] = []
     seed: int | None = None
 
 
@@ -88,7 +89,8 @@ async def generate(body: GenerateRequest, request: Request) -> dict:
             raise HTTPException(400, f"prompt_ids[{i}]: token ids must be in [0, {vocab})")
     adapter = rollout.adapter
     base = dict(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
-                repetition_penalty=body.repetition_penalty, stop_token_ids=tuple(body.stop_token_ids))
+                repetition_penalty=body.repetition_penalty, stop_token_ids=tuple(body.stop_token_ids),
+                stop=tuple(s for s in body.stop if s))
     call, batch = rollout.weight_version, uuid.uuid4().hex[:12]
 
     async def one(i: int, ids: list[int]) -> list[int]:
