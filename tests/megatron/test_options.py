@@ -217,3 +217,13 @@ def test_sequence_parallel_with_lora_is_refused_only_where_it_would_split(caplog
     assert "with --tensor_model_parallel_size 1 there is nothing to split" in caplog.text
     with pytest.raises(ConfigError, match=r"--sequence_parallel with --train_type lora and --tensor_model_parallel"):
         check_train_args(parse_args(MegatronArguments, [*flags, "--tensor_model_parallel_size", "2"]))
+
+
+def test_a_rope_scaling_mcore_cannot_express_is_refused_before_weights_load(tiny_untied_dir, tmp_path):
+    """--rope_scaling applies to the HF config megatron builds from; a scaling mcore cannot express is refused
+    before the weights load (yarn here), naming it."""
+    from swift.megatron import sft_main
+
+    with pytest.raises(ConfigError, match=r"rope scaling .*'rope_type': 'yarn'.* has no mcore equivalent"):
+        sft_main(["--model", str(tiny_untied_dir), "--dataset", str(IDENTITY), "--rope_scaling", "yarn",
+                  "--max_model_len", "1024", "--save", str(tmp_path)])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from swift.core import ConfigError
-from swift.train import sft_main
+from swift.train import export_main, sft_main
 from tests.train.test_sft import flags, losses
 
 
@@ -164,3 +164,27 @@ def test_streams_shuffle_within_their_buffer_and_max_epochs_ends_the_run(tiny_ll
     result = sft_main(flags(tiny_llama_dir, first_eight, tmp_path / "epochs", *stream, "--max_epochs", "2"))
     assert sorted(losses(result.run_dir)) == [1, 2, 3, 4]  # 8 rows, batch 4: two steps an epoch, not 50
     assert result.last_checkpoint.name == "checkpoint-4"
+
+
+def test_rope_scaling_trains_and_the_adapter_is_served_and_merged_with_it(tiny_llama_dir, rows_file, tmp_path):
+    """--rope_scaling yarn --max_model_len: the trained model ran scaled (its losses differ from the plain run's),
+    args.json records it, and serving or merging the adapter loads the base with the same scaling."""
+    from swift.core.arguments import parse_args
+    from swift.infer.arguments import InferArguments
+    from swift.infer.checkpoint import resolve_serve_spec
+
+    positions = json.loads((tiny_llama_dir / "config.json").read_text())["max_position_embeddings"]
+    common = flags(tiny_llama_dir, rows_file, tmp_path / "plain", "--max_steps", "2", "--lora_rank", "4")
+    plain = sft_main(common)
+    scaled = sft_main([*flags(tiny_llama_dir, rows_file, tmp_path / "yarn", "--max_steps", "2", "--lora_rank", "4"),
+                       "--rope_scaling", "yarn", "--max_model_len", str(4 * positions)])
+    assert log_rows(scaled.run_dir)[0]["loss"] != pytest.approx(log_rows(plain.run_dir)[0]["loss"], abs=1e-6)
+    recorded = json.loads((scaled.run_dir / "args.json").read_text())
+    assert (recorded["rope_scaling"], recorded["max_model_len"]) == ("yarn", 4 * positions)
+    spec = resolve_serve_spec(parse_args(InferArguments, ["--adapters", str(scaled.last_checkpoint)]))
+    assert (spec.rope_scaling, spec.max_model_len) == ("yarn", 4 * positions)
+    merged = export_main(["--adapters", str(scaled.last_checkpoint), "--merge_lora", "true", "--output_dir",
+                          str(tmp_path / "merged")])
+    config = json.loads((merged / "config.json").read_text())
+    assert config["max_position_embeddings"] == 4 * positions
+    assert (config["rope_parameters"]["rope_type"], config["rope_parameters"]["factor"]) == ("yarn", 4.0)

@@ -50,8 +50,8 @@ class InferArgs:
         aliases=["vllm_gpu_memory_utilization"])
     tensor_parallel_size: int = arg(1, "vLLM / SGLang / LMDeploy tensor parallelism",
                                     aliases=["vllm_tensor_parallel_size"])
-    max_model_len: int | None = arg(None, "longest prompt + answer in tokens (default: the model's)",
-                                    aliases=["vllm_max_model_len"])
+    vllm_max_model_len: int | None = arg(None, "serving engines: longest prompt + answer in tokens (default: "
+                                               "--max_model_len, else the model's)")
     vllm_enforce_eager: bool = arg(False, "vLLM: no torch.compile / CUDA graphs (starts in seconds, decodes slower)")
     vllm_enable_prefix_caching: bool | None = arg(None, "vLLM: reuse the KV cache of shared prompt prefixes "
                                                         "(default: vLLM's)")

@@ -120,12 +120,12 @@ def _template(args: InferArguments, spec: ServeSpec, tokenizer: Any) -> Template
                           agent_template=spec.agent_template, response_prefix=spec.response_prefix)
 
 
-def _library_options(args: InferArguments, names: dict[str, str]) -> dict[str, Any]:
+def _library_options(args: InferArguments, spec: ServeSpec, names: dict[str, str]) -> dict[str, Any]:
     """The serving flags a library takes, under its own option names (`names`: flag -> option); unset ones are
     left to the library's default."""
     infer = args.infer
     flags = {"tensor_parallel_size": infer.tensor_parallel_size, "gpu_memory_utilization": infer.gpu_memory_utilization,
-             "max_model_len": infer.max_model_len, "max_batch_size": infer.max_batch_size,
+             "max_model_len": infer.vllm_max_model_len or spec.max_model_len, "max_batch_size": infer.max_batch_size,
              "torch_dtype": args.model.torch_dtype or default_cpu_dtype() or "auto",
              "trust_remote_code": args.model.trust_remote_code}
     return {option: flags[flag] for flag, option in names.items() if flags[flag] is not None}
@@ -138,10 +138,35 @@ def _external(engine_class: Any, args: InferArguments, spec: ServeSpec, model_na
     from swift.core import load_model
 
     _, tokenizer = load_model(args.model, model=spec.model, load_model=False, need_weights=True)
-    return engine_class(str(tokenizer.swift_model_info.model_dir), template=_template(args, spec, tokenizer),
+    model_dir = str(tokenizer.swift_model_info.model_dir)
+    options = dict(options or {}) | _config_overrides(args, spec, model_dir, engine_class.__name__)
+    return engine_class(model_dir, template=_template(args, spec, tokenizer),
                         adapters=spec.adapters, default_adapter=spec.default_adapter,
                         default_config=default_request_config(args), model_name=model_name,
-                        engine_kwargs=_library_options(args, option_names) | (options or {}), **engine_options)
+                        engine_kwargs=_library_options(args, spec, option_names) | options, **engine_options)
+
+
+def _config_overrides(args: InferArguments, spec: ServeSpec, model_dir: str, engine: str) -> dict[str, Any]:
+    """--rope_scaling (with --max_model_len) as the library's config overrides (vLLM's hf_overrides, SGLang's
+    json_model_override_args), so that it runs the model PtEngine would. --max_model_len alone is the library's
+    context limit (which refuses one beyond the model's positions)."""
+    if spec.rope_scaling is None:
+        return {}
+    import json
+
+    from transformers import AutoConfig
+
+    from swift.core.model.rope import rope_overrides
+
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=args.model.trust_remote_code)
+    overrides = rope_overrides(config, spec.rope_scaling, spec.max_model_len)
+    if config.get_text_config() is not config or engine not in ("VllmEngine", "SglangEngine"):
+        raise ConfigError(f"--rope_scaling: {engine} takes no config overrides here "
+                          f"{'for a multimodal model' if config.get_text_config() is not config else ''}; serve with "
+                          "--infer_backend pt, or write them into the model's config.json")
+    if engine == "VllmEngine":
+        return {"hf_overrides": overrides}
+    return {"json_model_override_args": json.dumps(overrides)}
 
 
 # ----- the built-in backends -----
@@ -150,12 +175,13 @@ def build_pt(args: InferArguments, spec: ServeSpec, model_name: str) -> InferEng
     from swift.core import load_model
     from swift.infer.engine.pt.engine import PtEngine, merge_adapters
 
-    model, tokenizer = load_model(args.model, model=spec.model,
+    model, tokenizer = load_model(args.model, model=spec.model, rope_scaling=spec.rope_scaling,
+                                  max_model_len=spec.max_model_len,
                                   torch_dtype=args.model.torch_dtype or default_cpu_dtype())
     return PtEngine(merge_adapters(model, spec.merge), tokenizer, template=_template(args, spec, tokenizer),
                     adapters=spec.adapters, default_adapter=spec.default_adapter,
                     max_batch_size=args.infer.max_batch_size, default_config=default_request_config(args),
-                    model_name=model_name, max_model_len=args.infer.max_model_len)
+                    model_name=model_name, max_model_len=args.infer.vllm_max_model_len or spec.max_model_len)
 
 
 # Each library's names for the serving flags: vLLM's AsyncEngineArgs, SGLang's ServerArgs, LMDeploy's

@@ -31,6 +31,8 @@ class ServeSpec:
     adapters: dict[str, str] = field(default_factory=dict)  # name -> checkpoint dir, served per request
     default_adapter: str | None = None  # what requests naming no adapter get
     merge: list[str] = field(default_factory=list)  # checkpoint dirs merged into the base before serving
+    rope_scaling: str | None = None  # --rope_scaling / --max_model_len, else the training run's (its args.json)
+    max_model_len: int | None = None
 
 
 def _split_adapter(entry: str) -> tuple[str | None, str]:
@@ -84,7 +86,9 @@ def resolve_serve_spec(args: InferArguments) -> ServeSpec:
                      else recorded.get("system"), adapters=named,
                      agent_template=args.template.agent_template or recorded.get("agent_template"),
                      response_prefix=args.template.response_prefix if args.template.response_prefix is not None
-                     else recorded.get("response_prefix"))
+                     else recorded.get("response_prefix"),
+                     rope_scaling=args.model.rope_scaling or recorded.get("rope_scaling"),
+                     max_model_len=args.model.max_model_len or recorded.get("max_model_len"))
     if args.infer.merge_lora:
         spec.merge = unnamed
     elif unnamed:

@@ -127,7 +127,7 @@ def _read_hf_config(args: MegatronArguments) -> Any:
         folder = find_checkpoint(args.megatron.load) / "hf"
     if folder is None or not (folder / "config.json").is_file():
         return None
-    return AutoConfig.from_pretrained(folder)
+    return _with_rope_flags(args, AutoConfig.from_pretrained(folder))
 
 
 def _core_config(args: MegatronArguments, hf_config: Any, parallel: Parallel, dtype: Any) -> Any:
@@ -170,8 +170,17 @@ def _load_source(args: MegatronArguments) -> Source:
         state = {k: v.detach() for k, v in model.state_dict().items()}
         return Source(model_id, model.config, tokenizer, state, checkpoint, meta)
     hf_dir = checkpoint / "hf"
-    return Source(model_id or str(checkpoint), AutoConfig.from_pretrained(hf_dir),
+    return Source(model_id or str(checkpoint), _with_rope_flags(args, AutoConfig.from_pretrained(hf_dir)),
                   AutoTokenizer.from_pretrained(hf_dir), None, checkpoint, meta)
+
+
+def _with_rope_flags(args: MegatronArguments, hf_config: Any) -> Any:
+    """--rope_scaling / --max_model_len on an HF config read directly (load_model applies them itself); the mcore
+    model takes the scalings `model.rope_settings` maps and refuses the others."""
+    from swift.core.model.rope import apply_rope_overrides, rope_overrides
+
+    apply_rope_overrides(hf_config, rope_overrides(hf_config, args.model.rope_scaling, args.model.max_model_len))
+    return hf_config
 
 
 def _encode(args: MegatronArguments, rows_raw, tokenizer, *, pretrain: bool,

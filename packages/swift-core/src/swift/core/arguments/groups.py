@@ -30,6 +30,11 @@ class ModelArgs:
         None, "MoE models: how the experts run (eager: a loop over experts; grouped_mm / batched_mm: one kernel for "
               "all; default: transformers' choice)")
     device_map: str | None = arg(None, "device map: auto, cpu, cuda, or a JSON mapping")
+    rope_scaling: str | None = arg(None, "RoPE scaling: a type (linear, dynamic, yarn, llama3) scaled to --max_model_len,"
+                                         " or a JSON object of rope parameters that replaces the config's")
+    max_model_len: int | None = arg(None, "the model's context length: replaces max_position_embeddings in its config "
+                                          "(with --rope_scaling TYPE, the length the positions are scaled to); "
+                                          "serving engines stop there")
     use_hf: bool = arg(True, "download from the Hugging Face hub (false: ModelScope, as USE_MODELSCOPE_HUB=1)")
     hub_token: str | None = arg(None, "hub token for private models (or the hub's login); never written to disk",
                                 secret=True, env="HF_TOKEN")

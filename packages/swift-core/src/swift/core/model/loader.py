@@ -13,6 +13,7 @@ from swift.core.model.hub import resolve_model_dir
 from swift.core.model.media import apply_processor_env
 from swift.core.model.meta import ModelMeta
 from swift.core.model.registry import find_model_meta, find_model_meta_by_config, get_model_meta
+from swift.core.model.rope import apply_rope_overrides, rope_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ def get_model_tokenizer(
     num_labels: int | None = None,
     need_weights: bool | None = None,
     experts_impl: str | None = None,
+    rope_scaling: str | None = None,
+    max_model_len: int | None = None,
 ) -> tuple[Any, Any]:
     """Load `(model, tokenizer)`; `model` is None with `load_model=False` (fast: no weights are read).
 
@@ -129,6 +132,7 @@ def get_model_tokenizer(
     classification head instead of the LM head (reward models: `num_labels=1`). `need_weights=True` with
     `load_model=False` puts the weights on disk (download, packaged conversion) without reading them, for serving
     libraries that load them themselves. `experts_impl`: how MoE experts run (transformers' experts_implementation).
+    `rope_scaling` / `max_model_len`: set on the config before the weights load (swift.core.model.rope).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -160,6 +164,7 @@ def get_model_tokenizer(
         return None, tokenizer
 
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code, **gguf)
+    apply_rope_overrides(config, rope_overrides(config, rope_scaling, max_model_len))
     dtype = _resolve_dtype(torch_dtype, raw.get("dtype") or raw.get("torch_dtype"), device_map)
     kwargs: dict[str, Any] = {"config": config, "dtype": dtype, "trust_remote_code": trust_remote_code,
                               "attn_implementation": attn_impl or (meta.default_attn_impl if meta else None) or "sdpa"}

@@ -130,6 +130,8 @@ def merge_lora(args: ExportArguments) -> Path:
     num_labels = head_labels(args.model.task_type or recorded.get("task_type"),
                              args.model.num_labels or recorded.get("num_labels"))
     model, tokenizer = load_model(args.model, model=base, torch_dtype=args.model.torch_dtype or "float32",
+                                  rope_scaling=args.model.rope_scaling or recorded.get("rope_scaling"),
+                                  max_model_len=args.model.max_model_len or recorded.get("max_model_len"),
                                   device_map=args.model.device_map if torch.cuda.is_available() else "cpu",
                                   num_labels=num_labels)
     for adapter in adapters:
