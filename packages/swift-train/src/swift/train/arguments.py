@@ -136,6 +136,15 @@ class TrainArgs:
                                              "answer: eval_rouge-1/-2/-l and eval_bleu-4 beside eval_loss; "
                                              "--metric_for_best_model then defaults to rouge-l")
     max_new_tokens: int = arg(64, "--predict_with_generate: the longest generated answer")
+    eval_use_evalscope: bool = arg(False, "sft: at each evaluation also score the model on EvalScope benchmarks "
+                                          "(--eval_dataset, as swift eval takes them), logged as "
+                                          "eval_<dataset>_<metric> (swift-train[eval])")
+    eval_dataset: list[str] = arg([], "--eval_use_evalscope: the benchmarks, e.g. gsm8k general_qa")
+    eval_dataset_args: dict | None = arg(None, "--eval_use_evalscope: JSON of per-benchmark options, e.g. "
+                                               '{"gsm8k": {"few_shot_num": 0}} or a local_path')
+    eval_limit: int | None = arg(None, "--eval_use_evalscope: rows per benchmark subset (default: all)")
+    eval_generation_config: dict | None = arg(None, "--eval_use_evalscope: JSON of generation options (default: "
+                                                    '{"temperature": 0, "max_tokens": 512})')
     router_aux_loss_coef: float = arg(0.0, "MoE models: weight of the router's load-balancing loss added to the "
                                            "training loss (0: none)")
     use_liger_kernel: bool = arg(False, "fused Liger kernels for RMSNorm, RoPE, SwiGLU and chunked cross-entropy "

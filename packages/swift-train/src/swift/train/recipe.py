@@ -118,10 +118,14 @@ def check_args(args: SftArguments, *, problems: list[str] | None = None) -> None
 def check_selection(args: SftArguments) -> list[str]:
     """--eval_strategy / --save_strategy / --load_best_model_at_end / --early_stop_interval problems."""
     train, data = args.train, args.data
-    has_val = bool(data.val_dataset) or data.split_dataset_ratio > 0
+    split = bool(data.val_dataset) or data.split_dataset_ratio > 0
+    has_val = split or train.eval_use_evalscope  # something to evaluate: a validation split or benchmarks
     problems = []
     eval_strategy = train.eval_strategy or ("steps" if has_val else "no")
     wants_metric = train.load_best_model_at_end or train.save_strategy == "best" or train.early_stop_interval
+    if wants_metric and not split and train.eval_use_evalscope and not train.metric_for_best_model:
+        problems.append("--eval_use_evalscope without a validation split has no eval_loss to select on: name one of "
+                        "the benchmark scores with --metric_for_best_model (eval_<dataset>_<metric>)")
     if eval_strategy != "no" and not has_val:
         problems.append(f"--eval_strategy {eval_strategy}: there is no validation split; give --val_dataset or "
                         "--split_dataset_ratio")
@@ -140,6 +144,9 @@ def check_selection(args: SftArguments) -> list[str]:
                         f"--eval_steps {eval_steps}")
     if train.early_stop_interval is not None and train.early_stop_interval < 1:
         problems.append(f"--early_stop_interval {train.early_stop_interval}: must be at least 1")
+    from swift.train.evalscope import check_evalscope_args
+
+    problems += check_evalscope_args(train, use_hf=args.model.use_hf)
     if train.predict_with_generate and not (has_val or train.cached_val_dataset):
         problems.append("--predict_with_generate generates the validation answers: give --val_dataset or "
                         "--split_dataset_ratio")

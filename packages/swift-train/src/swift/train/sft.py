@@ -48,12 +48,16 @@ def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
         use_varlen_attention(run.model)  # each packed sequence attends to itself only, at its own cost
     steps = total_steps(args, None if data.streaming else len(train_set))
     prepare_tuner(run, steps)
-    config = training_arguments(run, steps, has_eval=val_set is not None,
+    config = training_arguments(run, steps, has_eval=val_set is not None or args.train.eval_use_evalscope,
                                 micro_batch_tokens=longest_micro_batch(run, train_set))
     frozen_weights_in_bf16(run.model, bf16=config.bf16, sharded=bool(args.train.deepspeed or args.train.fsdp))
     logger.info("run directory %s; %s rows%s; bf16=%s padding_free=%s", run.run_dir,
                 "streamed" if data.streaming else len(train_set), " (packed)" if tmpl.packing else "",
                 config.bf16, run.padding_free)
+    if val_set is None and args.train.eval_use_evalscope:
+        from swift.train.evalscope import BenchmarksOnly
+
+        val_set = BenchmarksOnly()
     trainer = SwiftTrainer(model=run.model, args=config, train_dataset=train_set, eval_dataset=val_set,
                            data_collator=Collator(run.template, run.padding_free), processing_class=processing_class(run.tokenizer),
                            compute_loss_func=custom_loss(args), **trainer_kwargs(run))

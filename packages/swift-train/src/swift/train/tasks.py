@@ -43,6 +43,9 @@ def check_task_args(args: SftArguments, *, pretrain: bool = False) -> list[str]:
             problems.append(f"--loss_type {loss}: --task_type {task} {takes}")
     if len(losses) > 1 and task != "causal_lm":
         problems.append(f"--loss_type {' '.join(losses)}: --task_type {task} trains with one loss")
+    if task != "causal_lm" and args.train.eval_use_evalscope:
+        problems.append(f"--eval_use_evalscope: --task_type {task} answers with a head, not the generated text "
+                        "EvalScope scores")
     if task != "causal_lm" and args.train.predict_with_generate:
         problems.append(f"--predict_with_generate: --task_type {task} answers with a head, not generated text")
     if task != "causal_lm" and pretrain:

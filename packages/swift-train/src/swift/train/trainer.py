@@ -103,15 +103,26 @@ def count_tokens(inputs: Any) -> int:
 
 class SwiftTrainer(SwiftTrainerMixin, Trainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-        """The eval loss, and with --predict_with_generate the ROUGE / BLEU of generated answers (swift.train.
-        generate_eval) in the same metrics: what is logged, what callbacks and best-checkpoint selection see."""
+        """The eval loss, with --predict_with_generate the ROUGE / BLEU of generated answers (swift.train.
+        generate_eval) and with --eval_use_evalscope the benchmark scores (swift.train.evalscope) in the same
+        metrics: what is logged, what callbacks and best-checkpoint selection see."""
         args = getattr(self, "swift_args", None) or {}
         self._generated = None
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
         if args.get("predict_with_generate"):
             from swift.train.generate_eval import generated_metrics
 
-            dataset = self.eval_dataset if eval_dataset is None else eval_dataset
             self._generated = generated_metrics(self, dataset, metric_key_prefix, args.get("max_new_tokens") or 64)
+        if not args.get("eval_use_evalscope"):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        from swift.train.evalscope import BenchmarksOnly, evalscope_metrics
+
+        scores = evalscope_metrics(self, metric_key_prefix)
+        if isinstance(dataset, BenchmarksOnly):  # no validation rows: log and tell the callbacks as transformers does
+            self.log(scores)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, scores)
+            return scores
+        self._generated = {**(self._generated or {}), **scores}
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
     def evaluation_loop(self, *args, **kwargs):

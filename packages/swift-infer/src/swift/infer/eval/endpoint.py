@@ -64,15 +64,23 @@ def list_models(url: str, api_key: str | None, *, timeout: float = 5.0) -> list[
 @contextlib.contextmanager
 def own_server(args: DeployArguments) -> Iterator[Endpoint]:
     """`swift deploy`'s app on our engine, on 127.0.0.1 at a free port with a random key, in a background thread."""
-    import uvicorn
-
     from swift.infer.backends import build_engine
     from swift.infer.checkpoint import resolve_serve_spec
-    from swift.infer.server.app import ServerOptions, build_app
 
     spec = resolve_serve_spec(args)
     model_name = args.server.served_model_name or spec.model
-    engine = build_engine(args, model_name=model_name)
+    with serve_engine(build_engine(args, model_name=model_name), model_name) as endpoint:
+        yield endpoint
+
+
+@contextlib.contextmanager
+def serve_engine(engine, model_name: str) -> Iterator[Endpoint]:
+    """`swift deploy`'s app on `engine` (built here or given: a model being trained), on 127.0.0.1 at a free port
+    with a random key, in a background thread."""
+    import uvicorn
+
+    from swift.infer.server.app import ServerOptions, build_app
+
     api_key = secrets.token_urlsafe(16)
     app = build_app(engine, ServerOptions(model_name=model_name, api_key=api_key, log_interval=0))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

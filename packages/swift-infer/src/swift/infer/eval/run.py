@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from swift.core import ConfigError, SwiftError, env
-from swift.infer.arguments import EvalArguments
+from swift.infer.arguments import EvalArgs, EvalArguments
 from swift.infer.eval.datasets import BenchmarkPlan, check_data_reachable, plan_benchmarks
-from swift.infer.eval.endpoint import Endpoint, list_models, normalize_url, own_server
+from swift.infer.eval.endpoint import Endpoint, list_models, normalize_url, own_server, serve_engine
 from swift.infer.eval.results import Row, write_results
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,28 @@ def run_eval(args: EvalArguments) -> EvalResult:
                         new_run_dir(output_dir))
     with own_server(args) as endpoint:
         return evaluate(args, endpoint, endpoint.models, plans, new_run_dir(output_dir))
+
+
+def check_eval_args(eval_args: EvalArgs, *, use_hf: bool = True) -> list[BenchmarkPlan]:
+    """The flag, dataset-name and data-reachability checks of an evaluation, before anything runs (ConfigError)."""
+    from swift.core.arguments import ModelArgs
+
+    check_eval_flags(EvalArguments(model=ModelArgs(use_hf=use_hf), eval=eval_args))
+    plans = plan_benchmarks(eval_args.eval_dataset, eval_args.dataset_args)
+    check_data_reachable(plans, "huggingface" if use_hf else "modelscope")
+    return plans
+
+
+def evaluate_engine(engine, model_name: str, eval_args: EvalArgs, run_dir: Path, *, use_hf: bool = True) -> list[Row]:
+    """EvalScope's scores of `engine` (any InferEngine, e.g. a PtEngine around a model being trained) on
+    `eval_args.eval_dataset`, served by our app in this process; its reports and results.json go to `run_dir`."""
+    from swift.core.arguments import ModelArgs
+
+    args = EvalArguments(model=ModelArgs(use_hf=use_hf), eval=eval_args)
+    plans = check_eval_args(eval_args, use_hf=use_hf)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with serve_engine(engine, model_name) as endpoint:
+        return evaluate(args, endpoint, [model_name], plans, run_dir).rows
 
 
 def new_run_dir(root: Path) -> Path:

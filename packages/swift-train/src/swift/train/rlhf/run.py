@@ -36,6 +36,9 @@ def rlhf_problems(args: RlhfArguments) -> list[str]:
             problems.append(f"--loss_type {loss}: not a {method.name} loss (choose from {', '.join(method.loss_types)})")
     if len(args.train.loss_type) > method.max_losses:
         problems.append(f"--loss_type: {method.name} takes {method.max_losses} loss type, got {len(args.train.loss_type)}")
+    if args.train.eval_use_evalscope:
+        problems.append("--eval_use_evalscope: swift sft's benchmark evaluation; swift rlhf evaluates its method's "
+                        "loss (score a checkpoint with swift eval --adapters)")
     if args.train.predict_with_generate:
         problems.append("--predict_with_generate: swift sft's evaluation by generated answers; swift rlhf evaluates "
                         "its method's loss (GRPO logs its rewards)")
