@@ -5,7 +5,8 @@
 .PHONY: setup setup-vllm test lint demo clean
 
 VENV := .venv/bin
-PYTEST_ARGS ?=
+# two workers (the CI machine's two cores), whole files per worker so module fixtures are built once
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=25
 
 setup:
 	@bash scripts/setup.sh

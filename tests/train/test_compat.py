@@ -27,6 +27,16 @@ def test_trainer_saves_checkpoints_where_get_output_dir_says():
     assert params(compat.AtomicCheckpoints._get_output_dir) == params(Trainer._get_output_dir)
 
 
+def test_the_training_loop_still_takes_its_logged_grad_norm_from_the_two_hooks_we_override():
+    from transformers import Trainer
+
+    assert params(Trainer._clip_grad_norm) == ["self", "model"]
+    assert params(Trainer._get_grad_norm) == ["self", "model", "grad_norm"]
+    loop = inspect.getsource(Trainer._run_epoch)
+    assert "grad_norm = self._clip_grad_norm(model)" in loop  # InHookGradNorm reports the hooks' norm there
+    assert "grad_norm = self._get_grad_norm(model, grad_norm=grad_norm)" in loop
+
+
 def test_accelerate_keeps_the_shared_distributed_type_fsdp_on_cpu_sets():
     from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import DistributedType

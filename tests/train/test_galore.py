@@ -4,6 +4,8 @@ optimizer (or names the key it does not take)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -47,6 +49,10 @@ def test_per_parameter_steps_in_the_backward_hook_equal_the_ordinary_step(tiny_l
     assert sorted(got) == [1, 2, 3]
     for step in got:  # weights stepped at the end of each accumulation, with the same update as one optimizer
         assert got[step] == pytest.approx(reference[step], rel=1e-4), step
+    norms = [{r["step"]: r["grad_norm"] for r in map(json.loads, (run.run_dir / "logging.jsonl").read_text()
+                                                     .splitlines()) if "grad_norm" in r} for run in (plain, hooked)]
+    assert norms[1] == pytest.approx(norms[0], rel=1e-3)  # the hooks' norm: what the ordinary step measured
+    assert all(n > 0 for n in norms[1].values())
     from safetensors.torch import load_file
 
     a = load_file(plain.last_checkpoint / "model.safetensors")

@@ -28,6 +28,9 @@ _EXPORTS = {
     "pair_messages": "swift.core.model.tasks",
     "yes_no_ids": "swift.core.model.tasks",
     "task_forward": "swift.core.model.tasks",
+    # --rope_scaling / --max_model_len on a config (engines and megatron that read configs themselves)
+    "rope_overrides": "swift.core.model.rope",
+    "apply_rope_overrides": "swift.core.model.rope",
     # answers against references (swift infer --metric, swift sft --predict_with_generate)
     "METRICS": "swift.core.metrics",
     "score_rouge": "swift.core.metrics",

@@ -156,7 +156,7 @@ def _config_overrides(args: InferArguments, spec: ServeSpec, model_dir: str, eng
 
     from transformers import AutoConfig
 
-    from swift.core.model.rope import rope_overrides
+    from swift.core import rope_overrides
 
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=args.model.trust_remote_code)
     overrides = rope_overrides(config, spec.rope_scaling, spec.max_model_len)

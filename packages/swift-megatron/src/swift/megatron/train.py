@@ -177,7 +177,7 @@ def _load_source(args: MegatronArguments) -> Source:
 def _with_rope_flags(args: MegatronArguments, hf_config: Any) -> Any:
     """--rope_scaling / --max_model_len on an HF config read directly (load_model applies them itself); the mcore
     model takes the scalings `model.rope_settings` maps and refuses the others."""
-    from swift.core.model.rope import apply_rope_overrides, rope_overrides
+    from swift.core import apply_rope_overrides, rope_overrides
 
     apply_rope_overrides(hf_config, rope_overrides(hf_config, args.model.rope_scaling, args.model.max_model_len))
     return hf_config

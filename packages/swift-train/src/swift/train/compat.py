@@ -9,6 +9,7 @@ instead of somewhere in a training run. Everything else in swift-train uses publ
 |---|---|---|
 | `AtomicCheckpoints` | `Trainer._save_checkpoint`, `Trainer._get_output_dir` | write checkpoint-N in a staging folder and rename it into place (a kill mid-save leaves no half checkpoint a resume would trust); no callback runs before the files are written, and the output dir cannot move (tensorboard's run folder hangs off it) |
 | `FsdpOnCpu` | `Trainer.create_accelerator_and_postprocess`, accelerate's `PartialState._shared_state` | accelerate runs a CPU "FSDP" run as DDP without a word |
+| `InHookGradNorm` | `Trainer._clip_grad_norm`, `Trainer._get_grad_norm` (called in `Trainer._run_epoch`) | `--galore_optim_per_parameter` frees each gradient in its hook, so the norm transformers logs would be 0: report the one the hooks measured |
 | `pretokenized(...)` | trl's `DPOTrainer._prepare_dataset`, `KTOTrainer._prepare_dataset`, `CPOTrainer.tokenize_row`, `ORPOTrainer.tokenize_row`, `GRPOTrainer._tokenize_prompts` | rows come tokenized by our template; trl would re-render them with the chat template (no public switch) |
 """
 
@@ -63,6 +64,26 @@ class AtomicCheckpoints:
         self.state.save_to_json(str(final / "trainer_state.json"))
         rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
                            best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+
+
+class InHookGradNorm:
+    """Trainer mixin: an optimizer that steps each weight in its gradient hook (`swift.train.galore.StepInBackward`)
+    measured the gradient norm there, before the gradients were freed; log that one (and clip nothing here: each
+    weight was clipped in its hook)."""
+
+    def _in_hook_norm(self) -> Any:
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)  # (accelerate's AcceleratedOptimizer wraps it)
+        return getattr(inner, "take_grad_norm", None)
+
+    def _clip_grad_norm(self, model):
+        take = self._in_hook_norm()
+        return take() if take is not None else super()._clip_grad_norm(model)
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        take = self._in_hook_norm()
+        if grad_norm is None and take is not None:
+            grad_norm = take()
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
 
 
 class FsdpOnCpu:

@@ -29,10 +29,13 @@ def check_evalscope_args(train: Any, *, use_hf: bool) -> list[str]:
     if not train.eval_use_evalscope:
         given = [f"--{flag}" for flag in FLAGS if getattr(train, flag) not in (None, [])]
         return [f"{', '.join(given)}: take effect only with --eval_use_evalscope true"] if given else []
-    if importlib.util.find_spec("swift.infer") is None or importlib.util.find_spec("evalscope") is None:
+    try:
+        from swift.infer.eval import check_eval_args
+    except ImportError:
+        check_eval_args = None
+    if check_eval_args is None or importlib.util.find_spec("evalscope") is None:
         return ['--eval_use_evalscope needs swift-infer with EvalScope: pip install "swift-train[eval]"']
     from swift.core import ConfigError
-    from swift.infer.eval import check_eval_args
 
     try:
         check_eval_args(_eval_args({flag: getattr(train, flag) for flag in FLAGS}), use_hf=use_hf)

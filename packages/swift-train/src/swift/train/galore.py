@@ -108,22 +108,29 @@ class StepInBackward(CombinedOptimizer):
     """One optimizer per weight, each stepped from its gradient hook on the micro-batch that ends an accumulation
     (accelerate's `sync_gradients`), its gradient then freed: the whole model's gradients never exist at once
     (GaLore's layer-wise update). Each weight's gradient is clipped to `max_norm` on its own, since the global norm
-    is never formed. The Trainer's `step()` / `zero_grad()` are no-ops; the LR schedule reaches every inner group."""
+    is never formed. The Trainer's `step()` / `zero_grad()` are no-ops; the LR schedule reaches every inner group.
+    The hooks sum the squared (unclipped) norms, so `take_grad_norm()` is the global norm the ordinary step would
+    have clipped by, for the log."""
 
     def __init__(self, optimizers: list[torch.optim.Optimizer], syncing: Callable[[], bool], max_norm: float) -> None:
         super().__init__(optimizers)
         self._hooks = []
+        self._norm_sq = 0.0
         for optimizer in optimizers:
             for p in _params(optimizer):
                 self._hooks.append(p.register_post_accumulate_grad_hook(self._stepper(optimizer, syncing, max_norm)))
 
-    @staticmethod
-    def _stepper(optimizer: torch.optim.Optimizer, syncing: Callable[[], bool], max_norm: float) -> Callable:
+    def take_grad_norm(self) -> float:
+        """The gradient norm of the step the hooks just took (then reset for the next one)."""
+        norm, self._norm_sq = self._norm_sq ** 0.5, 0.0
+        return norm
+
+    def _stepper(self, optimizer: torch.optim.Optimizer, syncing: Callable[[], bool], max_norm: float) -> Callable:
         def hook(p: torch.Tensor) -> None:
             if p.grad is None or not syncing():
                 return
-            if max_norm and max_norm > 0:
-                torch.nn.utils.clip_grad_norm_([p], max_norm)
+            norm = torch.nn.utils.clip_grad_norm_([p], max_norm if max_norm and max_norm > 0 else float("inf"))
+            self._norm_sq += float(norm) ** 2
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return hook

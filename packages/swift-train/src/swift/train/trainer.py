@@ -12,10 +12,10 @@ from typing import Any
 
 from transformers import Trainer
 
-from swift.train.compat import AtomicCheckpoints, FsdpOnCpu
+from swift.train.compat import AtomicCheckpoints, FsdpOnCpu, InHookGradNorm
 
 
-class SwiftTrainerMixin(AtomicCheckpoints, FsdpOnCpu):
+class SwiftTrainerMixin(InHookGradNorm, AtomicCheckpoints, FsdpOnCpu):
     """Checkpoints, token counts and learning-rate factors for any transformers / trl trainer."""
 
     def __init__(self, *args: Any, lr_ratios: Mapping[str, float] | None = None, **kwargs: Any) -> None:
