@@ -64,5 +64,7 @@ def test_evalscope_flags_are_checked_before_loading(tiny_llama_dir, rows_file, b
         sft_main(flags(tiny_llama_dir, rows_file, tmp_path, "--eval_dataset", "gsm8k", "--eval_limit", "3"))
     with pytest.raises(ConfigError, match="--eval_dataset: name at least one dataset"):
         sft_main(flags(tiny_llama_dir, rows_file, tmp_path, "--eval_use_evalscope", "true"))
+    with pytest.raises(ConfigError, match="--eval_use_evalscope serves the model from the training process"):
+        sft_main([*flags(tiny_llama_dir, rows_file, tmp_path), *benchmark, "--deepspeed", "zero2"])
     with pytest.raises(ConfigError, match="--eval_use_evalscope: swift sft's benchmark evaluation"):
         rlhf_main(["--rlhf_type", "dpo", *flags(tiny_llama_dir, rows_file, tmp_path), *benchmark])

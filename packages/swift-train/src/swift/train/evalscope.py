@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,11 @@ def check_evalscope_args(train: Any, *, use_hf: bool) -> list[str]:
         check_eval_args = None
     if check_eval_args is None or importlib.util.find_spec("evalscope") is None:
         return ['--eval_use_evalscope needs swift-infer with EvalScope: pip install "swift-train[eval]"']
-    from swift.core import ConfigError
+    from swift.core import ConfigError, env
+
+    if env.world_size() > 1 or int(os.environ.get("NPROC_PER_NODE") or 1) > 1 or train.deepspeed or train.fsdp:
+        return ["--eval_use_evalscope serves the model from the training process: it runs in a one-process run "
+                "without --deepspeed / --fsdp (score a distributed run's checkpoints with swift eval --adapters)"]
 
     try:
         check_eval_args(_eval_args({flag: getattr(train, flag) for flag in FLAGS}), use_hf=use_hf)
