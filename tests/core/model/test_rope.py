@@ -55,3 +55,17 @@ def test_json_replaces_the_scaling_and_bad_values_name_the_flag(tiny_llama_dir):
         rope_overrides(config, '{"rope_type": "wavy"}', None)
     with pytest.raises(ConfigError, match="by name, one of linear, dynamic, yarn, llama3"):
         rope_overrides(config, "longrope", 4096)
+    from swift.core import check_rope_flags  # before any model loads: what needs no config
+
+    assert check_rope_flags("yarn", 4096) == []
+    assert check_rope_flags('{"rope_type": "linear", "factor": 2}', None) == []
+    assert "give --max_model_len" in check_rope_flags("yarn", None)[0]
+    assert "not valid JSON" in check_rope_flags("{oops", None)[0]
+
+
+def test_sft_names_a_rope_flag_problem_before_loading(tiny_llama_dir, tmp_path):
+    from swift.train import sft_main
+
+    with pytest.raises(ConfigError, match="--rope_scaling yarn: give --max_model_len"):
+        sft_main(["--model", str(tiny_llama_dir), "--dataset", str(tmp_path / "missing.jsonl"), "--rope_scaling",
+                  "yarn"])

@@ -31,6 +31,7 @@ _EXPORTS = {
     # --rope_scaling / --max_model_len on a config (engines and megatron that read configs themselves)
     "rope_overrides": "swift.core.model.rope",
     "apply_rope_overrides": "swift.core.model.rope",
+    "check_rope_flags": "swift.core.model.rope",
     # answers against references (swift infer --metric, swift sft --predict_with_generate)
     "METRICS": "swift.core.metrics",
     "score_rouge": "swift.core.metrics",

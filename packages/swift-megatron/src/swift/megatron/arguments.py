@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
-from swift.core import ConfigError, check_data_args
+from swift.core import ConfigError, check_data_args, check_rope_flags
 from swift.core.arguments import DataArgs, ModelArgs, TemplateArgs, arg
 from swift.megatron.options import MegatronCoreArgs, check_core_args
 from swift.tuners import TunerArgs
@@ -110,6 +110,7 @@ def check_train_args(args: MegatronArguments) -> None:
         problems.append(f"--task_type {args.model.task_type}: megatron trains causal_lm only; use swift sft "
                         f"--task_type {args.model.task_type}")
     problems += check_core_args(args.core, pipeline_parallel_size=m.pipeline_model_parallel_size)
+    problems += check_rope_flags(args.model.rope_scaling, args.model.max_model_len)
     if m.overlap_param_gather and not m.use_distributed_optimizer:
         problems.append("--overlap_param_gather needs --use_distributed_optimizer true (it overlaps the all-gather "
                         "of the sharded optimizer's updated parameters)")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from swift.core import ConfigError, check_data_args, check_template_args, env
+from swift.core import ConfigError, check_data_args, check_rope_flags, check_template_args, env
 from swift.train.arguments import SftArguments
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ def check_args(args: SftArguments, *, problems: list[str] | None = None) -> None
                                                                            else "lazy_tokenize"))
     problems += check_data_args(data)
     problems += check_template_args(tmpl)
+    problems += check_rope_flags(args.model.rope_scaling, args.model.max_model_len)
     if tmpl.max_length is not None and tmpl.max_length < 8:
         problems.append(f"--max_length {tmpl.max_length}: too short to hold a conversation")
     for flag in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):

@@ -51,6 +51,20 @@ def rope_overrides(config: Any, rope_scaling: str | None, max_model_len: int | N
     return out
 
 
+def check_rope_flags(rope_scaling: str | None, max_model_len: int | None) -> list[str]:
+    """What can be said about the two flags before a config is read (the factor needs the model's positions)."""
+    try:
+        if max_model_len is not None and max_model_len < 1:
+            raise ConfigError(f"--max_model_len {max_model_len}: must be at least 1")
+        if rope_scaling is not None and rope_scaling.lstrip().startswith("{"):
+            _from_json(rope_scaling)
+        elif rope_scaling is not None:
+            _check_by_name(rope_scaling, max_model_len)
+    except ConfigError as e:
+        return [str(e)]
+    return []
+
+
 def _from_json(text: str) -> dict[str, Any]:
     try:
         given = json.loads(text)
@@ -64,13 +78,17 @@ def _from_json(text: str) -> dict[str, Any]:
     return given | {"rope_type": kind}
 
 
-def _from_length(kind: str, current: dict, positions: int | None, max_model_len: int | None) -> dict[str, Any]:
+def _check_by_name(kind: str, max_model_len: int | None) -> None:
     if kind not in SCALED_BY_LENGTH:
         raise ConfigError(f"--rope_scaling {kind}: by name, one of {', '.join(SCALED_BY_LENGTH)} (with --max_model_len);"
                           " other types take their parameters as JSON")
     if max_model_len is None:
         raise ConfigError(f"--rope_scaling {kind}: give --max_model_len, the length to scale the positions to (or "
                           "the parameters as JSON, with their factor)")
+
+
+def _from_length(kind: str, current: dict, positions: int | None, max_model_len: int) -> dict[str, Any]:
+    _check_by_name(kind, max_model_len)
     original = current.get("original_max_position_embeddings") or positions
     if not original:
         raise ConfigError(f"--rope_scaling {kind}: the model's config has no max_position_embeddings to scale from")
