@@ -31,7 +31,7 @@ def check_evalscope_args(train: Any, *, use_hf: bool) -> list[str]:
         given = [f"--{flag}" for flag in FLAGS if getattr(train, flag) not in (None, [])]
         return [f"{', '.join(given)}: take effect only with --eval_use_evalscope true"] if given else []
     try:
-        from swift.infer.eval import check_eval_args
+        from swift.infer.eval import check_eval_args, eval_arguments
     except ImportError:
         check_eval_args = None
     if check_eval_args is None or importlib.util.find_spec("evalscope") is None:
@@ -43,7 +43,7 @@ def check_evalscope_args(train: Any, *, use_hf: bool) -> list[str]:
                 "without --deepspeed / --fsdp (score a distributed run's checkpoints with swift eval --adapters)"]
 
     try:
-        check_eval_args(_eval_args({flag: getattr(train, flag) for flag in FLAGS}), use_hf=use_hf)
+        check_eval_args(eval_arguments(_eval_args({flag: getattr(train, flag) for flag in FLAGS}), use_hf=use_hf))
     except ConfigError as e:
         return [str(e)]
     return []

@@ -63,9 +63,7 @@ def check_eval_flags(args: EvalArguments) -> None:
 
 
 def run_eval(args: EvalArguments) -> EvalResult:
-    check_eval_flags(args)
-    plans = plan_benchmarks(args.eval.eval_dataset, args.eval.dataset_args)
-    check_data_reachable(plans, "huggingface" if args.model.use_hf else "modelscope")
+    plans = check_eval_args(args)
     output_dir = Path(args.eval.eval_output_dir)
     if args.eval.eval_url:
         url = normalize_url(args.eval.eval_url)
@@ -76,23 +74,27 @@ def run_eval(args: EvalArguments) -> EvalResult:
         return evaluate(args, endpoint, endpoint.models, plans, new_run_dir(output_dir))
 
 
-def check_eval_args(eval_args: EvalArgs, *, use_hf: bool = True) -> list[BenchmarkPlan]:
-    """The flag, dataset-name and data-reachability checks of an evaluation, before anything runs (ConfigError)."""
+def eval_arguments(eval_args: EvalArgs, *, use_hf: bool = True) -> EvalArguments:
+    """`swift eval`'s arguments for an evaluation of a given engine (no model to load, no server flags)."""
     from swift.core.arguments import ModelArgs
 
-    check_eval_flags(EvalArguments(model=ModelArgs(use_hf=use_hf), eval=eval_args))
-    plans = plan_benchmarks(eval_args.eval_dataset, eval_args.dataset_args)
-    check_data_reachable(plans, "huggingface" if use_hf else "modelscope")
+    return EvalArguments(model=ModelArgs(use_hf=use_hf), eval=eval_args)
+
+
+def check_eval_args(args: EvalArguments) -> list[BenchmarkPlan]:
+    """The flag, dataset-name and data-reachability checks of an evaluation, before anything runs (ConfigError);
+    the benchmarks' plans."""
+    check_eval_flags(args)
+    plans = plan_benchmarks(args.eval.eval_dataset, args.eval.dataset_args)
+    check_data_reachable(plans, "huggingface" if args.model.use_hf else "modelscope")
     return plans
 
 
 def evaluate_engine(engine, model_name: str, eval_args: EvalArgs, run_dir: Path, *, use_hf: bool = True) -> list[Row]:
     """EvalScope's scores of `engine` (any InferEngine, e.g. a PtEngine around a model being trained) on
     `eval_args.eval_dataset`, served by our app in this process; its reports and results.json go to `run_dir`."""
-    from swift.core.arguments import ModelArgs
-
-    args = EvalArguments(model=ModelArgs(use_hf=use_hf), eval=eval_args)
-    plans = check_eval_args(eval_args, use_hf=use_hf)
+    args = eval_arguments(eval_args, use_hf=use_hf)
+    plans = check_eval_args(args)
     run_dir.mkdir(parents=True, exist_ok=True)
     with serve_engine(engine, model_name) as endpoint:
         return evaluate(args, endpoint, [model_name], plans, run_dir).rows

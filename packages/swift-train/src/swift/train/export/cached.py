@@ -65,5 +65,5 @@ def _encode(rows, template, args: ExportArguments, mode: str):
         return encode_rows(rows, template, args.data, args.template, chosen_only=True)
     from swift.train.rlhf import layouts
 
-    row_fn = layouts.preference_row if mode == "rlhf" else layouts.kto_row
-    return encode_rows(rows, template, args.data, args.template, encode=row_fn).filter(layouts.has_answer)
+    return encode_rows(rows, template, args.data, args.template,
+                       encode=layouts.EXPORTED_ROWS[mode]).filter(layouts.has_answer)

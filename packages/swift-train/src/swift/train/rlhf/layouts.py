@@ -138,11 +138,12 @@ def distill_row(template: Any, row: dict) -> dict:
 
 # --cached_dataset: the row layout each offline method's rows come from (`swift export --template_mode`): the
 # exported rows, then the method's own layout rebuilt from their ids (None: the exported layout is the method's)
-CACHED_LAYOUTS: dict[Any, tuple[str, Any, Any]] = {  # row_fn: (template_mode, exported row_fn, ids -> layout)
-    preference_row: ("rlhf", preference_row, None),
-    paired_labels_row: ("rlhf", preference_row, paired_labels_layout),
-    reward_row: ("rlhf", preference_row, reward_layout),
-    kto_row: ("kto", kto_row, None),
+EXPORTED_ROWS = {"rlhf": preference_row, "kto": kto_row}  # --template_mode -> the row_fn its rows are encoded by
+CACHED_LAYOUTS: dict[Any, tuple[str, Any]] = {  # row_fn: (template_mode, ids -> its layout, None: the exported one)
+    preference_row: ("rlhf", None),
+    paired_labels_row: ("rlhf", paired_labels_layout),
+    reward_row: ("rlhf", reward_layout),
+    kto_row: ("kto", None),
 }
 
 

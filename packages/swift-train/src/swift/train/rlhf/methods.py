@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 from swift.train.recipe import (
     check_not_empty,
-    encode,
     encoded_splits,
     prepare_tuner,
     total_steps,
@@ -61,13 +60,11 @@ def beta(run: Run) -> float:
 def encode_pairs(run: Run, row_fn: Any) -> tuple[Any, Any]:
     """Rows of `row_fn(template, row)`, with the --cached_dataset rows (exported by `swift export --template_mode
     rlhf|kto`) in the same layout; rows whose answer did not survive truncation are dropped."""
-    if run.args.train.cached_dataset or run.args.train.cached_val_dataset:
-        mode, exported, layout = layouts.CACHED_LAYOUTS[row_fn]
-        train, val = encoded_splits(run, exported, template_mode=mode)
-        if layout is not None:
-            train, val = (None if ds is None else layouts.from_cached(ds, layout) for ds in (train, val))
-    else:
-        train, val = encode(run, run.train_rows, row_fn), encode(run, run.val_rows, row_fn)
+    cached = run.args.train.cached_dataset or run.args.train.cached_val_dataset
+    mode, layout = layouts.CACHED_LAYOUTS[row_fn] if cached else ("train", None)
+    train, val = encoded_splits(run, layouts.EXPORTED_ROWS[mode] if cached else row_fn, template_mode=mode)
+    if layout is not None:
+        train, val = (None if ds is None else layouts.from_cached(ds, layout) for ds in (train, val))
     if not run.args.data.streaming:
         train = train.filter(layouts.has_answer)
         val = None if val is None else val.filter(layouts.has_answer)
