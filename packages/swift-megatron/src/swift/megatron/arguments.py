@@ -74,6 +74,9 @@ class MegatronArgs:
     to_mcore: bool = arg(False, "export: HF (--model) -> mcore checkpoint in --output_dir")
     to_hf: bool = arg(False, "export: mcore (--mcore_model) -> HF model in --output_dir")
     mcore_model: str | None = arg(None, "export: the mcore checkpoint to convert")
+    loss_type: str | None = arg(None, "--task_type embedding: infonce (default), cosine_similarity, contrastive, "
+                                      "online_contrastive; generative_reranker: pointwise_reranker (default), "
+                                      "listwise_reranker; causal_lm: cross_entropy")
     rlhf_type: Literal["dpo"] = arg("dpo", "rlhf: the preference method (DPO is planned; rlhf does not run yet)")
     merge_lora: bool = arg(True, "export of a LoRA checkpoint: merged HF model (false: a PEFT adapter)")
     adapters: list[str] = arg([], "export: a LoRA checkpoint to export (an mcore LoRA checkpoint, or a PEFT "
@@ -96,7 +99,7 @@ class MegatronArguments:
     core: MegatronCoreArgs = field(default_factory=MegatronCoreArgs)
 
 
-def check_train_args(args: MegatronArguments) -> None:
+def check_train_args(args: MegatronArguments, *, pretrain: bool = False) -> None:
     """Everything checkable before weights load, all problems at once, each naming its flag."""
     m, problems = args.megatron, []
     if not args.model.model and not m.load:
@@ -106,9 +109,10 @@ def check_train_args(args: MegatronArguments) -> None:
     problems += check_data_args(args.data)
     if args.tuner.train_type not in ("full", "lora"):
         problems.append(f"--train_type {args.tuner.train_type}: megatron trains full or lora")
-    if args.model.task_type not in (None, "causal_lm"):
-        problems.append(f"--task_type {args.model.task_type}: megatron trains causal_lm only; use swift sft "
-                        f"--task_type {args.model.task_type}")
+    from swift.megatron.tasks import check_task_flags
+
+    problems += check_task_flags(args.model.task_type, m.loss_type, pretrain=pretrain, packing=args.template.packing,
+                                 cached=bool(m.cached_dataset or m.cached_val_dataset))
     problems += check_core_args(args.core, pipeline_parallel_size=m.pipeline_model_parallel_size)
     problems += check_rope_flags(args.model.rope_scaling, args.model.max_model_len)
     if m.overlap_param_gather and not m.use_distributed_optimizer:

@@ -26,7 +26,7 @@ def pt_main(args: MegatronArguments | Sequence[str] | None = None):
 
 def _train(command: str, args: MegatronArguments | Sequence[str] | None):
     parsed = resolve_args(MegatronArguments, args, prog=f"megatron {command}")
-    check_train_args(parsed)  # bad flags fail in a second, before megatron.core loads or processes start
+    check_train_args(parsed, pretrain=command == "pt")  # bad flags fail in a second, before megatron.core loads or processes start
     if not isinstance(args, MegatronArguments):
         from swift.core.run import relaunch_under_torchrun
 

@@ -16,6 +16,10 @@ logger = logging.getLogger(__name__)
 
 def forward_step(data_iterator, model):
     batch = next(data_iterator)
+    if "task" in batch:
+        from swift.megatron.tasks import task_forward_step
+
+        return task_forward_step(batch, model)
     output = model(input_ids=batch["tokens"], position_ids=batch["position_ids"],
                    attention_mask=batch["attention_mask"], labels=batch["labels"], runtime_gather_output=False)
     return output, partial(token_loss, batch["loss_mask"])
@@ -57,7 +61,8 @@ def reduce_totals(out: list[dict]):
 
 @dataclass
 class Evaluator:
-    """The validation loss (mean over every label token of `batches` global batches), every `interval` steps."""
+    """The validation loss (mean over every label token of `batches` global batches; a task's: over its rows) and
+    a task's metrics, every `interval` steps."""
 
     interval: int
     batches: int
@@ -65,22 +70,28 @@ class Evaluator:
     plan: Any
     model: Any
     forward_backward: Any
-    micro_batch_size: int
 
-    def __call__(self) -> float:
+    def __call__(self) -> dict[str, float]:
+        """{"eval_loss": ..., "eval_<metric>": ... (tasks)}."""
         import torch
 
-        totals = torch.zeros(2, dtype=torch.float64)
+        totals, outs = torch.zeros(2, dtype=torch.float64), []
         self.model.eval()
         with torch.no_grad():
             for step in range(self.batches):
                 micro, seq_length = step_microbatches(self.rows, step, self.plan)
                 out = self.forward_backward(forward_step_func=forward_step, data_iterator=iter(micro),
                                             model=[self.model], num_microbatches=len(micro), seq_length=seq_length,
-                                            micro_batch_size=self.micro_batch_size, forward_only=True)
+                                            micro_batch_size=micro[0]["tokens"].shape[0], forward_only=True)
                 totals += reduce_totals(out)
+                outs += out
         self.model.train()
-        return float(totals[0] / max(totals[1], 1.0))
+        result = {"eval_loss": float(totals[0] / max(totals[1], 1.0))}
+        if self.plan.task is not None:
+            from swift.megatron.tasks import reduce_metrics
+
+            result |= {f"eval_{k}": v for k, v in reduce_metrics(outs, self.plan.task).items()}
+        return result
 
 
 def make_evaluator(m, val_rows: list[dict] | None, plan, model, forward_backward) -> Evaluator | None:
@@ -96,5 +107,5 @@ def make_evaluator(m, val_rows: list[dict] | None, plan, model, forward_backward
         logger.warning("the validation split has %d rows, fewer than --global_batch_size %d: nothing is evaluated",
                        len(val_rows), m.global_batch_size)
         return None
-    return Evaluator(m.eval_interval or m.save_interval, batches, val_rows, dataclasses.replace(plan, seed=0),
-                     model, forward_backward, m.micro_batch_size)
+    return Evaluator(m.eval_interval or m.save_interval, batches, val_rows, dataclasses.replace(plan, seed=0, lengths=None),
+                     model, forward_backward)

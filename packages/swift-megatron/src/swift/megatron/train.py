@@ -49,7 +49,7 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
     from swift.megatron.convert import ModelShape
     from swift.megatron.parallel import megatron_session
 
-    check_train_args(args)
+    check_train_args(args, pretrain=pretrain)
     m = args.megatron
     parallel = Parallel(tp=m.tensor_model_parallel_size, pp=m.pipeline_model_parallel_size,
                         ep=m.expert_model_parallel_size, cp=m.context_parallel_size,
@@ -67,7 +67,11 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
         raise ConfigError("--expert_model_parallel_size > 1 needs CUDA: mcore's all-to-all token dispatcher uses "
                           "CUDA streams (the EP weight layout is still exported and converted on CPU)")
     # a bad data file fails here, before any weights load
-    rows_raw, val_raw = load_rows(args.data) if args.data.dataset else (None, None)
+    from swift.core import task_type_of
+
+    # an encoder task's rows may have no assistant turn (a query and its documents)
+    require_answer = task_type_of(args.model.task_type) == "causal_lm"
+    rows_raw, val_raw = load_rows(args.data, require_answer=require_answer) if args.data.dataset else (None, None)
     dtype = _dtype(m.bf16)
     # megatron-core's own checks of --recompute_*, --moe_*, --fp8_*... run on the HF config, before weights load
     early = _read_hf_config(args)
@@ -78,12 +82,13 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
     if parallel.ep > 1 and parallel.tp > 1:
         raise ConfigError("--expert_model_parallel_size > 1 with --tensor_model_parallel_size > 1 is not supported")
     config = config or _core_config(args, source.hf_config, parallel, dtype)
-    rows, template_name, max_length = _encode(args, rows_raw, source.tokenizer, pretrain=pretrain)
+    task = _task(args, source.tokenizer)
+    rows, template_name, max_length = _encode(args, rows_raw, source.tokenizer, pretrain=pretrain, task=task)
     val_rows = None
     if val_raw is not None or m.cached_val_dataset or m.cached_dataset:
-        val_rows = _encode(args, val_raw, source.tokenizer, pretrain=pretrain, split="val")[0] or None
+        val_rows = _encode(args, val_raw, source.tokenizer, pretrain=pretrain, split="val", task=task)[0] or None
     with megatron_session(parallel, seed=m.seed):
-        return _train(args, parallel, source, shape, CoreConfig(config, optimizer_kwargs), Rows(rows, val_rows),
+        return _train(args, parallel, source, shape, CoreConfig(config, optimizer_kwargs), Rows(rows, val_rows, task),
                       template_name=template_name, max_length=max_length, command="pt" if pretrain else "sft")
 
 
@@ -113,6 +118,18 @@ def _optimizer_kwargs(args: MegatronArguments) -> dict:
 class Rows:
     train: list[dict]
     val: list[dict] | None
+    task: Any = None  # swift.megatron.tasks.MegatronTask of --task_type embedding / generative_reranker
+
+
+def _task(args: MegatronArguments, tokenizer) -> Any:
+    from swift.core import task_type_of, yes_no_ids
+    from swift.megatron.tasks import MegatronTask
+
+    task = task_type_of(args.model.task_type)
+    if task == "causal_lm":
+        return None
+    return MegatronTask(task, args.megatron.loss_type,
+                        yes_no_ids(tokenizer) if task == "generative_reranker" else None)
 
 
 def _read_hf_config(args: MegatronArguments) -> Any:
@@ -183,16 +200,19 @@ def _with_rope_flags(args: MegatronArguments, hf_config: Any) -> Any:
     return hf_config
 
 
-def _encode(args: MegatronArguments, rows_raw, tokenizer, *, pretrain: bool,
-            split: str = "train") -> tuple[list[dict], str, int]:
-    """Encoded rows of one split: `rows_raw` through the template, plus the --cached_dataset (train) or
-    --cached_val_dataset / the cached folders' val/ (val) rows; packed with --packing."""
-    from swift.core import build_template, encode_rows, max_length
+def _encode(args: MegatronArguments, rows_raw, tokenizer, *, pretrain: bool, split: str = "train",
+            task: Any = None) -> tuple[list[dict], str, int]:
+    """Encoded rows of one split: `rows_raw` through the template (a task's rows through its `TaskEncoder`), plus
+    the --cached_dataset (train) or --cached_val_dataset / the cached folders' val/ (val) rows; packed with
+    --packing."""
+    from swift.core import TaskEncoder, build_template, encode_rows, max_length
     from swift.core.dataset import pack_dataset
 
     template = build_template(args.template, tokenizer, pretrain=pretrain)
     length = max_length(args.template)
-    encoded = encode_rows(rows_raw, template, args.data, args.template) if rows_raw is not None else None
+    encoder = TaskEncoder(task.task_type) if task is not None else None
+    encoded = encode_rows(rows_raw, template, args.data, args.template,
+                          encode=encoder) if rows_raw is not None else None
     cached = _cached_rows(args, template, length, split)
     if cached is not None:
         from datasets import concatenate_datasets
@@ -203,7 +223,7 @@ def _encode(args: MegatronArguments, rows_raw, tokenizer, *, pretrain: bool,
         return [], template.name, length
     if args.template.packing:
         encoded = pack_dataset(encoded, length, num_proc=args.data.dataset_num_proc)
-    keep = ("input_ids", "labels", "position_ids")
+    keep = ("input_ids", "sequences", "task_label") if task is not None else ("input_ids", "labels", "position_ids")
     rows = [{k: row[k] for k in keep if k in row} for row in encoded]
     if not rows and split == "train":
         raise ConfigError(f"--max_length {length}: every training row is longer; raise it or use "
@@ -279,6 +299,11 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
     gpt = build_gpt(source.hf_config, shape, config, tp=parallel.tp)
     lora_spec = _load_weights(gpt, source, shape, parallel, tuner, seed=m.seed, dtype=dtype)
     gpt.to(dtype)
+    if data.task is not None:
+        from swift.megatron.tasks import freeze_unused_output, pass_hidden_states
+
+        pass_hidden_states(gpt)
+        freeze_unused_output(gpt, data.task)
     if torch.cuda.is_available():
         gpt.cuda(torch.cuda.current_device())
     ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=m.overlap_grad_reduce,
@@ -302,7 +327,8 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
 
     plan = BatchPlan(m.global_batch_size, m.micro_batch_size, dp, dp_rank, seed=args.data.data_seed,
                      pad_multiple=parallel.tp if config.sequence_parallel else 1,
-                     lengths=[len(r["input_ids"]) for r in data.train] if m.group_by_length else None)
+                     lengths=[len(r["input_ids"]) for r in data.train] if m.group_by_length else None,
+                     task=data.task)
     forward_backward = get_forward_backward_func()
     evaluate = make_evaluator(m, data.val, plan, model, forward_backward)
     log_path, losses, eval_losses, last = run_dir / "logging.jsonl", {}, {}, None
@@ -324,7 +350,7 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
         optimizer.zero_grad()
         out = forward_backward(forward_step_func=forward_step, data_iterator=iter(micro), model=[model],
                                num_microbatches=len(micro), seq_length=seq_length,
-                               micro_batch_size=m.micro_batch_size, forward_only=False)
+                               micro_batch_size=micro[0]["tokens"].shape[0], forward_only=False)
         step_lr = optimizer.param_groups[0]["lr"]  # the rate this step used (the scheduler moves it next)
         _, grad_norm, _ = optimizer.step()
         scheduler.step(increment=1)
@@ -344,10 +370,12 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
                 logger.info("step %d/%d loss %.6f lr %.3g grad_norm %s", iteration, train_iters, loss, row["lr"],
                             row["grad_norm"])
         if evaluate is not None and (iteration % evaluate.interval == 0 or iteration == train_iters):
-            eval_losses[iteration] = evaluate()  # its forward passes' hooks gather overlapped parameters
+            scores = evaluate()  # its forward passes' hooks gather overlapped parameters
+            eval_losses[iteration] = scores["eval_loss"]
             if rank == 0:
-                _append_log(log_path, {"step": iteration, "eval_loss": round(eval_losses[iteration], 8)})
-                logger.info("step %d/%d eval_loss %.6f", iteration, train_iters, eval_losses[iteration])
+                _append_log(log_path, {"step": iteration, **{k: round(v, 8) for k, v in scores.items()}})
+                logger.info("step %d/%d %s", iteration, train_iters,
+                            " ".join(f"{k} {v:.6f}" for k, v in scores.items()))
         if iteration % m.save_interval == 0 or iteration == train_iters:
             with _params_gathered(model):
                 last = saver(iteration)
@@ -412,8 +440,9 @@ def _load_weights(gpt, source: Source, shape, parallel: Parallel, tuner, *, seed
 
 def _global_tokens(rows, step: int, plan) -> int:
     from swift.megatron.data import global_batch_indices
+    from swift.megatron.tasks import row_tokens
 
-    return sum(len(rows[i]["input_ids"]) for i in global_batch_indices(len(rows), step, plan))
+    return sum(row_tokens(rows[i]) for i in global_batch_indices(len(rows), step, plan))
 
 
 def _append_log(path: Path, row: dict) -> None:

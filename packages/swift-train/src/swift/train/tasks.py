@@ -17,13 +17,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from swift.core import TASK_LOSSES, ConfigError, task_type_of
+from swift.core import TASK_LOSSES, task_type_of
 from swift.train.arguments import SftArguments
 
 logger = logging.getLogger(__name__)
-
-# Reranker rows: documents per query (one positive + up to this many negatives), ms-swift's MAX_NEGATIVE_SAMPLES.
-MAX_NEGATIVES = 7
 
 
 def check_task_args(args: SftArguments, *, pretrain: bool = False) -> list[str]:
@@ -63,82 +60,6 @@ def check_task_args(args: SftArguments, *, pretrain: bool = False) -> list[str]:
     return problems
 
 
-def resolve_problem_type(args: SftArguments, rows: Any) -> str:
-    """--problem_type, else as ms-swift: regression for one label, multi-label for list labels, regression for
-    fractional labels, else single-label classification."""
-    if args.model.problem_type:
-        return args.model.problem_type
-    if args.model.num_labels == 1:
-        return "regression"
-    label = next((row.get("label") for row in rows if row.get("label") is not None), None)
-    if isinstance(label, list):
-        return "multi_label_classification"
-    if isinstance(label, float) and not label.is_integer():
-        return "regression"
-    return "single_label_classification"
-
-
-def _messages(value: Any, field: str) -> list[list[dict]]:
-    """ms-swift's positive_messages / negative_messages: a list of conversations (one more [] than messages)."""
-    if value is None:
-        return []
-    if isinstance(value, list) and value and isinstance(value[0], dict):
-        value = [value]  # a single conversation given without the outer list
-    if not isinstance(value, list) or not all(isinstance(c, list) and c for c in value):
-        raise ConfigError(f"{field}: must be a list of conversations, each a list of {{role, content}} messages")
-    return value
-
-
-@dataclass(frozen=True)
-class TaskEncoder:
-    """Row -> ids of one task. Multi-sequence rows give `sequences` (anchor, positive, negatives... or one pair per
-    document) and, as `input_ids`, their longest, so that the --max_length filter sees every row's longest one."""
-
-    task_type: str
-    problem_type: str | None = None
-    num_labels: int | None = None
-
-    def __call__(self, template: Any, row: dict) -> dict[str, Any]:
-        from swift.core import pair_messages, task_messages
-
-        system = template.default_system
-        ids = lambda messages: template.encode({"messages": messages})["input_ids"]  # noqa: E731
-        if self.task_type == "seq_cls":
-            return {"input_ids": ids(task_messages(row["messages"], system)), "task_label": self.label(row)}
-        positives = _messages(row.get("positive_messages"), "positive_messages")
-        negatives = _messages(row.get("negative_messages"), "negative_messages")
-        if not positives:
-            raise ConfigError(f"--task_type {self.task_type}: a row has no positive_messages (rows: messages, "
-                              "positive_messages [[...]], negative_messages [[...], ...]; docs/tasks.md)")
-        if self.task_type == "embedding":
-            texts = [row["messages"], positives[0], *negatives]
-            sequences = [ids(task_messages(messages, system)) for messages in texts]
-            label = row.get("label")
-            return {"input_ids": max(sequences, key=len), "sequences": sequences,
-                    "task_label": 1.0 if label is None else float(label)}
-        documents = [positives[0], *negatives[:MAX_NEGATIVES]]  # the positive first: labels are implied
-        sequences = [ids(pair_messages(self.task_type, row["messages"], doc, system)) for doc in documents]
-        return {"input_ids": max(sequences, key=len), "sequences": sequences, "task_label": 1.0}
-
-    def label(self, row: dict) -> Any:
-        label = row.get("label")
-        if label is None:
-            raise ConfigError("--task_type seq_cls: a row has no label (rows: messages + label)")
-        if self.problem_type == "multi_label_classification":
-            classes = label if isinstance(label, list) else [label]
-            hot = [0.0] * (self.num_labels or 0)
-            for index in classes:
-                if not 0 <= int(index) < len(hot):
-                    raise ConfigError(f"label {label}: class {index} is outside --num_labels {self.num_labels}")
-                hot[int(index)] = 1.0
-            return hot
-        if self.problem_type == "regression":
-            return [float(v) for v in label] if isinstance(label, list) else [float(label)]
-        if not 0 <= int(label) < (self.num_labels or 0):
-            raise ConfigError(f"label {label}: outside --num_labels {self.num_labels} (classes 0..{self.num_labels - 1})")
-        return [float(int(label))]
-
-
 class TaskCollator:
     """Pads a batch (right). Multi-sequence rows are flattened into one batch, with each row's `group_sizes`."""
 
@@ -148,26 +69,17 @@ class TaskCollator:
     def __call__(self, rows: list[dict]) -> dict:
         import torch
 
-        if self.task_type == "seq_cls":
-            sequences = [list(row["input_ids"]) for row in rows]
-            labels = torch.tensor([row["task_label"] for row in rows], dtype=torch.float32)
-            if self.problem_type == "single_label_classification":
-                labels = labels[:, 0].long()
-            elif self.problem_type == "regression" and labels.shape[1] == 1:
-                labels = labels[:, 0]
-            group_sizes = [1] * len(rows)
-        else:
-            sequences = [list(seq) for row in rows for seq in row["sequences"]]
-            labels = torch.tensor([float(row["task_label"]) for row in rows])
-            group_sizes = [len(row["sequences"]) for row in rows]
-        longest = max(len(s) for s in sequences)
-        input_ids = torch.full((len(sequences), longest), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-        for i, seq in enumerate(sequences):
+        from swift.core import task_batch
+
+        batch = task_batch(rows, self.task_type, self.problem_type)
+        longest = max(len(s) for s in batch.sequences)
+        input_ids = torch.full((len(batch.sequences), longest), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch.sequences), longest), dtype=torch.long)
+        for i, seq in enumerate(batch.sequences):
             input_ids[i, :len(seq)] = torch.tensor(seq)
             attention_mask[i, :len(seq)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "task_labels": labels,
-                "group_sizes": torch.tensor(group_sizes)}
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "task_labels": batch.labels,
+                "group_sizes": torch.tensor(batch.group_sizes)}
 
 
 @dataclass(frozen=True)
@@ -186,52 +98,15 @@ class TaskLoss:
 
     def __call__(self, model: Any, batch: dict) -> tuple[Any, Any]:
         """(loss, [rows, k] statistics for the metrics)."""
-        import torch
+        from swift.core import task_loss
 
-        from swift.train import task_losses as losses
-
-        out = self.outputs(model, batch)
-        labels, sizes = batch["task_labels"], batch["group_sizes"].tolist()
-        if self.task_type == "seq_cls":
-            return losses.seq_cls_loss(out, labels, self.problem_type), out.detach()
-        if self.task_type == "embedding":
-            starts = [sum(sizes[:i]) for i in range(len(sizes))]
-            anchors, positives = out[starts], out[[s + 1 for s in starts]]
-            negatives = torch.cat([out[s + 2:s + n] for s, n in zip(starts, sizes, strict=True)])
-            loss_type = self.loss_type or "infonce"
-            if loss_type == "infonce":
-                loss = losses.infonce_loss(anchors, positives, negatives)
-            else:
-                loss = getattr(losses, f"{loss_type}_loss")(anchors, positives, labels)
-            documents = torch.cat([positives, negatives]).detach()
-            sims = anchors.detach() @ documents.T  # [B, B + N]: the positive of row i is column i
-            stats = [losses.ranking_stats(sims[i, i], torch.cat([sims[i, :i], sims[i, i + 1:]]))
-                     for i in range(len(sizes))]
-            return loss, torch.tensor(stats)
-        scores = out.squeeze(-1)  # [N]: one per (query, document)
-        pair_labels = torch.cat([torch.tensor([1.0] + [0.0] * (n - 1)) for n in sizes]).to(scores.device)
-        if (self.loss_type or "pointwise_reranker") == "listwise_reranker":
-            loss = losses.listwise_reranker_loss(scores, sizes)
-        else:
-            loss = losses.pointwise_reranker_loss(scores, pair_labels)
-        groups = torch.split(scores.detach(), sizes)
-        return loss, torch.tensor([losses.ranking_stats(g[0], g[1:]) for g in groups])
+        return task_loss(self.task_type, self.loss_type, self.problem_type, self.outputs(model, batch),
+                         batch["task_labels"], batch["group_sizes"].tolist())
 
     def metrics(self, prediction: Any) -> dict[str, float]:
-        """Validation metrics: seq_cls accuracy (mse for regression); embedding / reranker: the positive's mean
-        score, the best negative's, their margin and the mean reciprocal rank of the positive."""
-        import numpy as np
+        from swift.core import task_metrics
 
-        preds, labels = np.asarray(prediction.predictions), np.asarray(prediction.label_ids)
-        if self.task_type == "seq_cls":
-            if self.problem_type == "regression":
-                return {"mse": float(np.mean((preds.reshape(labels.shape) - labels) ** 2))}
-            if self.problem_type == "multi_label_classification":
-                return {"accuracy": float(np.mean(np.all((preds > 0) == (labels > 0.5), axis=-1)))}
-            return {"accuracy": float(np.mean(preds.argmax(-1) == labels))}
-        positive, best_other, rr = preds[:, 0], preds[:, 1], preds[:, 2]
-        return {"mean_pos": float(np.mean(positive)), "mean_neg": float(np.nanmean(best_other)),
-                "margin": float(np.nanmean(positive - best_other)), "mrr": float(np.mean(rr))}
+        return task_metrics(self.task_type, self.problem_type, prediction.predictions, prediction.label_ids)
 
 
 def zero_new_head(model: Any) -> bool:
@@ -283,7 +158,14 @@ def _trainer_class() -> type:
 
 def run_task(args: SftArguments) -> Any:
     """`swift sft` for an encoder task: the shared recipe, the task's encoder, collator and loss."""
-    from swift.core import head_labels, processing_class, write_json_atomic, yes_no_ids
+    from swift.core import (
+        TaskEncoder,
+        head_labels,
+        processing_class,
+        resolve_problem_type,
+        write_json_atomic,
+        yes_no_ids,
+    )
     from swift.core.run import ARGS_FILE, is_rank0
     from swift.train.recipe import (
         add_callbacks,
@@ -301,7 +183,8 @@ def run_task(args: SftArguments) -> Any:
     check_args(args, problems=check_task_args(args))
     task = args.model.task_type
     run = start_run(args, "sft", require_answer=False, num_labels=head_labels(task, args.model.num_labels))
-    problem_type = resolve_problem_type(args, run.train_rows) if task == "seq_cls" else None
+    problem_type = resolve_problem_type(args.model.problem_type, args.model.num_labels,
+                                        run.train_rows) if task == "seq_cls" else None
     if task == "seq_cls":
         run.model.config.problem_type = problem_type
         run.flat["problem_type"] = args.model.problem_type = problem_type
