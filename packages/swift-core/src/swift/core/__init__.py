@@ -99,6 +99,8 @@ _EXPORTS = {
     "require_backend": "swift.core.errors",
     # runs: args.json, run directories, rank 0, launch
     "read_args": "swift.core.run",
+    "adapter_for_base": "swift.core.run",
+    "CONVERTED_ADAPTER": "swift.core.run",
     "write_json_atomic": "swift.core.run",
     "ARGS_FILE": "swift.core.run",
     "load_custom_register": "swift.core.plugins",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from swift.core import ConfigError
 from swift.core.arguments import recorded_data_args
-from swift.core.run import read_args
+from swift.core.run import adapter_for_base, read_args
 from swift.infer.arguments import InferArguments
 
 DEFAULT_ADAPTER = "default"  # the name an unnamed --adapters DIR is loaded under
@@ -67,10 +67,13 @@ def resolve_serve_spec(args: InferArguments) -> ServeSpec:
             problems.append(f"{flag} {entry}: adapter name {name!r} is given twice")
         else:
             named[name] = path
+    sources = [*unnamed, *named.values()]  # args.json is the checkpoint's, beside the adapter it converted
+    unnamed = [str(adapter_for_base(p)) for p in unnamed]
+    named = {k: str(adapter_for_base(p)) for k, p in named.items()}
     if len(unnamed) > 1 and not args.infer.merge_lora:
         problems.append(f"--adapters: {len(unnamed)} adapters without a name; name them (name=DIR) to serve them "
                         "side by side, or pass --merge_lora true to merge them into the base")
-    source = next(iter([*unnamed, *named.values(), *([full_model_dir] if full_model_dir else [])]), None)
+    source = next(iter([*sources, *([full_model_dir] if full_model_dir else [])]), None)
     recorded = read_args(source) if source else {}
     model = args.model.model or full_model_dir or recorded.get("model") or _adapter_base(source)
     if model is None:

@@ -332,12 +332,28 @@ def total_steps(args: SftArguments, n_rows: int | None, rows_per_step: int = 1) 
     return math.ceil(steps_per_epoch * targs.num_train_epochs)
 
 
-def prepare_tuner(run: Run, steps: int) -> PreparedModel:
-    """Apply --train_type to the run's model (use_cache off: packed rows need the mask built from position_ids)."""
+def prepare_tuner(run: Run, steps: int, train_set: Any = None) -> PreparedModel:
+    """Apply --train_type to the run's model (use_cache off: packed rows need the mask built from position_ids).
+    `train_set`: the encoded training rows, for inits that look at data (--init_weights lora-ga)."""
     from swift.tuners import prepare_model
 
+    sample_batches = None
+    if train_set is not None:
+        collator = Collator(run.template, run.padding_free)
+
+        def sample_batches(batch_size: int, max_length: int, count: int):
+            """The first `count` batches of the (seeded, shuffled) training rows, each row cut to `max_length`."""
+            rows = iter(train_set)
+            for _ in range(count):
+                # media rows stay whole: cutting them could drop image tokens their pixel values need
+                cut = () if run.template.is_multimodal else CUT_TO_LENGTH
+                batch = [{k: v[:max_length] if isinstance(v, list) and k in cut else v for k, v in row.items()}
+                         for row, _ in zip(rows, range(batch_size), strict=False)]
+                if batch:
+                    yield collator(batch)
+
     prepared = prepare_model(run.model, run.args.tuner, total_steps=steps, seed=run.args.train.seed,
-                             learning_rate=run.learning_rate)
+                             learning_rate=run.learning_rate, sample_batches=sample_batches)
     run.model, run.prepared = prepared.model, prepared
     run.model.config.use_cache = False
     return prepared
@@ -473,6 +489,8 @@ class Collator:
         return self.template.data_collator(keep, padding_free=self.padding_free)
 
 
+# Token-aligned columns of encoded rows (cut together when a row is shortened).
+CUT_TO_LENGTH = ("input_ids", "labels", "loss_scale", "position_ids")
 # Columns of encoded rows that are not model inputs (multimodal rows carry theirs: pixel_values, image_grid_thw...).
 BOOKKEEPING = ("length", "seq_lengths", "label")
 

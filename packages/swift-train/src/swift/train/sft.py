@@ -47,7 +47,7 @@ def run_sft(args: SftArguments, *, pretrain: bool = False) -> TrainResult:
 
         use_varlen_attention(run.model)  # each packed sequence attends to itself only, at its own cost
     steps = total_steps(args, None if data.streaming else len(train_set))
-    prepare_tuner(run, steps)
+    prepare_tuner(run, steps, train_set=train_set)
     config = training_arguments(run, steps, has_eval=val_set is not None or args.train.eval_use_evalscope,
                                 micro_batch_tokens=longest_micro_batch(run, train_set))
     frozen_weights_in_bf16(run.model, bf16=config.bf16, sharded=bool(args.train.deepspeed or args.train.fsdp))

@@ -29,8 +29,17 @@ class TunerArgs:
     use_rslora: bool = arg(False, "rank-stabilised LoRA scaling")
     use_dora: bool = arg(False, "weight-decomposed LoRA (DoRA)")
     lorap_lr_ratio: float | None = arg(None, "LoRA+: the B matrices learn at --learning_rate x this (10-16 is usual)")
-    init_weights: str = arg("true", "LoRA init: true, false, gaussian, pissa, pissa_niter_N, olora, loftq (LoftQ: "
+    init_weights: str = arg("true", "LoRA init: true, false, gaussian, pissa, pissa_niter_N, olora, lora-ga "
+                                    "(from the gradients of a few training batches, --lora_ga_*), loftq (LoftQ: "
                                     "CUDA + bitsandbytes, --quant_bits 4|8, --loftq_iter)")
+    lora_ga_batch_size: int = arg(2, "LoRA-GA: training rows per gradient-estimation batch")
+    lora_ga_iters: int = arg(2, "LoRA-GA: batches whose gradients are averaged")
+    lora_ga_max_length: int = arg(1024, "LoRA-GA: tokens kept per row while estimating the gradients")
+    lora_ga_direction: Literal["ArBr", "A2rBr", "ArB2r", "random"] = arg(
+        "ArB2r", "LoRA-GA: which of the gradient's 2r singular vectors initialise A and B")
+    lora_ga_scale: Literal["stable", "weight_svd", "gd_scale", "unit"] = arg(
+        "stable", "LoRA-GA: how the initial A and B are scaled")
+    lora_ga_stable_gamma: int = arg(16, "LoRA-GA: gamma of --lora_ga_scale stable")
     loftq_iter: int = arg(1, "LoftQ: alternating quantize / low-rank steps")
     freeze_parameters: list[str] = arg([], "parameter name prefixes to freeze (--train_type freeze/full)")
     freeze_parameters_ratio: float = arg(0.0, "fraction of the bottom layers to freeze")

@@ -20,8 +20,14 @@ def peft_tuner(build_config: Callable[..., Any]) -> Callable[[Any, TunerArgs, Tu
 
         from swift.tuners.dropout import speed_up_lora_dropout
 
+        config = build_config(args, model, context)
+        lora_ga = getattr(config, "init_lora_weights", None) == "lora_ga"
+        if lora_ga:
+            from swift.tuners.lora_ga import estimate_gradients
+
+            estimate_gradients(model, config, args, context.sample_batches)
         try:
-            model = get_peft_model(model, build_config(args, model, context))
+            model = get_peft_model(model, config)
         except ValueError as e:
             if "lora_dropout" not in str(e):
                 raise
@@ -35,7 +41,12 @@ def peft_tuner(build_config: Callable[..., Any]) -> Callable[[Any, TunerArgs, Tu
                     parameter.requires_grad_(True)
         # LoRA+ (Hayou et al. 2024): B learns lorap_lr_ratio times faster than A.
         ratios = {"lora_B": args.lorap_lr_ratio, "lora_embedding_B": args.lorap_lr_ratio} if args.lorap_lr_ratio else {}
-        return Tuned(model, lr_ratios=ratios)
+        callbacks = []
+        if lora_ga:
+            from swift.tuners.lora_ga import converter
+
+            callbacks.append(converter(model))
+        return Tuned(model, callbacks=callbacks, lr_ratios=ratios)
 
     return apply
 

@@ -28,9 +28,16 @@ def _init_weights(value: str) -> bool | str:
         return True
     if text in ("false", "0"):
         return False
-    if text in ("gaussian", "pissa", "olora", "loftq", "eva", "corda") or re.fullmatch(r"pissa_niter_\d+", text):
+    if text in ("lora-ga", "lora_ga"):
+        return "lora_ga"
+    if text in ("gaussian", "pissa", "olora", "loftq") or re.fullmatch(r"pissa_niter_\d+", text):
         return text
-    raise ConfigError(f"--init_weights {value!r}: use true, false, gaussian, pissa, pissa_niter_N, olora or loftq")
+    if text in ("eva", "corda"):
+        raise ConfigError(f"--init_weights {value}: peft's {text.upper()} needs activation statistics gathered from "
+                          "training rows, which is not wired yet; use lora-ga (gradients of training rows), pissa or "
+                          "olora")
+    raise ConfigError(f"--init_weights {value!r}: use true, false, gaussian, pissa, pissa_niter_N, olora, lora-ga or "
+                      "loftq")
 
 
 def lora_config(args: TunerArgs, model: Any, context: TunerContext):
@@ -42,11 +49,17 @@ def lora_config(args: TunerArgs, model: Any, context: TunerContext):
         from peft import LoftQConfig
 
         loftq = LoftQConfig(loftq_bits=args.quant_bits or 4, loftq_iter=args.loftq_iter)
+    lora_ga = None
+    if init == "lora_ga":
+        from peft import LoraGAConfig
+
+        lora_ga = LoraGAConfig(direction=args.lora_ga_direction, scale=args.lora_ga_scale,
+                               stable_gamma=args.lora_ga_stable_gamma)
     return LoraConfig(
         task_type=task_type(model), r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         target_modules=resolve_target_modules(args.target_modules), modules_to_save=args.modules_to_save or None,
         bias=args.lora_bias, use_rslora=args.use_rslora, use_dora=args.use_dora, init_lora_weights=init,
-        loftq_config=loftq or {}, trainable_token_indices=new_token_rows(args, model),
+        loftq_config=loftq or {}, lora_ga_config=lora_ga, trainable_token_indices=new_token_rows(args, model),
     )
 
 
@@ -69,6 +82,10 @@ def check_init_weights(args: TunerArgs) -> list[str]:
         init = _init_weights(args.init_weights)
     except ConfigError as e:
         return [str(e)]
+    if init == "lora_ga":
+        return [f"--{flag} {getattr(args, flag)}: must be at least 1" for flag in (
+            "lora_ga_batch_size", "lora_ga_iters", "lora_ga_max_length", "lora_ga_stable_gamma")
+            if getattr(args, flag) < 1]
     if init != "loftq":
         return []
     import importlib.util

@@ -65,7 +65,7 @@ def check_tuner_args(args: TunerArgs) -> list[str]:
 
 
 def prepare_model(model: Any, args: TunerArgs, *, total_steps: int | None = None, seed: int = 42,
-                  learning_rate: float | None = None) -> PreparedModel:
+                  learning_rate: float | None = None, sample_batches: Any = None) -> PreparedModel:
     """Apply the registered tuner of `args.train_type` to `model` and log what trains (count and %).
 
     Multimodal models: the frozen parts and what all-linear covers follow --freeze_llm / --freeze_vit /
@@ -83,7 +83,8 @@ def prepare_model(model: Any, args: TunerArgs, *, total_steps: int | None = None
         multimodal.check_text_model(model, args)
     else:
         args = multimodal.multimodal_args(model, args, parts)
-    result = meta.apply(model, args, TunerContext(total_steps=total_steps, seed=seed, learning_rate=learning_rate))
+    result = meta.apply(model, args, TunerContext(total_steps=total_steps, seed=seed, learning_rate=learning_rate,
+                                                  sample_batches=sample_batches))
     tuned = result if isinstance(result, Tuned) else Tuned(result)
     if parts is not None:
         if meta.full_weights:

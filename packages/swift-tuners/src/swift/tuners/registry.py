@@ -17,7 +17,7 @@ This module stays light: `swift sft --help` reads the keys; nothing here imports
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,9 @@ class TunerContext:
     total_steps: int | None = None  # optimizer steps of the run (AdaLoRA's schedule)
     seed: int = 42
     learning_rate: float | None = None  # the run's (per-part learning rates of multimodal models are factors on it)
+    # (batch_size, max_length, count) -> `count` collated training batches (model inputs with labels): for inits that
+    # look at data (LoRA-GA's gradients); None where the command has no training rows
+    sample_batches: Callable[[int, int, int], Iterable[dict]] | None = None
 
 
 @dataclass

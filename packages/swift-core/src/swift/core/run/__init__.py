@@ -4,6 +4,8 @@ to every rank, loss plots, and the relaunch under torchrun / srun (`NPROC_PER_NO
 from swift.core.run.launch import relaunch_under_torchrun, slurm_worker_env, threads_per_process
 from swift.core.run.layout import (
     ARGS_FILE,
+    CONVERTED_ADAPTER,
+    adapter_for_base,
     is_rank0,
     model_folder_name,
     new_run_dir,
@@ -15,6 +17,8 @@ from swift.core.run.plot import plot_losses, read_log
 
 __all__ = [
     "ARGS_FILE",
+    "CONVERTED_ADAPTER",
+    "adapter_for_base",
     "is_rank0",
     "model_folder_name",
     "new_run_dir",

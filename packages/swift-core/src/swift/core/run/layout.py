@@ -4,6 +4,7 @@ read back by infer / export / deploy) beside its checkpoints. Shared by `swift s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from swift.core import env
+
+logger = logging.getLogger(__name__)
 
 ARGS_FILE = "args.json"
 T = TypeVar("T")
@@ -39,6 +42,23 @@ def read_args(directory: str | Path) -> dict[str, Any]:
         if candidate.is_file():
             return json.loads(candidate.read_text(encoding="utf-8"))
     return {}
+
+
+# Where a checkpoint keeps the adapter for its *original* base when training changed the base weights (LoRA-GA):
+# ms-swift's layout, `checkpoint-N/converted/default`.
+CONVERTED_ADAPTER = Path("converted") / "default"
+
+
+def adapter_for_base(directory: str | Path) -> Path:
+    """The adapter of checkpoint `directory` to put on the original base model: its `converted/default` when it has
+    one (LoRA-GA trains on a residual base; swift.tuners.lora_ga), else the directory itself."""
+    directory = Path(directory)
+    converted = directory / CONVERTED_ADAPTER
+    if (converted / "adapter_config.json").is_file():
+        logger.info("%s: its adapter is relative to a changed base; using %s, the change to the original base",
+                    directory, converted)
+        return converted
+    return directory
 
 
 def model_folder_name(model_id: str) -> str:

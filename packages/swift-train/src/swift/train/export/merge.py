@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from swift.core import ConfigError, processing_class
-from swift.core.run import ARGS_FILE, model_folder_name, read_args, write_json_atomic
+from swift.core.run import ARGS_FILE, adapter_for_base, model_folder_name, read_args, write_json_atomic
 from swift.train.arguments import ExportArguments
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def load_source(args: ExportArguments) -> Source:
     base = model_of(args)
     model, tokenizer = load_model(args.model, model=base, torch_dtype="float32", device_map="cpu")
     for adapter in adapters:
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        model = PeftModel.from_pretrained(model, adapter_for_base(adapter)).merge_and_unload()
     info = getattr(tokenizer, "swift_model_info", None)
     base_dir = Path(info.model_dir) if info is not None else None
     return Source(model.eval(), tokenizer, str(adapters[0]) if adapters else base, base_dir, adapters)
@@ -135,7 +135,7 @@ def merge_lora(args: ExportArguments) -> Path:
                                   device_map=args.model.device_map if torch.cuda.is_available() else "cpu",
                                   num_labels=num_labels)
     for adapter in adapters:
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        model = PeftModel.from_pretrained(model, adapter_for_base(adapter)).merge_and_unload()
 
     def write(work: Path) -> None:
         model.save_pretrained(work, safe_serialization=True)
