@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from swift.core.errors import ConfigError
+from swift.core.model import task_losses as losses
 from swift.infer import infer_main
 from swift.train import export_main, sft_main
-from swift.core.model import task_losses as losses
 
 # Full training: a random 64-wide llama learns these in tens of steps (LoRA on it needs hundreds).
 FULL = ("--train_type", "full", "--learning_rate", "3e-3", "--per_device_train_batch_size", "8", "--save_steps", "1000")

@@ -86,9 +86,9 @@ def test_a_trained_checkpoints_converted_adapter_is_the_trained_model_on_the_ori
                                                                                             tmp_path):
     from peft import PeftModel
 
+    from swift.core.arguments import parse_args
     from swift.infer import InferArguments
     from swift.infer.checkpoint import resolve_serve_spec
-    from swift.core.arguments import parse_args
     from swift.train import export_main, sft_main
 
     data = DATA / "identity.jsonl"
