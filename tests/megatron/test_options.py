@@ -159,7 +159,7 @@ def test_optimizer_flags_reach_the_optimizer_config_where_supported(monkeypatch)
     (("--linear_decoupled_in_proj", "true"), "linear-attention (GatedDeltaNet) models"),
     (("--expert_tensor_parallel_size", "2"), "--expert_tensor_parallel_size 2"),
     (("--exp_avg_dtype", "bf16"), "take effect only with --use_precision_aware_optimizer true"),
-    (("--task_type", "seq_cls"), "--task_type seq_cls: megatron trains causal_lm, embedding, generative_reranker"),
+    (("--task_type", "seq_cls"), "--task_type seq_cls needs --num_labels"),
     (("--lr_warmup_fraction", "0.1", "--lr_warmup_iters", "3"), "both set the warm-up"),
     (("--decoder_last_pipeline_num_layers", "1"), "needs --pipeline_model_parallel_size > 1"),
     (("--group_by_length", "true", "--packing", "true"), "--group_by_length with --packing"),

@@ -188,3 +188,11 @@ def test_rope_scaling_trains_and_the_adapter_is_served_and_merged_with_it(tiny_l
     config = json.loads((merged / "config.json").read_text())
     assert config["max_position_embeddings"] == 4 * positions
     assert (config["rope_parameters"]["rope_type"], config["rope_parameters"]["factor"]) == ("yarn", 4.0)
+
+
+def test_adam_betas_and_epsilon_reach_the_optimizer(tiny_llama_dir, rows_file, tmp_path):
+    result = sft_main(["--model", str(tiny_llama_dir), "--dataset", str(rows_file), "--output_dir", str(tmp_path),
+                       "--report_to", "none", "--max_steps", "1", "--save_steps", "1", "--adam_beta1", "0.8",
+                       "--adam_beta2", "0.95", "--adam_epsilon", "1e-6"])
+    group = torch.load(result.last_checkpoint / "optimizer.pt", weights_only=False)["param_groups"][0]
+    assert (tuple(group["betas"]), group["eps"]) == ((0.8, 0.95), 1e-6)

@@ -73,7 +73,8 @@ def resolve_serve_spec(args: InferArguments) -> ServeSpec:
     if len(unnamed) > 1 and not args.infer.merge_lora:
         problems.append(f"--adapters: {len(unnamed)} adapters without a name; name them (name=DIR) to serve them "
                         "side by side, or pass --merge_lora true to merge them into the base")
-    source = next(iter([*sources, *([full_model_dir] if full_model_dir else [])]), None)
+    source = next(iter([*sources, *([full_model_dir] if full_model_dir else []),
+                        *([model_checkpoint(args.model.model)] if model_checkpoint(args.model.model) else [])]), None)
     recorded = read_args(source) if source else {}
     model = args.model.model or full_model_dir or recorded.get("model") or _adapter_base(source)
     if model is None:
@@ -140,11 +141,20 @@ def check_dataset_flags(args: InferArguments) -> list[str]:
     return problems
 
 
+def model_checkpoint(model: str | None) -> str | None:
+    """--model when it is a checkpoint of ours (a local directory with its own args.json: megatron's HF copies,
+    merged exports), else None."""
+    return model if model and (Path(model).expanduser() / "args.json").is_file() else None
+
+
 def checkpoint_dir(args: InferArguments) -> str | None:
-    """The first checkpoint served (--ckpt_dir, else the first --adapters), whose args.json describes the run."""
+    """The first checkpoint served (--ckpt_dir, else the first --adapters, else a --model checkpoint), whose
+    args.json describes the run."""
     if args.infer.ckpt_dir:
         return args.infer.ckpt_dir
-    return _split_adapter(args.infer.adapters[0])[1] if args.infer.adapters else None
+    if args.infer.adapters:
+        return _split_adapter(args.infer.adapters[0])[1]
+    return model_checkpoint(args.model.model)
 
 
 def with_checkpoint_data_args(args: InferArguments) -> tuple[InferArguments, bool]:

@@ -111,7 +111,7 @@ def check_train_args(args: MegatronArguments, *, pretrain: bool = False) -> None
         problems.append(f"--train_type {args.tuner.train_type}: megatron trains full or lora")
     from swift.megatron.tasks import check_task_flags
 
-    problems += check_task_flags(args.model.task_type, m.loss_type, pretrain=pretrain, packing=args.template.packing,
+    problems += check_task_flags(args.model, m.loss_type, pretrain=pretrain, packing=args.template.packing,
                                  cached=bool(m.cached_dataset or m.cached_val_dataset))
     problems += check_core_args(args.core, pipeline_parallel_size=m.pipeline_model_parallel_size)
     problems += check_rope_flags(args.model.rope_scaling, args.model.max_model_len)

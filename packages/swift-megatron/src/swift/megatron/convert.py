@@ -41,6 +41,9 @@ class ModelShape:
     num_experts: int = 0
     moe_ffn_hidden_size: int = 0
     moe_topk: int = 0
+    # labels of a sequence-classification head (`--task_type seq_cls|reranker`) in place of the LM head: mcore's
+    # `output_layer.weight` [head, hidden] is HF's `score.weight`, whole on every TP rank; 0: the LM head
+    head: int = 0
 
     @classmethod
     def from_hf(cls, config: Any) -> ModelShape:
@@ -54,12 +57,15 @@ class ModelShape:
             raise ConfigError("--model: Qwen3-MoE with mlp_only_layers (dense layers between MoE ones) has no mapping")
         if experts and getattr(config, "decoder_sparse_step", 1) != 1:
             raise ConfigError("--model: Qwen3-MoE with decoder_sparse_step != 1 has no mapping")
+        head = int(config.num_labels) if any(a.endswith("ForSequenceClassification")
+                                             for a in getattr(config, "architectures", None) or []) else 0
         return cls(
+            head=head,
             family=family, num_layers=config.num_hidden_layers, hidden_size=config.hidden_size, num_heads=heads,
             num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
             head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
             ffn_hidden_size=config.intermediate_size, vocab_size=config.vocab_size,
-            tied=bool(getattr(config, "tie_word_embeddings", False)),
+            tied=bool(getattr(config, "tie_word_embeddings", False)) and not head,
             qkv_bias=bool(getattr(config, "attention_bias", family == "qwen2")) or family == "qwen2",
             qk_norm=family in ("qwen3", "qwen3_moe"), num_experts=experts,
             moe_ffn_hidden_size=int(getattr(config, "moe_intermediate_size", 0) or 0) if experts else 0,
@@ -133,7 +139,9 @@ def hf_to_mcore(hf: dict, shape: ModelShape) -> dict:
 
     out = {"embedding.word_embeddings.weight": hf.get("model.embed_tokens.weight"),
            "decoder.final_layernorm.weight": hf.get("model.norm.weight")}
-    if not shape.tied:
+    if shape.head:
+        out["output_layer.weight"] = hf.get("score.weight")
+    elif not shape.tied:
         out["output_layer.weight"] = hf.get("lm_head.weight")
     if any(v is None for v in out.values()):
         missing += [k for k, v in out.items() if v is None]
@@ -177,8 +185,11 @@ def mcore_to_hf(mcore: dict, shape: ModelShape, *, fused_experts: bool = False) 
     vocab = shape.vocab_size  # rows past it are TP padding (see `pad_vocab`)
     out = {"model.embed_tokens.weight": mcore["embedding.word_embeddings.weight"][:vocab],
            "model.norm.weight": mcore["decoder.final_layernorm.weight"]}
-    out["lm_head.weight"] = (mcore["embedding.word_embeddings.weight"] if shape.tied
-                             else mcore["output_layer.weight"])[:vocab]
+    if shape.head:
+        out["score.weight"] = mcore["output_layer.weight"]
+    else:
+        out["lm_head.weight"] = (mcore["embedding.word_embeddings.weight"] if shape.tied
+                                 else mcore["output_layer.weight"])[:vocab]
     for i in range(shape.num_layers):
         m = {k[len(f"decoder.layers.{i}."):]: v for k, v in mcore.items() if k.startswith(f"decoder.layers.{i}.")}
         p = f"model.layers.{i}."
@@ -224,14 +235,14 @@ def padded_vocab_size(vocab_size: int, tp: int) -> int:
     return -(-vocab_size // tp) * tp
 
 
-def pad_vocab(full: dict, padded: int) -> dict:
+def pad_vocab(full: dict, padded: int, *, head: bool = False) -> dict:
     """Zero rows appended to the embedding and output layer up to `padded` rows (a no-op when none are needed).
     As in Megatron-LM, padded ids get logit 0, which enters the softmax: pick TP sizes dividing the vocabulary
-    for losses identical to HF's."""
+    for losses identical to HF's. `head`: the output layer is a classification head, not over the vocabulary."""
     import torch
 
     out = dict(full)
-    for name in ("embedding.word_embeddings.weight", "output_layer.weight"):
+    for name in ("embedding.word_embeddings.weight", *(() if head else ("output_layer.weight",))):
         if name in out and out[name].shape[0] < padded:
             weight = out[name]
             out[name] = torch.cat([weight, weight.new_zeros(padded - weight.shape[0], *weight.shape[1:])])
@@ -307,10 +318,14 @@ def _on_stage(name: str, shape: ModelShape, pp: int, pp_rank: int) -> bool:
     return True
 
 
-def _tp_piece(name: str, tensor, tp: int, tp_rank: int):
+def _rule(name: str, shape: ModelShape) -> str:
+    return "none" if shape.head and name.startswith("output_layer.") else split_rule(name)
+
+
+def _tp_piece(name: str, tensor, tp: int, tp_rank: int, rule: str | None = None):
     import torch
 
-    rule = split_rule(name)
+    rule = rule or split_rule(name)
     if tp == 1 or rule == "none":
         return tensor
     if rule == "rows":
@@ -343,7 +358,7 @@ def shard(full: dict, shape: ModelShape, *, tp: int = 1, pp: int = 1, ep: int = 
                     continue
                 rest = f"mlp.experts.local_experts.{e - ep_rank * experts_per_rank}.{expert.group(2)}"
             local = f"decoder.layers.{index - layers.start}.{rest}"
-        out[local] = _tp_piece(name, tensor, tp, tp_rank)
+        out[local] = _tp_piece(name, tensor, tp, tp_rank, _rule(name, shape))
     if shape.tied and pp > 1 and pp_rank == pp - 1 and "embedding.word_embeddings.weight" in full:
         out["output_layer.weight"] = _tp_piece("output_layer.weight", full["embedding.word_embeddings.weight"], tp,
                                                tp_rank)
@@ -374,7 +389,7 @@ def merge(pieces: dict[tuple[int, int, int], dict], shape: ModelShape, *, tp: in
             by_name.setdefault(full, {})[tp_rank] = tensor
     out = {}
     for name, parts in by_name.items():
-        rule = split_rule(name)
+        rule = _rule(name, shape)
         ordered = [parts[r] for r in sorted(parts)]
         if rule == "none" or len(ordered) == 1:
             out[name] = ordered[0]

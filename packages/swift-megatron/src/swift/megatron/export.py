@@ -12,7 +12,7 @@ from pathlib import Path
 
 from swift.core import ConfigError
 from swift.core.arguments import ModelArgs
-from swift.core.run import ARGS_FILE, write_json_atomic
+from swift.core.run import ARGS_FILE, read_args, write_json_atomic
 from swift.megatron.arguments import MegatronArguments
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def to_mcore(args: MegatronArguments) -> Path:
     full = hf_to_mcore({k: v.detach().to(dtype) for k, v in model.state_dict().items()}, shape)
     if m.mcore_adapter:
         full = _merge_mcore_adapter(full, m.mcore_adapter, shape)
-    full = pad_vocab(full, padded_vocab_size(shape.vocab_size, tp))
+    full = pad_vocab(full, padded_vocab_size(shape.vocab_size, tp), head=bool(shape.head))
     stage = ckpt.staging_dir(output, 0)
     shutil.rmtree(stage, ignore_errors=True)
     for tp_rank in range(tp):
@@ -150,14 +150,18 @@ def convert_to_hf(checkpoint: Path, output: Path, model_args: ModelArgs, *, merg
         if meta.get("lora"):
             _lora_to_hf(model_args, meta, full, shape, work, merge_lora=merge_lora)
         else:
-            model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+            from transformers import AutoModelForSequenceClassification
+
+            auto = AutoModelForSequenceClassification if shape.head else AutoModelForCausalLM
+            model = auto.from_config(hf_config, dtype=torch.float32)
             fused = any(k.endswith("mlp.experts.gate_up_proj") for k in model.state_dict())
             _load_exact(model, mcore_to_hf(full, shape, fused_experts=fused))
             dtype = next(iter(full.values())).dtype
             model.to(_dtype(model_args.torch_dtype) if model_args.torch_dtype else dtype).save_pretrained(work)
         AutoTokenizer.from_pretrained(checkpoint / "hf").save_pretrained(work)
-        record = {"model": str(output.resolve()), "megatron_checkpoint": str(checkpoint.resolve()),
-                  "base_model": meta.get("model"), "train_type": meta.get("train_type")}
+        # the run's args.json (task type, template, data flags: what infer --load_data_args reads), for this model
+        record = read_args(checkpoint) | {"model": str(output.resolve()), "megatron_checkpoint": str(checkpoint.resolve()),
+                                          "base_model": meta.get("model"), "train_type": meta.get("train_type")}
         write_json_atomic(work / ARGS_FILE, record)
         if output.exists():
             output.rmdir()
@@ -244,15 +248,18 @@ def _lora_to_hf(model_args: ModelArgs, meta: dict, lora_full: dict, shape, work:
     if not merge_lora:
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in to_peft(lora_full, shape).items()},
-                  str(work / "adapter_model.safetensors"))
-        config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": spec.rank, "lora_alpha": spec.alpha,
-                  "lora_dropout": spec.dropout, "target_modules": peft_targets(spec), "bias": "none",
-                  "base_model_name_or_path": base_id, "fan_in_fan_out": False, "inference_mode": True}
+        tensors = to_peft(lora_full, shape)
+        if shape.head:  # the head trained beside the adapter: peft's modules_to_save
+            tensors["base_model.model.score.weight"] = lora_full["output_layer.weight"]
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(work / "adapter_model.safetensors"))
+        config = {"peft_type": "LORA", "task_type": "SEQ_CLS" if shape.head else "CAUSAL_LM", "r": spec.rank,
+                  "lora_alpha": spec.alpha, "lora_dropout": spec.dropout, "target_modules": peft_targets(spec),
+                  "bias": "none", "base_model_name_or_path": base_id, "fan_in_fan_out": False,
+                  "inference_mode": True, "modules_to_save": ["score"] if shape.head else None}
         (work / "adapter_config.json").write_text(json.dumps(config, indent=2))
         return
     model, _ = load_model(model_args, model=base_id, model_type=None, model_revision=None, torch_dtype="float32",
-                          device_map="cpu")
+                          device_map="cpu", num_labels=shape.head or None)
     full = hf_to_mcore({k: v.detach() for k, v in model.state_dict().items()}, shape) | lora_full
     merged = mcore_to_hf(merge_lora_full(full, spec), shape,
                          fused_experts=any(k.endswith("mlp.experts.gate_up_proj") for k in model.state_dict()))

@@ -135,7 +135,9 @@ def _row_hook(module, args, output):
 
 
 def lora_state(model: Any) -> dict:
-    return {k: v for k, v in model.state_dict().items() if ".lora_" in k}
+    """What a LoRA checkpoint holds: the adapter, plus weights trained beside it (a task's classification head)."""
+    beside = {name for name, param in model.named_parameters() if getattr(param, "swift_saved_with_adapter", False)}
+    return {k: v for k, v in model.state_dict().items() if ".lora_" in k or k in beside}
 
 
 def merge_lora_full(full: dict, spec: LoraSpec) -> dict:

@@ -169,7 +169,8 @@ def load_local(model: Any, local: dict, *, allow_missing: tuple[str, ...] = ()) 
 
 def load_hf_into(model: Any, hf_state: dict, shape: ModelShape, parallel: Parallel) -> None:
     """Whole HF weights -> this rank's mcore piece, loaded into `model`."""
-    full = pad_vocab(hf_to_mcore(hf_state, shape), padded_vocab_size(shape.vocab_size, parallel.tp))
+    full = pad_vocab(hf_to_mcore(hf_state, shape), padded_vocab_size(shape.vocab_size, parallel.tp),
+                     head=bool(shape.head))
     load_local(model, shard(full, shape, tp=parallel.tp, pp=parallel.pp, ep=parallel.ep,
                             stages=parallel.stages, **rank_position()),
                allow_missing=(".lora_",))

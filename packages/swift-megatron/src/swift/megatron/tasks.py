@@ -1,4 +1,5 @@
-"""`megatron sft --task_type embedding|generative_reranker`: swift sft's encoder tasks on the mcore GPTModel.
+"""`megatron sft --task_type seq_cls|embedding|reranker|generative_reranker`: swift sft's encoder tasks on the mcore
+GPTModel.
 
 The rows, the per-row objective and the validation statistics are swift.core's (`TaskEncoder`, `task_batch`,
 `task_loss`, `task_metrics`), the ones `swift sft --task_type` trains, so both trainers optimise the same thing.
@@ -7,15 +8,17 @@ What is Megatron's here:
 - a micro-batch is every sequence of its rows (anchor, positive, negatives; or one (query, document) pair per
   document), right-padded, and padded with empty sequences to the step's largest count, so that the pipeline
   stages agree on the activation shape;
-- the output layer passes the last hidden states through (gathered from the sequence-parallel split); the loss
-  pools each sequence's last token: an L2-normalised embedding, or logit("yes") - logit("no") from the two rows
-  of the (vocab-parallel) output weight, summed over tensor-parallel ranks;
+- seq_cls / reranker: the output layer is a classification head (`ScoreHead`, HF's `score.weight`, whole on every
+  tensor-parallel rank; trained under LoRA too, and saved with the adapter), read at each sequence's last token;
+- embedding / generative_reranker: the output layer passes the last hidden states through (gathered from the
+  sequence-parallel split); the loss pools each sequence's last token: an L2-normalised embedding, or
+  logit("yes") - logit("no") from the two rows of the (vocab-parallel) output weight, summed over TP ranks;
 - the loss is each micro-batch's mean over its rows, weighted by its rows, and mcore divides by the global
   batch's rows (calculate_per_token_loss): the mean over the global batch of the rows' losses.
 
-The weights stay the causal LM's, so checkpoints export as the HF model `swift infer --task_type ...` reads.
-seq_cls and reranker (a classification head instead of the LM head) are refused with the reason: the head is not
-mapped to mcore yet.
+Embedding and generative-reranker checkpoints stay the causal LM; seq_cls / reranker ones export as
+`...ForSequenceClassification` (swift.megatron.convert maps the head). Either way `swift infer` reads them back
+with the task the run's args.json records.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-MEGATRON_TASKS = ("embedding", "generative_reranker")
+MEGATRON_TASKS = ("seq_cls", "embedding", "reranker", "generative_reranker")
+HEAD_TASKS = ("seq_cls", "reranker")
 
 
 @dataclass(frozen=True)
@@ -31,28 +35,46 @@ class MegatronTask:
     task_type: str
     loss_type: str | None = None
     yes_no: tuple[int, int] | None = None
+    problem_type: str | None = None  # seq_cls
+    num_labels: int | None = None  # seq_cls / reranker: the head's rows
+
+    @property
+    def has_head(self) -> bool:
+        return self.task_type in HEAD_TASKS
 
     @property
     def metric_names(self) -> tuple[str, ...]:
+        if self.task_type == "seq_cls":
+            return ("mse",) if self.problem_type == "regression" else ("accuracy",)
         return ("mean_pos", "mean_neg", "margin", "mrr")
 
 
-def check_task_flags(task_type: str | None, loss_type: str | None, *, pretrain: bool, packing: bool,
+def check_task_flags(model: Any, loss_type: str | None, *, pretrain: bool, packing: bool,
                      cached: bool) -> list[str]:
+    """--task_type / --loss_type / --num_labels / --problem_type problems of `megatron sft|pt` (`model`: ModelArgs)."""
     from swift.core import TASK_LOSSES, task_type_of
 
-    task, problems = task_type_of(task_type), []
+    task, problems = task_type_of(model.task_type), []
+    if model.num_labels is not None and task not in HEAD_TASKS:
+        problems.append(f"--num_labels is for --task_type seq_cls (the classification head); {task} has none")
+    if model.problem_type is not None and task != "seq_cls":
+        problems.append(f"--problem_type is for --task_type seq_cls, not {task}")
     if task == "causal_lm":
         if loss_type not in (None, "cross_entropy"):
             problems.append(f"--loss_type {loss_type}: the causal LM trains with cross_entropy; the other losses "
                             "are the embedding / reranker tasks' (--task_type)")
         return problems
     if task not in MEGATRON_TASKS:
-        return [f"--task_type {task}: megatron trains causal_lm, {', '.join(MEGATRON_TASKS)}; {task}'s "
-                "classification head has no mcore mapping yet: use swift sft --task_type " + task]
-    if loss_type is not None and loss_type not in TASK_LOSSES[task]:
-        problems.append(f"--loss_type {loss_type}: --task_type {task} takes {', '.join(TASK_LOSSES[task])} "
-                        f"(default {TASK_LOSSES[task][0]})")
+        return [*problems, f"--task_type {task}: megatron trains causal_lm, {', '.join(MEGATRON_TASKS)}"]
+    allowed = TASK_LOSSES[task]
+    if loss_type is not None and loss_type not in allowed:
+        takes = f"takes {', '.join(allowed)} (default {allowed[0]})" if allowed else \
+            "takes none: its loss follows --problem_type"
+        problems.append(f"--loss_type {loss_type}: --task_type {task} {takes}")
+    if task == "seq_cls" and model.num_labels is None:
+        problems.append("--task_type seq_cls needs --num_labels N (the number of classes; 1 for regression)")
+    if model.num_labels is not None and model.num_labels < 1:
+        problems.append(f"--num_labels {model.num_labels}: give at least 1")
     if pretrain:
         problems.append(f"--task_type {task}: megatron pt trains causal LMs on raw text; use megatron sft")
     if packing:
@@ -78,7 +100,7 @@ def collate_task(rows: list[dict], length: int, count: int, task: MegatronTask) 
 
     from swift.core import task_batch
 
-    batch = task_batch(rows, task.task_type, None)
+    batch = task_batch(rows, task.task_type, task.problem_type)
     tokens = torch.zeros(count, length, dtype=torch.long)
     last = torch.zeros(count, dtype=torch.long)
     for i, seq in enumerate(batch.sequences):
@@ -87,6 +109,53 @@ def collate_task(rows: list[dict], length: int, count: int, task: MegatronTask) 
     return {"task": task, "tokens": tokens, "last": last, "task_labels": batch.labels,
             "group_sizes": batch.group_sizes, "rows": len(rows), "attention_mask": None,
             "position_ids": torch.arange(length).unsqueeze(0).expand(count, -1).contiguous()}
+
+
+def prepare_task_model(gpt: Any, task: MegatronTask, dtype: Any) -> None:
+    """Before the weights load: the classification head in place of the LM head (seq_cls / reranker), or an
+    output layer that passes the hidden states through (embedding / generative_reranker)."""
+    if not getattr(gpt, "post_process", False):
+        return
+    if task.has_head:
+        gpt.output_layer = _score_head(gpt.config.hidden_size, task.num_labels or 1, dtype,
+                                       bool(getattr(gpt.output_layer, "sequence_parallel", False)))
+    else:
+        pass_hidden_states(gpt)
+
+
+def after_weights_load(gpt: Any, task: MegatronTask) -> None:
+    """Once the tuner froze what it freezes: the head trains (LoRA too, as peft's modules_to_save); an untied LM
+    head the embedding task never uses is frozen, so no optimizer state is spent on it."""
+    if not getattr(gpt, "post_process", False):
+        return
+    if task.has_head:
+        gpt.output_layer.weight.requires_grad_(True)
+    elif task.task_type == "embedding" and not gpt.share_embeddings_and_output_weights and \
+            getattr(gpt.output_layer, "weight", None) is not None:
+        gpt.output_layer.weight.requires_grad_(False)
+
+
+def _score_head(hidden_size: int, num_labels: int, dtype: Any, sequence_parallel: bool) -> Any:
+    import torch
+
+    class ScoreHead(torch.nn.Module):
+        """HF's `score` (no bias) as mcore's output layer: [s, b, h] -> ([s, b, labels], None); whole on every
+        tensor-parallel rank, which all compute the same logits (so its gradient is counted once in the norm)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(num_labels, hidden_size, dtype=dtype))
+            self.weight.swift_saved_with_adapter = True  # saved in LoRA checkpoints beside the adapter
+            self.sequence_parallel = sequence_parallel
+
+        def forward(self, hidden_states, weight=None, runtime_gather_output=None):
+            if self.sequence_parallel:
+                from megatron.core.tensor_parallel import gather_from_sequence_parallel_region
+
+                hidden_states = gather_from_sequence_parallel_region(hidden_states, tensor_parallel_output_grad=False)
+            return torch.nn.functional.linear(hidden_states, self.weight), None
+
+    return ScoreHead()
 
 
 def pass_hidden_states(gpt: Any) -> None:
@@ -108,12 +177,6 @@ def pass_hidden_states(gpt: Any) -> None:
         return hidden_states, None
 
     layer.forward = forward
-
-
-def freeze_unused_output(gpt: Any, task: MegatronTask) -> None:
-    if task.task_type == "embedding" and getattr(gpt, "post_process", False) and \
-            not gpt.share_embeddings_and_output_weights and getattr(gpt.output_layer, "weight", None) is not None:
-        gpt.output_layer.weight.requires_grad_(False)
 
 
 def _unwrap(model: Any) -> Any:
@@ -165,17 +228,19 @@ def task_step_loss(batch: dict, model: Any, output: Any):
     real = sum(batch["group_sizes"])
     last = batch["last"][:real].to(output.device)
     pooled = output[torch.arange(real, device=output.device), last]  # [n, h]
-    if task.task_type == "embedding":
+    if task.has_head:
+        pooled = pooled.float()  # [n, num_labels] logits
+    elif task.task_type == "embedding":
         pooled = F.normalize(pooled.float(), p=2, dim=-1)
     else:
         pooled = yes_no_scores(_unwrap(model), pooled, task.yes_no)
-    loss, stats = task_loss(task.task_type, task.loss_type, None, pooled, batch["task_labels"].to(output.device),
-                            batch["group_sizes"])
+    labels = batch["task_labels"].to(output.device)
+    loss, stats = task_loss(task.task_type, task.loss_type, task.problem_type, pooled, labels, batch["group_sizes"])
     rows = batch["rows"]
     total = loss * rows
     return total, torch.tensor(rows, dtype=torch.int), {
         "lm loss": torch.stack([total.detach().double(), torch.tensor(float(rows), dtype=torch.float64)]),
-        "task stats": stats.detach().cpu()}
+        "task stats": stats.detach().cpu(), "task labels": labels.detach().cpu()}
 
 
 def reduce_metrics(out: list[dict], task: MegatronTask) -> dict[str, float]:
@@ -191,7 +256,8 @@ def reduce_metrics(out: list[dict], task: MegatronTask) -> dict[str, float]:
     totals = torch.zeros(len(names) + 1, dtype=torch.float64)  # metric x rows ..., rows
     if ps.is_pipeline_last_stage() and out:
         stats = torch.cat([item["task stats"] for item in out])
-        metrics = task_metrics(task.task_type, None, stats.numpy(), None)
+        labels = torch.cat([item["task labels"] for item in out])
+        metrics = task_metrics(task.task_type, task.problem_type, stats.float().numpy(), labels.numpy())
         totals[:-1] = torch.tensor([metrics[n] for n in names], dtype=torch.float64) * len(stats)
         totals[-1] = len(stats)
         dist.all_reduce(totals, group=ps.get_data_parallel_group(with_context_parallel=True))

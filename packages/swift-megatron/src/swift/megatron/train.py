@@ -77,7 +77,13 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
     early = _read_hf_config(args)
     config = _core_config(args, early, parallel, dtype) if early is not None else None
     optimizer_kwargs = _optimizer_kwargs(args)
+    if task_type_of(args.model.task_type) == "seq_cls" and rows_raw is not None:
+        from swift.core import resolve_problem_type
+
+        # recorded in args.json: infer / deploy read the head back with it
+        args.model.problem_type = resolve_problem_type(args.model.problem_type, args.model.num_labels, rows_raw)
     source = _load_source(args)
+    _as_classifier(args, source)
     shape = ModelShape.from_hf(source.hf_config)
     if parallel.ep > 1 and parallel.tp > 1:
         raise ConfigError("--expert_model_parallel_size > 1 with --tensor_model_parallel_size > 1 is not supported")
@@ -118,18 +124,39 @@ def _optimizer_kwargs(args: MegatronArguments) -> dict:
 class Rows:
     train: list[dict]
     val: list[dict] | None
-    task: Any = None  # swift.megatron.tasks.MegatronTask of --task_type embedding / generative_reranker
+    task: Any = None  # swift.megatron.tasks.MegatronTask of --task_type seq_cls / embedding / ...
 
 
 def _task(args: MegatronArguments, tokenizer) -> Any:
-    from swift.core import task_type_of, yes_no_ids
+    from swift.core import head_labels, task_type_of, yes_no_ids
     from swift.megatron.tasks import MegatronTask
 
     task = task_type_of(args.model.task_type)
     if task == "causal_lm":
         return None
-    return MegatronTask(task, args.megatron.loss_type,
-                        yes_no_ids(tokenizer) if task == "generative_reranker" else None)
+    return MegatronTask(task, args.megatron.loss_type, yes_no_ids(tokenizer) if task == "generative_reranker" else None,
+                        args.model.problem_type, head_labels(task, args.model.num_labels))
+
+
+def _as_classifier(args: MegatronArguments, source: Source) -> None:
+    """seq_cls / reranker: the HF config names the sequence-classification class (`ModelShape.from_hf` maps the
+    head from it, and checkpoints' hf/config.json keep it), and a head the model did not have starts at zero, as
+    `swift sft` starts it (swift.train.tasks.zero_new_head says why)."""
+    from swift.core import head_labels
+
+    labels = head_labels(args.model.task_type, args.model.num_labels)
+    config = source.hf_config
+    if labels is None:
+        return
+    architectures = list(getattr(config, "architectures", None) or [])
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        if source.hf_state is not None and "score.weight" in source.hf_state:
+            source.hf_state["score.weight"] = source.hf_state["score.weight"].zero_()
+        name = (architectures[0] if architectures else type(config).__name__.removesuffix("Config") + "ForCausalLM")
+        config.architectures = [name.replace("ForCausalLM", "ForSequenceClassification")]
+    config.num_labels = labels
+    if args.model.problem_type:
+        config.problem_type = args.model.problem_type
 
 
 def _read_hf_config(args: MegatronArguments) -> Any:
@@ -183,7 +210,10 @@ def _load_source(args: MegatronArguments) -> Source:
         if not model_id:
             raise ConfigError("--model is required: the LoRA checkpoint names no base model")
         # fp32 on CPU: the mcore model is built from these weights and cast to the run's dtype itself
-        model, tokenizer = load_model(args.model, model=model_id, torch_dtype="float32", device_map="cpu")
+        from swift.core import head_labels
+
+        model, tokenizer = load_model(args.model, model=model_id, torch_dtype="float32", device_map="cpu",
+                                      num_labels=head_labels(args.model.task_type, args.model.num_labels))
         state = {k: v.detach() for k, v in model.state_dict().items()}
         return Source(model_id, model.config, tokenizer, state, checkpoint, meta)
     hf_dir = checkpoint / "hf"
@@ -210,7 +240,7 @@ def _encode(args: MegatronArguments, rows_raw, tokenizer, *, pretrain: bool, spl
 
     template = build_template(args.template, tokenizer, pretrain=pretrain)
     length = max_length(args.template)
-    encoder = TaskEncoder(task.task_type) if task is not None else None
+    encoder = TaskEncoder(task.task_type, task.problem_type, task.num_labels) if task is not None else None
     encoded = encode_rows(rows_raw, template, args.data, args.template,
                           encode=encoder) if rows_raw is not None else None
     cached = _cached_rows(args, template, length, split)
@@ -297,13 +327,16 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
 
     config, dtype = core.transformer, core.transformer.params_dtype
     gpt = build_gpt(source.hf_config, shape, config, tp=parallel.tp)
-    lora_spec = _load_weights(gpt, source, shape, parallel, tuner, seed=m.seed, dtype=dtype)
-    gpt.to(dtype)
     if data.task is not None:
-        from swift.megatron.tasks import freeze_unused_output, pass_hidden_states
+        from swift.megatron.tasks import prepare_task_model
 
-        pass_hidden_states(gpt)
-        freeze_unused_output(gpt, data.task)
+        prepare_task_model(gpt, data.task, dtype)
+    lora_spec = _load_weights(gpt, source, shape, parallel, tuner, seed=m.seed, dtype=dtype)
+    if data.task is not None:
+        from swift.megatron.tasks import after_weights_load
+
+        after_weights_load(gpt, data.task)
+    gpt.to(dtype)
     if torch.cuda.is_available():
         gpt.cuda(torch.cuda.current_device())
     ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=m.overlap_grad_reduce,
@@ -432,7 +465,7 @@ def _load_weights(gpt, source: Source, shape, parallel: Parallel, tuner, *, seed
     elif lora_full:
         raise ConfigError("--load holds a LoRA checkpoint: pass --train_type lora to continue it, or export it "
                           "merged first (megatron export --to_hf true)")
-    full = pad_vocab(full, padded_vocab_size(shape.vocab_size, parallel.tp)) | lora_full
+    full = pad_vocab(full, padded_vocab_size(shape.vocab_size, parallel.tp), head=bool(shape.head)) | lora_full
     load_local(gpt, shard(full, shape, tp=parallel.tp, pp=parallel.pp, ep=parallel.ep,
                           stages=parallel.stages, **rank_position()))
     return spec

@@ -54,6 +54,9 @@ class TrainArgs:
     warmup_steps: int = arg(0, "warm-up steps (overrides --warmup_ratio when > 0)")
     weight_decay: float = arg(0.1, "AdamW weight decay")
     max_grad_norm: float = arg(1.0, "gradient clipping norm")
+    adam_beta1: float = arg(0.9, "Adam(W) beta1")
+    adam_beta2: float = arg(0.999, "Adam(W) beta2")
+    adam_epsilon: float = arg(1e-8, "Adam(W) epsilon")
     optim: str = arg("adamw_torch", "optimizer (transformers names)")
     optim_args: str | None = arg(None, "the optimizer's own arguments as k=v,k2=v2 (e.g. amsgrad=true for "
                                        "adamw_torch; momentum=0.9,ns_steps=5 for --optimizer muon; an "

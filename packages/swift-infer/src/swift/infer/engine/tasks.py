@@ -36,7 +36,10 @@ class TaskSpec:
 def _checkpoints(args: EngineArguments) -> list[str]:
     paths = [entry.partition("=")[2] if "=" in entry and not Path(entry).exists() else entry
              for entry in args.infer.adapters]
-    return [*paths, *([args.infer.ckpt_dir] if args.infer.ckpt_dir else [])]
+    from swift.infer.checkpoint import model_checkpoint
+
+    return [*paths, *([args.infer.ckpt_dir] if args.infer.ckpt_dir else []),
+            *([model_checkpoint(args.model.model)] if model_checkpoint(args.model.model) else [])]
 
 
 def resolve_task(args: EngineArguments) -> TaskSpec:
