@@ -187,12 +187,14 @@ def test_seq_cls_lora_trains_its_head_identically_under_tp2_and_exports_it_both_
     check(run_megatron("sft", *flags, "--tensor_model_parallel_size", "2", "--save_safetensors", "true",
                        "--save", str(tmp_path / "tp2"), nproc=2))
     one, two = logged_losses(tmp_path / "one"), logged_losses(tmp_path / "tp2")
-    assert sorted(two) == [1, 2, 3] and one[3] != one[1]
+    assert sorted(two) == [1, 2, 3]
+    assert one[3] != one[1]
     for step in one:
         assert abs(one[step] - two[step]) < 1e-4, (step, one[step], two[step])
     (run,) = (tmp_path / "tp2").iterdir()
     piece = torch.load(run / "iter_0000003" / "mp_rank_01" / "model_optim_rng.pt", weights_only=False)["model"]
-    assert piece["output_layer.weight"].shape == (4, 64) and piece["output_layer.weight"].abs().sum() > 0
+    assert piece["output_layer.weight"].shape == (4, 64)
+    assert piece["output_layer.weight"].abs().sum() > 0
 
     export_main(["--mcore_model", str(run), "--to_hf", "true", "--merge_lora", "false",
                  "--output_dir", str(tmp_path / "peft")])
