@@ -56,17 +56,77 @@ P = _unit([[0.9, 0.1, 0.1], [0.2, 0.8, 0.0], [0.5, 0.5, 0.5]])
 N = _unit([[0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
 
 
-def test_infonce_is_cross_entropy_over_in_batch_and_hard_negatives():
-    docs = P.tolist() + N.tolist()
-    want = 0.0
-    for i, anchor in enumerate(A.tolist()):
-        logits = [_cos(anchor, d) / 0.1 for d in docs]
-        want += math.log(sum(math.exp(x) for x in logits)) - logits[i]
-    assert losses.infonce_loss(A, P, N).item() == pytest.approx(want / 3, rel=1e-5)
-    without_hard = [sum(math.exp(_cos(a, p) / 0.05) for p in P.tolist()) for a in A.tolist()]
-    want_plain = sum(math.log(z) - _cos(a, P.tolist()[i]) / 0.05 for i, (a, z) in enumerate(zip(A.tolist(), without_hard,
-                                                                                                 strict=True))) / 3
-    assert losses.infonce_loss(A, P, None, temperature=0.05).item() == pytest.approx(want_plain, rel=1e-5)
+NEG = [N[0:1], N[1:2], N[0:0]]  # row 0 and row 1 have one hard negative each, row 2 none
+
+
+def _reference_infonce(rows, *, temperature=0.1, use_batch=True, mask=None, qq=False, dd=False) -> float:
+    """Plain python: rows [(anchor, positive, [negatives])], ms-swift's documented InfoNCE."""
+    docs = [d for _, p, n in rows for d in [p, *n]]
+    starts = [sum(1 + len(n) for _, _, n in rows[:i]) for i in range(len(rows))]
+    total = 0.0
+    for i, (a, p, n) in enumerate(rows):
+        if not use_batch:
+            logits, target = [_cos(a, d) for d in [p, *n]], 0
+        else:
+            logits, target = [_cos(a, d) for d in docs], starts[i]
+            threshold = logits[target] + (mask or 0.0)
+            if mask is not None:
+                logits = [x if x <= threshold else -math.inf for x in logits]
+            if qq:
+                others = [_cos(a, q) for j, (q, _, _) in enumerate(rows) if j != i]
+                logits += [x if mask is None or x <= threshold else -math.inf for x in others]
+            if dd:
+                logits += [_cos(p, d) for k, d in enumerate(docs) if k != starts[i]]
+        logits = [x / temperature for x in logits]
+        total += math.log(sum(math.exp(x) for x in logits)) - logits[target]
+    return total / len(rows)
+
+
+def _rows():
+    return [(A[i].tolist(), P[i].tolist(), NEG[i].tolist()) for i in range(3)]
+
+
+@pytest.mark.parametrize("options", [dict(), dict(temperature=0.05), dict(use_batch=False),
+                                     dict(mask_fake_negative=True, fake_negative_margin=-0.3),
+                                     dict(include_qq=True), dict(include_dd=True),
+                                     dict(include_qq=True, include_dd=True, mask_fake_negative=True,
+                                          fake_negative_margin=0.0)])
+def test_infonce_matches_its_reference_for_each_ms_swift_option(options):
+    got = losses.infonce_groups(A, P, NEG, losses.InfoNCEOptions(**options)).item()
+    mask = options.get("fake_negative_margin") if options.get("mask_fake_negative") else None
+    want = _reference_infonce(_rows(), temperature=options.get("temperature", 0.1),
+                              use_batch=options.get("use_batch", True), mask=mask,
+                              qq=options.get("include_qq", False), dd=options.get("include_dd", False))
+    assert got == pytest.approx(want, rel=1e-5)
+    if mask is not None and options.get("fake_negative_margin") < 0:
+        assert got != pytest.approx(_reference_infonce(_rows()), rel=1e-3)  # the mask did drop a document
+
+
+def test_hard_negatives_cut_or_redraw_each_rows_negatives():
+    two = losses.infonce_groups(A[:2], P[:2], [N, N[:1]], losses.InfoNCEOptions(hard_negatives=1))
+    want = _reference_infonce([(A[0].tolist(), P[0].tolist(), N[:1].tolist()),
+                               (A[1].tolist(), P[1].tolist(), N[:1].tolist())])
+    assert two.item() == pytest.approx(want, abs=1e-6)
+    padded = losses.infonce_groups(A[:1], P[:1], [N[:1]], losses.InfoNCEOptions(hard_negatives=3))
+    want = _reference_infonce([(A[0].tolist(), P[0].tolist(), N[:1].tolist() * 3)])  # its only one, drawn again
+    assert padded.item() == pytest.approx(want, abs=1e-6)
+    with pytest.raises(ConfigError, match="a row has no negative_messages"):
+        losses.infonce_groups(A[:1], P[:1], [N[:0]], losses.InfoNCEOptions(hard_negatives=1))
+
+
+def test_the_environment_sets_the_options_as_ms_swift_reads_them(monkeypatch):
+    for name, value in (("INFONCE_TEMPERATURE", "0.05"), ("INFONCE_USE_BATCH", "False"),
+                        ("INFONCE_HARD_NEGATIVES", "3"), ("INFONCE_MASK_FAKE_NEGATIVE", "true"),
+                        ("INFONCE_FAKE_NEG_MARGIN", "0.2"), ("INFONCE_INCLUDE_QQ", "1"),
+                        ("INFONCE_INCLUDE_DD", "true"), ("LISTWISE_RERANKER_TEMPERATURE", "0.5"),
+                        ("LISTWISE_RERANKER_MIN_GROUP_SIZE", "3"), ("MAX_NEGATIVE_SAMPLES", "2")):
+        monkeypatch.setenv(name, value)
+    assert losses.InfoNCEOptions.from_env() == losses.InfoNCEOptions(0.05, False, 3, True, 0.2, True, True)
+    assert losses.ListwiseOptions.from_env() == losses.ListwiseOptions(0.5, 3)
+    assert losses.max_negatives(7) == 2
+    monkeypatch.setenv("INFONCE_USE_BATCH", "maybe")
+    with pytest.raises(ConfigError, match="INFONCE_USE_BATCH='maybe'"):
+        losses.InfoNCEOptions.from_env()
 
 
 def test_pair_losses_match_their_formulas():

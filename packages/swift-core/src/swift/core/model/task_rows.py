@@ -23,7 +23,8 @@ from swift.core.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-# Reranker rows: documents per query (one positive + up to this many negatives), ms-swift's MAX_NEGATIVE_SAMPLES.
+# Reranker rows: documents per query (one positive + up to this many negatives; ms-swift's MAX_NEGATIVE_SAMPLES
+# environment variable sets it).
 MAX_NEGATIVES = 7
 
 
@@ -80,7 +81,9 @@ class TaskEncoder:
             label = row.get("label")
             return {"input_ids": max(sequences, key=len), "sequences": sequences,
                     "task_label": 1.0 if label is None else float(label)}
-        documents = [positives[0], *negatives[:MAX_NEGATIVES]]  # the positive first: labels are implied
+        from swift.core.model.task_losses import max_negatives
+
+        documents = [positives[0], *negatives[:max_negatives(MAX_NEGATIVES)]]  # the positive first: labels implied
         sequences = [ids(pair_messages(self.task_type, row["messages"], doc, system)) for doc in documents]
         return {"input_ids": max(sequences, key=len), "sequences": sequences, "task_label": 1.0}
 
@@ -142,10 +145,11 @@ def task_loss(task_type: str, loss_type: str | None, problem_type: str | None, o
     if task_type == "embedding":
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         anchors, positives = outputs[starts], outputs[[s + 1 for s in starts]]
-        negatives = torch.cat([outputs[s + 2:s + n] for s, n in zip(starts, sizes, strict=True)])
+        per_row = [outputs[s + 2:s + n] for s, n in zip(starts, sizes, strict=True)]
+        negatives = torch.cat(per_row)
         loss_type = loss_type or "infonce"
         if loss_type == "infonce":
-            loss = losses.infonce_loss(anchors, positives, negatives)
+            loss = losses.infonce_groups(anchors, positives, per_row, losses.InfoNCEOptions.from_env())
         else:
             loss = getattr(losses, f"{loss_type}_loss")(anchors, positives, labels)
         documents = torch.cat([positives, negatives]).detach()
@@ -156,7 +160,8 @@ def task_loss(task_type: str, loss_type: str | None, problem_type: str | None, o
     scores = outputs.squeeze(-1)  # [N]: one per (query, document)
     pair_labels = torch.cat([torch.tensor([1.0] + [0.0] * (n - 1)) for n in sizes]).to(scores.device)
     if (loss_type or "pointwise_reranker") == "listwise_reranker":
-        loss = losses.listwise_reranker_loss(scores, sizes)
+        options = losses.ListwiseOptions.from_env()
+        loss = losses.listwise_reranker_loss(scores, sizes, options.temperature, options.min_group_size)
     else:
         loss = losses.pointwise_reranker_loss(scores, pair_labels)
     groups = torch.split(scores.detach(), sizes)
