@@ -221,3 +221,19 @@ def test_task_flag_problems_are_named(argv, needle, tmp_path):
     result = run_megatron("sft", "--model", str(tmp_path), "--dataset", str(tmp_path / "x.jsonl"), *argv)
     assert result.returncode != 0
     assert needle in result.stderr, result.stderr[-2000:]
+
+
+def test_infonce_scores_every_data_parallel_ranks_rows_as_one_process_would(tiny_untied_dir, tmp_path):
+    """DP=2 with 4 rows per rank gathers the other rank's embeddings (as ms-swift does): the losses of one process
+    holding all 8 rows, with exact gradients (the backward sums every rank's share)."""
+    from swift.megatron import sft_main
+
+    data = embedding_rows(tmp_path / "rows.jsonl")
+    flags = ("--model", str(tiny_untied_dir), "--dataset", str(data), *BATCH, "--task_type", "embedding",
+             "--lr", "1e-4", "--train_iters", "3")
+    sft_main([*flags, "--save", str(tmp_path / "one")])  # one micro-batch of all 8 rows
+    check(run_megatron("sft", *flags, "--micro_batch_size", "4", "--save", str(tmp_path / "dp2"), nproc=2))
+    one, two = logged_losses(tmp_path / "one"), logged_losses(tmp_path / "dp2")
+    assert sorted(two) == [1, 2, 3]
+    for step in one:
+        assert abs(one[step] - two[step]) < 1e-5, (step, one[step], two[step])

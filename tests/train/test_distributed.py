@@ -144,3 +144,30 @@ def test_a_run_that_is_not_what_was_asked_for_stops(tiny_llama_dir, small_file, 
     info = json.loads((tmp_path / "env.json").read_text())
     assert (info["strategy"], info["requested_strategy"], info["world_size"]) == ("single", "ddp", 1)
     assert trainer.state.global_step == 0
+
+
+def test_ddp_infonce_scores_every_ranks_rows_as_one_process_would(tiny_llama_dir, tmp_path):
+    """2 processes x 4 rows give the losses of one process with all 8 (in-batch negatives gathered, exact
+    gradients): ms-swift's embedding training on several GPUs."""
+    from tests.train.test_tasks import WORDS, user, write_rows
+
+    rows = [{"messages": user(f"Tell me about the {w}."), "positive_messages": [user(f"{w}: a short note")],
+             "negative_messages": [user(f"{WORDS[(i + 3) % 8]}: a short note")]} for i, w in enumerate(WORDS)]
+    data = write_rows(tmp_path / "emb.jsonl", rows)
+    common = ("--task_type", "embedding", "--train_type", "full", "--learning_rate", "1e-4", "--max_steps", "3",
+              "--lr_scheduler_type", "constant", "--warmup_ratio", "0", "--split_dataset_ratio", "0",
+              "--gradient_checkpointing", "false", "--save_steps", "100")
+    sft_main(["--model", str(tiny_llama_dir), "--dataset", str(data), "--output_dir", str(tmp_path / "one"),
+              "--report_to", "none", "--bf16", "false", "--logging_steps", "1", "--per_device_train_batch_size", "8",
+              *common])
+    result = launch(tiny_llama_dir, data, tmp_path / "two", "--per_device_train_batch_size", "4", *common)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    def losses_of(out: Path) -> dict[int, float]:
+        (log,) = out.glob("*/logging.jsonl")
+        return {r["step"]: r["loss"] for r in map(json.loads, log.read_text().splitlines()) if "loss" in r}
+
+    one, two = losses_of(tmp_path / "one"), losses_of(tmp_path / "two")
+    assert sorted(two) == [1, 2, 3]
+    for step in one:
+        assert abs(one[step] - two[step]) < 1e-4, (step, one[step], two[step])

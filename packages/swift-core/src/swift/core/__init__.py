@@ -28,10 +28,12 @@ _EXPORTS = {
     "pair_messages": "swift.core.model.tasks",
     "yes_no_ids": "swift.core.model.tasks",
     "task_forward": "swift.core.model.tasks",
+    "pass_hidden_states": "swift.core.model.tasks",
     "TaskEncoder": "swift.core.model.task_rows",
     "TaskBatch": "swift.core.model.task_rows",
     "task_batch": "swift.core.model.task_rows",
     "task_loss": "swift.core.model.task_rows",
+    "gather_rows": "swift.core.model.task_rows",
     "task_metrics": "swift.core.model.task_rows",
     "resolve_problem_type": "swift.core.model.task_rows",
     # --rope_scaling / --max_model_len on a config (engines and megatron that read configs themselves)

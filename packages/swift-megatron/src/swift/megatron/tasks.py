@@ -234,10 +234,19 @@ def task_step_loss(batch: dict, model: Any, output: Any):
         pooled = F.normalize(pooled.float(), p=2, dim=-1)
     else:
         pooled = yes_no_scores(_unwrap(model), pooled, task.yes_no)
+    from megatron.core import parallel_state as ps
+
     labels = batch["task_labels"].to(output.device)
-    loss, stats = task_loss(task.task_type, task.loss_type, task.problem_type, pooled, labels, batch["group_sizes"])
+    group = ps.get_data_parallel_group()
+    loss, stats = task_loss(task.task_type, task.loss_type, task.problem_type, pooled, labels, batch["group_sizes"],
+                            group=group, gather=True)
     rows = batch["rows"]
     total = loss * rows
+    if len(stats) > rows:
+        # InfoNCE scored every data-parallel rank's rows: `loss` is theirs, the same on every rank, and each rank's
+        # backward already sums all ranks' gradients (swift.core.gather_rows). mcore sums the totals over ranks and
+        # divides by their rows: weight each rank's share so that this comes out as that one loss.
+        total = loss * len(stats) / ps.get_data_parallel_world_size()
     return total, torch.tensor(rows, dtype=torch.int), {
         "lm loss": torch.stack([total.detach().double(), torch.tensor(float(rows), dtype=torch.float64)]),
         "task stats": stats.detach().cpu(), "task labels": labels.detach().cpu()}

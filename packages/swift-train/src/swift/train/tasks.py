@@ -101,7 +101,7 @@ class TaskLoss:
         from swift.core import task_loss
 
         return task_loss(self.task_type, self.loss_type, self.problem_type, self.outputs(model, batch),
-                         batch["task_labels"], batch["group_sizes"].tolist())
+                         batch["task_labels"], batch["group_sizes"].tolist(), gather=True)
 
     def metrics(self, prediction: Any) -> dict[str, float]:
         from swift.core import task_metrics
@@ -124,6 +124,23 @@ def zero_new_head(model: Any) -> bool:
         for param in head.parameters():
             param.zero_()
     return True
+
+
+def pool_hidden_states(model: Any, task: str) -> None:
+    """embedding / generative_reranker: the model's forward returns the final hidden states (`pass_hidden_states`),
+    so that DDP's gradient hooks see it; an untied LM head the embedding task never reads is frozen."""
+    import os
+
+    from swift.core import ConfigError, pass_hidden_states
+
+    if not pass_hidden_states(model):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError(f"--task_type {task} on several processes: this model soft-caps its logits (Gemma 2/3), "
+                              "so its forward cannot hand over the hidden states; train it in one process")
+        return
+    head = model.get_output_embeddings()
+    if task == "embedding" and head.weight is not model.get_input_embeddings().weight:
+        head.weight.requires_grad_(False)
 
 
 def _trainer_class() -> type:
@@ -192,6 +209,8 @@ def run_task(args: SftArguments) -> Any:
             write_json_atomic(run.run_dir / ARGS_FILE, run.flat)
     if task in ("seq_cls", "reranker"):
         zero_new_head(run.model)
+    else:
+        pool_hidden_states(run.model, task)
     encoder = TaskEncoder(task, problem_type, args.model.num_labels)
     train_set, val_set = encode(run, run.train_rows, encoder), encode(run, run.val_rows, encoder)
     check_not_empty(run, train_set)

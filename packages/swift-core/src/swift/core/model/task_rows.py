@@ -15,6 +15,7 @@ ms-swift's row formats (docs/tasks.md):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -131,10 +132,63 @@ def task_batch(rows: list[dict], task_type: str, problem_type: str | None) -> Ta
                      [len(row["sequences"]) for row in rows])
 
 
+def gather_rows(outputs: torch.Tensor, labels: torch.Tensor, group_sizes: list[int],
+                group: Any = None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Every data-parallel rank's embeddings, labels and row groups (rank order), for InfoNCE's in-batch negatives
+    over the whole batch as ms-swift computes them. Gradients are exact: every rank computes the same loss on the
+    gathered rows, and the backward sums their gradients (so that DDP's average over ranks is the gradient of
+    that loss, as if one process had held the whole batch)."""
+    import torch
+    import torch.distributed as dist
+
+    world = dist.get_world_size(group)
+    counts = [None] * world
+    dist.all_gather_object(counts, (outputs.shape[0], list(group_sizes), labels.tolist()), group=group)
+    longest = max(c[0] for c in counts)
+    padded = torch.cat([outputs, outputs.new_zeros(longest - outputs.shape[0], *outputs.shape[1:])])
+    gathered = _all_gather_class().apply(padded, group)  # [world, longest, H]
+    pieces = [gathered[r, :counts[r][0]] for r in range(world)]
+    sizes = [n for c in counts for n in c[1]]
+    all_labels = torch.tensor([v for c in counts for v in c[2]], dtype=labels.dtype, device=labels.device)
+    return torch.cat(pieces), all_labels, sizes
+
+
+@functools.cache
+def _all_gather_class() -> type:
+    import torch
+    import torch.distributed as dist
+
+    class AllGather(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, tensor, group):
+            ctx.group, ctx.rank = group, dist.get_rank(group)
+            out = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+            dist.all_gather(out, tensor.contiguous(), group=group)
+            return torch.stack(out)
+
+        @staticmethod
+        def backward(ctx, grad):
+            grad = grad.contiguous()
+            dist.all_reduce(grad, group=ctx.group)  # every rank's loss depends on this rank's rows
+            return grad[ctx.rank], None
+
+    return AllGather
+
+
+def _data_parallel_world(group: Any) -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size(group) if dist.is_available() and dist.is_initialized() else 1
+
+
 def task_loss(task_type: str, loss_type: str | None, problem_type: str | None, outputs: torch.Tensor,
-              labels: torch.Tensor, group_sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+              labels: torch.Tensor, group_sizes: list[int], *, group: Any = None,
+              gather: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean loss over the rows, [rows, k] statistics for the metrics) from one forward's pooled `outputs`:
-    seq_cls / reranker [N, num_labels] logits, embedding [N, H] unit vectors, generative_reranker [N, 1]."""
+    seq_cls / reranker [N, num_labels] logits, embedding [N, H] unit vectors, generative_reranker [N, 1].
+    `gather`: InfoNCE with in-batch negatives (INFONCE_USE_BATCH, the default) scores every rank of the
+    data-parallel `group` (default: the world), as ms-swift does; the loss and the statistics are then the whole
+    batch's, the same on every rank."""
     import torch
 
     from swift.core.model import task_losses as losses
@@ -142,6 +196,9 @@ def task_loss(task_type: str, loss_type: str | None, problem_type: str | None, o
     sizes = list(group_sizes)
     if task_type == "seq_cls":
         return losses.seq_cls_loss(outputs, labels, problem_type), outputs.detach()
+    if task_type == "embedding" and gather and (loss_type or "infonce") == "infonce" and \
+            _data_parallel_world(group) > 1 and losses.InfoNCEOptions.from_env().use_batch:
+        outputs, labels, sizes = gather_rows(outputs, labels, sizes, group)
     if task_type == "embedding":
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         anchors, positives = outputs[starts], outputs[[s + 1 for s in starts]]

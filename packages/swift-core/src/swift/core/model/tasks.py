@@ -109,6 +109,41 @@ def _unwrap(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: layers already injected
 
 
+def pass_hidden_states(model: Any) -> bool:
+    """For training embedding / generative-reranker models: the LM head returns its input, so that the model's own
+    forward (through DDP / DeepSpeed / FSDP wrappers, whose gradient hooks need it) gives the final hidden states
+    instead of vocabulary logits. The head keeps its weight (saved as before; the generative reranker reads its
+    yes / no rows). False, and nothing changed, for models that soft-cap their logits (Gemma 2/3)."""
+    head = model.get_output_embeddings()
+    if head is None or getattr(model.config.get_text_config(), "final_logit_softcapping", None) is not None:
+        return False
+    if not _passes_hidden_states(head):
+        model.set_output_embeddings(_hidden_states_head(head.weight))
+    return True
+
+
+def _passes_hidden_states(head: Any) -> bool:
+    return bool(getattr(head, "swift_passes_hidden_states", False))
+
+
+def _hidden_states_head(weight: Any) -> Any:
+    import torch
+
+    class HiddenStatesHead(torch.nn.Module):
+        """An LM head that returns its input, keeping the head's weight."""
+
+        swift_passes_hidden_states = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = weight
+
+        def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+            return hidden_states
+
+    return HiddenStatesHead()
+
+
 def task_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, task_type: str,
                  yes_no: tuple[int, int] | None = None) -> torch.Tensor:
     """One forward of a task model. seq_cls / reranker: [B, num_labels] logits; embedding: [B, H] unit vectors;
@@ -118,8 +153,12 @@ def task_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
     if task_type in ("seq_cls", "reranker"):
         return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
     base = _unwrap(model)
-    backbone = base.get_decoder() if hasattr(base, "get_decoder") else base.model
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    if _passes_hidden_states(base.get_output_embeddings()):
+        # through the wrappers' forward (DDP's gradient hooks): the "logits" are the final hidden states
+        hidden = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    else:
+        backbone = base.get_decoder() if hasattr(base, "get_decoder") else base.model
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     last = hidden[_rows(hidden), last_token_index(attention_mask)]  # [B, H]
     if task_type == "embedding":
         return F.normalize(last.float(), p=2, dim=-1)
