@@ -33,6 +33,23 @@ class MegatronArgs:
     clip_grad: float = arg(1.0, "gradient clipping norm", aliases=["max_grad_norm"])
     adam_beta1: float = arg(0.9, "AdamW beta1")
     adam_beta2: float = arg(0.95, "AdamW beta2")
+    adam_eps: float = arg(1e-8, "AdamW epsilon")
+    optimizer: Literal["adam", "sgd", "muon", "dist_muon"] = arg(
+        "adam", "adam (AdamW), sgd (--sgd_momentum), muon (Muon on the decoder's weight matrices, AdamW on the rest; "
+                "whole optimizer state on every data-parallel rank) or dist_muon (the same, each rank stepping "
+                "whole parameters in turn); --train_type full")
+    sgd_momentum: float = arg(0.9, "--optimizer sgd: momentum")
+    muon_momentum: float = arg(0.95, "Muon: momentum of its internal SGD")
+    muon_use_nesterov: bool = arg(False, "Muon: Nesterov momentum")
+    muon_scale_mode: Literal["spectral", "shape_scaling", "unit_rms_norm"] = arg(
+        "spectral", "Muon: update scale per matrix, sqrt(max(out, in)) / sqrt(max(1, out/in)) / sqrt(out/in)")
+    muon_extra_scale_factor: float = arg(1.0, "Muon: extra factor on the update (0.2 with spectral matches AdamW's "
+                                              "update RMS, torch's match_rms_adamw)")
+    muon_num_ns_steps: int = arg(5, "Muon: Newton-Schulz iterations")
+    muon_split_qkv: bool = arg(True, "Muon: orthogonalise q, k and v separately (else the fused linear_qkv whole)")
+    muon_tp_mode: Literal["blockwise", "duplicated"] = arg(
+        "blockwise", "Muon under tensor parallelism: each rank's shard on its own (blockwise) or the gathered "
+                     "whole matrix (duplicated: the one-process update)")
     bf16: bool | None = arg(None, "bfloat16 weights and compute (default: on CUDA with bf16, off on CPU)")
     save: str | None = arg(None, "output directory: runs go to <save>/v<N>-<timestamp>/", aliases=["output_dir"])
     add_version: bool = arg(True, "put each run in a new v<N>-<timestamp> directory under --save")
@@ -99,6 +116,11 @@ class MegatronArguments:
     core: MegatronCoreArgs = field(default_factory=MegatronCoreArgs)
 
 
+def uses_distributed_optimizer(m: MegatronArgs) -> bool:
+    """--use_distributed_optimizer, which Muon (whole matrices) turns off."""
+    return m.use_distributed_optimizer and m.optimizer not in ("muon", "dist_muon")
+
+
 def check_train_args(args: MegatronArguments, *, pretrain: bool = False) -> None:
     """Everything checkable before weights load, all problems at once, each naming its flag."""
     m, problems = args.megatron, []
@@ -115,7 +137,19 @@ def check_train_args(args: MegatronArguments, *, pretrain: bool = False) -> None
                                  cached=bool(m.cached_dataset or m.cached_val_dataset))
     problems += check_core_args(args.core, pipeline_parallel_size=m.pipeline_model_parallel_size)
     problems += check_rope_flags(args.model.rope_scaling, args.model.max_model_len)
-    if m.overlap_param_gather and not m.use_distributed_optimizer:
+    if m.optimizer in ("muon", "dist_muon"):
+        if args.tuner.train_type != "full":
+            problems.append(f"--optimizer {m.optimizer} orthogonalises whole weight matrices: use --train_type full "
+                            "(swift sft --optimizer muon trains LoRA with it)")
+        if m.optimizer == "dist_muon" and m.expert_model_parallel_size > 1:
+            problems.append("--optimizer dist_muon with --expert_model_parallel_size > 1 is not supported (experts "
+                            "are owned per expert-parallel rank); use --optimizer muon")
+        if m.overlap_param_gather:
+            problems.append(f"--overlap_param_gather gathers the distributed optimizer's shards; --optimizer "
+                            f"{m.optimizer} keeps whole parameters")
+        if m.muon_num_ns_steps < 1:
+            problems.append(f"--muon_num_ns_steps {m.muon_num_ns_steps}: must be at least 1")
+    elif m.overlap_param_gather and not m.use_distributed_optimizer:
         problems.append("--overlap_param_gather needs --use_distributed_optimizer true (it overlaps the all-gather "
                         "of the sharded optimizer's updated parameters)")
     problems += _check_schedule(m)

@@ -17,7 +17,7 @@ from typing import Any
 
 from swift.core import ConfigError
 from swift.core.arguments import to_flat_dict
-from swift.megatron.arguments import MegatronArguments, check_train_args
+from swift.megatron.arguments import MegatronArguments, check_train_args, uses_distributed_optimizer
 from swift.megatron.convert import Stages
 from swift.megatron.model import Parallel
 
@@ -112,9 +112,10 @@ def _optimizer_kwargs(args: MegatronArguments) -> dict:
     from swift.megatron.options import optimizer_options
 
     m = args.megatron
-    kwargs = optimizer_options(args.core, use_distributed_optimizer=m.use_distributed_optimizer)
+    distributed = uses_distributed_optimizer(m)
+    kwargs = optimizer_options(args.core, use_distributed_optimizer=distributed)
     try:
-        OptimizerConfig(optimizer="adam", use_distributed_optimizer=m.use_distributed_optimizer, **kwargs)
+        OptimizerConfig(optimizer="adam", use_distributed_optimizer=distributed, **kwargs)
     except (ValueError, AssertionError) as e:
         raise ConfigError(f"megatron-core refuses these optimizer options: {e}") from None
     return kwargs
@@ -341,13 +342,22 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
         gpt.cuda(torch.cuda.current_device())
     ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=m.overlap_grad_reduce,
                                                overlap_param_gather=m.overlap_param_gather,
-                                               use_distributed_optimizer=m.use_distributed_optimizer,
+                                               use_distributed_optimizer=uses_distributed_optimizer(m),
                                                check_for_nan_in_grad=False, bucket_size=None)
     model = DistributedDataParallel(config=config, ddp_config=ddp_config, module=gpt)
-    optimizer = get_megatron_optimizer(OptimizerConfig(
-        optimizer="adam", lr=lr, min_lr=m.min_lr, weight_decay=m.weight_decay, adam_beta1=m.adam_beta1,
-        adam_beta2=m.adam_beta2, clip_grad=m.clip_grad, bf16=dtype == torch.bfloat16, params_dtype=dtype,
-        use_distributed_optimizer=m.use_distributed_optimizer, **core.optimizer_kwargs), [model])
+    optimizer_config = OptimizerConfig(
+        optimizer="sgd" if m.optimizer == "sgd" else "adam", lr=lr, min_lr=m.min_lr, weight_decay=m.weight_decay,
+        adam_beta1=m.adam_beta1, adam_beta2=m.adam_beta2, adam_eps=m.adam_eps, sgd_momentum=m.sgd_momentum,
+        clip_grad=m.clip_grad, bf16=dtype == torch.bfloat16, params_dtype=dtype,
+        use_distributed_optimizer=uses_distributed_optimizer(m), **core.optimizer_kwargs)
+    if m.optimizer in ("muon", "dist_muon"):
+        from swift.megatron.muon import MuonSettings, build
+
+        optimizer = build(model, optimizer_config, shape, MuonSettings(
+            m.muon_momentum, m.muon_use_nesterov, m.muon_scale_mode, m.muon_extra_scale_factor, m.muon_num_ns_steps,
+            m.muon_split_qkv, m.muon_tp_mode), name=m.optimizer, lr=lr, weight_decay=m.weight_decay)
+    else:
+        optimizer = get_megatron_optimizer(optimizer_config, [model])
     config.no_sync_func, config.finalize_model_grads_func = model.no_sync, finalize_model_grads
     config.grad_scale_func = optimizer.scale_loss
     scheduler = OptimizerParamScheduler(
@@ -368,7 +378,7 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
     saver = Saver(run_dir, gpt, optimizer, scheduler, parallel, source.hf_config, source.tokenizer,
                   meta={"train_type": tuner.train_type, "model": source.model_id,
                         "lora": lora_spec.to_dict() if lora_spec else None, "family": shape.family,
-                        "use_distributed_optimizer": m.use_distributed_optimizer},
+                        "use_distributed_optimizer": uses_distributed_optimizer(m), "optimizer": m.optimizer},
                   policy=SavePolicy(save_optim=not m.no_save_optim, save_rng=not m.no_save_rng,
                                     save_safetensors=m.save_safetensors, merge_lora=m.merge_lora,
                                     total_limit=m.save_total_limit),
