@@ -60,7 +60,8 @@ def test_muon_trains_as_swift_sft_muon_does(tiny_untied_dir, rows, one_process, 
 @pytest.mark.parametrize(("name", "flags"), [
     ("tp2", ("--tensor_model_parallel_size", "2")),
     ("dist_muon", ("--optimizer", "dist_muon")),
-    ("tp2_blockwise", ("--tensor_model_parallel_size", "2", "--muon_tp_mode", "blockwise"))])
+    pytest.param("tp2_blockwise", ("--tensor_model_parallel_size", "2", "--muon_tp_mode", "blockwise"),
+                 marks=pytest.mark.slow)])
 def test_two_processes_give_the_one_process_losses(tiny_untied_dir, rows, one_process, tmp_path, name, flags):
     """TP=2 gathers each split matrix before Newton-Schulz (duplicated); dist_muon on DP=2 steps each parameter on its
     owner and broadcasts it. Blockwise (mcore's default) orthogonalises each rank's shard: another update."""

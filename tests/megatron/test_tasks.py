@@ -81,7 +81,8 @@ def test_embedding_learns_evaluates_and_serves_as_trained(tiny_llama_dir, tmp_pa
     assert _ranked_first([[_cos(q, d) for d in docs] for q in queries]) >= 7
 
 
-@pytest.mark.parametrize(("task", "rows"), [("embedding", embedding_rows), ("generative_reranker", reranker_rows)])
+@pytest.mark.parametrize(("task", "rows"), [pytest.param("embedding", embedding_rows, marks=pytest.mark.slow),
+                                            ("generative_reranker", reranker_rows)])
 def test_tensor_parallel_gives_the_one_process_losses(tiny_untied_dir, tmp_path, task, rows):
     """TP=2 splits the vocabulary: SmolLM2's "yes" and "no" (ids 10407, 4607) both sit in rank 0's half, so rank 1
     contributes zeros to the generative reranker's scores and must still run the same collectives."""
