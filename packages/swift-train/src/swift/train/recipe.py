@@ -335,6 +335,8 @@ def total_steps(args: SftArguments, n_rows: int | None, rows_per_step: int = 1) 
 def prepare_tuner(run: Run, steps: int, train_set: Any = None) -> PreparedModel:
     """Apply --train_type to the run's model (use_cache off: packed rows need the mask built from position_ids).
     `train_set`: the encoded training rows, for inits that look at data (--init_weights lora-ga)."""
+    import itertools
+
     from swift.tuners import prepare_model
 
     sample_batches = None
@@ -348,7 +350,7 @@ def prepare_tuner(run: Run, steps: int, train_set: Any = None) -> PreparedModel:
                 # media rows stay whole: cutting them could drop image tokens their pixel values need
                 cut = () if run.template.is_multimodal else CUT_TO_LENGTH
                 batch = [{k: v[:max_length] if isinstance(v, list) and k in cut else v for k, v in row.items()}
-                         for row, _ in zip(rows, range(batch_size), strict=False)]
+                         for row in itertools.islice(rows, batch_size)]
                 if batch:
                     yield collator(batch)
 
