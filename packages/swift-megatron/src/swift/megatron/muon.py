@@ -76,30 +76,27 @@ class MuonWithAdamW(torch.optim.Optimizer):
                                       nesterov=settings.nesterov, betas=betas, eps=eps))
         self.shape, self.settings, self.distributed = shape, settings, distributed
 
-    def _owned(self, index: int) -> bool:
+    def _owner(self) -> tuple[int, int]:
+        """(this data-parallel rank, the number of ranks) among which dist_muon deals the parameters out."""
         if not self.distributed:
-            return True
+            return 0, 1
         from megatron.core import parallel_state as ps
 
-        return index % ps.get_data_parallel_world_size() == ps.get_data_parallel_rank()
+        return ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
 
     @torch.no_grad()
     def step(self, closure=None):
-        index = 0
-        owned = []
-        for group in self.param_groups:
-            for param in group["params"]:
-                mine = self._owned(index)
-                owned.append((param, index))
-                index += 1
-                if param.grad is None or not mine:
-                    continue
-                if group["use_muon"]:
-                    self._muon(param, group)
-                else:
-                    self._adamw(param, group)
+        rank, world = self._owner()
+        params = [(param, group) for group in self.param_groups for param in group["params"]]
+        for index, (param, group) in enumerate(params):
+            if param.grad is None or index % world != rank:
+                continue
+            if group["use_muon"]:
+                self._muon(param, group)
+            else:
+                self._adamw(param, group)
         if self.distributed:
-            self._broadcast(owned)
+            self._broadcast([param for param, _ in params])
         return None
 
     def _muon(self, param: torch.Tensor, group: dict) -> None:
@@ -149,16 +146,16 @@ class MuonWithAdamW(torch.optim.Optimizer):
         ortho = _zeropower_via_newtonschulz(matrix.float(), (DEFAULT_A, DEFAULT_B, DEFAULT_C), s.ns_steps, 1e-7)
         return ortho.float() * scale_factor(*matrix.shape, s.scale_mode) * s.extra_scale_factor
 
-    def _broadcast(self, owned: list[tuple[torch.Tensor, int]]) -> None:
+    def _broadcast(self, params: list[torch.Tensor]) -> None:
+        """Parameter i from its owner, data-parallel rank i mod the ranks, to the others."""
         import torch.distributed as dist
 
         from megatron.core import parallel_state as ps
 
         group = ps.get_data_parallel_group()
         ranks = dist.get_process_group_ranks(group)
-        world = len(ranks)
-        for param, index in owned:
-            dist.broadcast(param.data, src=ranks[index % world], group=group)
+        for index, param in enumerate(params):
+            dist.broadcast(param.data, src=ranks[index % len(ranks)], group=group)
 
 
 @dataclass(frozen=True)

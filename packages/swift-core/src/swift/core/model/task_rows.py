@@ -196,17 +196,17 @@ def task_loss(task_type: str, loss_type: str | None, problem_type: str | None, o
     sizes = list(group_sizes)
     if task_type == "seq_cls":
         return losses.seq_cls_loss(outputs, labels, problem_type), outputs.detach()
-    if task_type == "embedding" and gather and (loss_type or "infonce") == "infonce" and \
-            _data_parallel_world(group) > 1 and losses.InfoNCEOptions.from_env().use_batch:
-        outputs, labels, sizes = gather_rows(outputs, labels, sizes, group)
     if task_type == "embedding":
+        loss_type = loss_type or "infonce"
+        options = losses.InfoNCEOptions.from_env() if loss_type == "infonce" else None
+        if options is not None and options.use_batch and gather and _data_parallel_world(group) > 1:
+            outputs, labels, sizes = gather_rows(outputs, labels, sizes, group)
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         anchors, positives = outputs[starts], outputs[[s + 1 for s in starts]]
         per_row = [outputs[s + 2:s + n] for s, n in zip(starts, sizes, strict=True)]
         negatives = torch.cat(per_row)
-        loss_type = loss_type or "infonce"
-        if loss_type == "infonce":
-            loss = losses.infonce_groups(anchors, positives, per_row, losses.InfoNCEOptions.from_env())
+        if options is not None:
+            loss = losses.infonce_groups(anchors, positives, per_row, options)
         else:
             loss = getattr(losses, f"{loss_type}_loss")(anchors, positives, labels)
         documents = torch.cat([positives, negatives]).detach()
