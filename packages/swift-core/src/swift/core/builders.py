@@ -53,7 +53,8 @@ def load_model(args: ModelArgs, *, load_model: bool = True, quantization: Any = 
         args.model, args.torch_dtype, args.device_map, args.attn_impl, quantization, load_model,
         model_type=args.model_type, revision=args.model_revision, use_hf=args.use_hf, token=args.hub_token,
         trust_remote_code=args.trust_remote_code, num_labels=num_labels, need_weights=need_weights,
-        experts_impl=args.experts_impl, rope_scaling=args.rope_scaling, max_model_len=args.max_model_len)
+        experts_impl=args.experts_impl, rope_scaling=args.rope_scaling, max_model_len=args.max_model_len,
+        check_files=args.check_model)
     if args.new_special_tokens:
         add_special_tokens(model, tokenizer, special_token_list(args.new_special_tokens))
     return model, tokenizer

@@ -39,6 +39,8 @@ class ModelArgs:
     hub_token: str | None = arg(None, "hub token for private models (or the hub's login); never written to disk",
                                 secret=True, env="HF_TOKEN")
     trust_remote_code: bool = arg(False, "run model code shipped in the model repository (never on by default)")
+    check_model: bool = arg(True, "check that the model's safetensors files are whole (headers and sizes) before "
+                                  "loading them, naming a file cut short or modified")
     new_special_tokens: list[str] = arg([], "tokens to add to the tokenizer as special tokens (or .txt files with "
                                             "one per whitespace); the embeddings grow to hold them, and LoRA trains "
                                             "their rows")

@@ -105,6 +105,43 @@ def _load_processor(model_dir: Path, trust_remote_code: bool) -> Any:
     return processor
 
 
+def check_weight_files(model_dir: str | Path) -> None:
+    """Every safetensors file of `model_dir` whole: its header parses and its size is the header's (a download cut
+    short or a file written over fails here, naming the file, rather than deep inside the loader); every shard
+    the index names exists. Reads only the headers (a few KiB per file)."""
+    import struct
+
+    model_dir = Path(model_dir)
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (ValueError, KeyError) as e:
+            raise ModelLoadError(f"{index}: not a safetensors index ({e}); the download may be incomplete "
+                              "(--check_model false skips this check)") from None
+        missing = sorted(name for name in shards if not (model_dir / name).is_file())
+        if missing:
+            raise ModelLoadError(f"{index} names shards that are not there: {', '.join(missing)}; the download is "
+                              "incomplete")
+    for path in sorted(model_dir.glob("*.safetensors")):
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            length = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+            header = f.read(length) if length is not None and length < size else b""
+        try:
+            entries = json.loads(header) if header else None
+            end = max((v["data_offsets"][1] for k, v in entries.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            entries = end = None
+        if entries is None:
+            raise ModelLoadError(f"{path}: not a safetensors file (its header does not parse); the file is corrupt or "
+                              "was cut short (--check_model false skips this check)")
+        if size != 8 + length + end:
+            raise ModelLoadError(f"{path}: {size} bytes where its header says {8 + length + end}; the file was cut "
+                              "short or modified: download it again (--check_model false skips this check)")
+
+
 def get_model_tokenizer(
     model_id_or_path: str,
     torch_dtype: Any = None,
@@ -123,6 +160,7 @@ def get_model_tokenizer(
     experts_impl: str | None = None,
     rope_scaling: str | None = None,
     max_model_len: int | None = None,
+    check_files: bool = True,
 ) -> tuple[Any, Any]:
     """Load `(model, tokenizer)`; `model` is None with `load_model=False` (fast: no weights are read).
 
@@ -133,6 +171,7 @@ def get_model_tokenizer(
     `load_model=False` puts the weights on disk (download, packaged conversion) without reading them, for serving
     libraries that load them themselves. `experts_impl`: how MoE experts run (transformers' experts_implementation).
     `rope_scaling` / `max_model_len`: set on the config before the weights load (swift.core.model.rope).
+    `check_files` (--check_model): the safetensors files are checked whole before they load (`check_weight_files`).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -163,6 +202,8 @@ def get_model_tokenizer(
         tokenizer.swift_model_info = info
         return None, tokenizer
 
+    if check_files:
+        check_weight_files(model_dir)
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code, **gguf)
     apply_rope_overrides(config, rope_overrides(config, rope_scaling, max_model_len))
     dtype = _resolve_dtype(torch_dtype, raw.get("dtype") or raw.get("torch_dtype"), device_map)
