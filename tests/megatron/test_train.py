@@ -167,7 +167,7 @@ def test_pt_with_packing_trains_on_every_token(tiny_untied_dir, tmp_path):
      "tensor_model_parallel_size"),
     (("export", "--model", "x"), "exactly one of --to_mcore true"),
     (("export", "--to_hf", "true", "--mcore_model", "/nonexistent"), "--mcore_model /nonexistent: no mcore checkpoint"),
-    (("rlhf", "--rlhf_type", "dpo"), "does not run yet"),
+    (("rlhf", "--rlhf_type", "dpo", "--dataset", str(IDENTITY)), "--model is required"),
     (("train",), "unknown megatron command 'train'"),
 ])
 def test_bad_input_is_named(argv, needle, capsys):

@@ -69,6 +69,9 @@ _EXPORTS = {
     "TemplateMeta": "swift.core.template",
     "register_template": "swift.core.template",
     "TEMPLATES": "swift.core.template",
+    # preference rows as prompt / chosen / rejected ids (swift rlhf's and megatron rlhf's DPO)
+    "split_answer": "swift.core.preference",
+    "preference_ids": "swift.core.preference",
     # reward functions (GRPO, swift sample)
     "register_reward": "swift.core.rewards",
     "REWARDS": "swift.core.rewards",

@@ -5,6 +5,10 @@ from swift.core import lazy_exports
 _EXPORTS = {
     "MegatronArguments": "swift.megatron.arguments",
     "MegatronArgs": "swift.megatron.arguments",
+    "MegatronRlhfArguments": "swift.megatron.arguments",
+    "MegatronRlhfArgs": "swift.megatron.arguments",
+    "DpoSettings": "swift.megatron.dpo",
+    "dpo_loss": "swift.megatron.dpo",
     "sft_main": "swift.megatron.cli",
     "pt_main": "swift.megatron.cli",
     "export_main": "swift.megatron.cli",

@@ -93,8 +93,9 @@ class MegatronArgs:
     mcore_model: str | None = arg(None, "export: the mcore checkpoint to convert")
     loss_type: str | None = arg(None, "--task_type embedding: infonce (default), cosine_similarity, contrastive, "
                                       "online_contrastive; generative_reranker: pointwise_reranker (default), "
-                                      "listwise_reranker; causal_lm: cross_entropy")
-    rlhf_type: Literal["dpo"] = arg("dpo", "rlhf: the preference method (DPO is planned; rlhf does not run yet)")
+                                      "listwise_reranker; causal_lm: cross_entropy. megatron rlhf --rlhf_type dpo: "
+                                      "sigmoid (default), hinge, ipo, robust, exo_pair, sigmoid_norm, nca_pair, "
+                                      "sppo_hard, aot, aot_unpaired, apo_zero, apo_down")
     merge_lora: bool = arg(True, "export of a LoRA checkpoint: merged HF model (false: a PEFT adapter)")
     adapters: list[str] = arg([], "export: a LoRA checkpoint to export (an mcore LoRA checkpoint, or a PEFT "
                                   "adapter directory with --model as its base)")
@@ -116,6 +117,33 @@ class MegatronArguments:
     core: MegatronCoreArgs = field(default_factory=MegatronCoreArgs)
 
 
+@dataclass
+class MegatronRlhfArgs:
+    """RLHF"""
+
+    rlhf_type: Literal["dpo"] = arg("dpo", "the preference method: dpo (Direct Preference Optimization on "
+                                           "preference rows: messages + rejected_response, or prompt/chosen/rejected)")
+    beta: float = arg(0.1, "DPO: how far the policy may move from the reference (for ipo: its regularisation)")
+    rpo_alpha: float | None = arg(None, "DPO: add rpo_alpha x the NLL of the chosen answers (RPO; the paper "
+                                        "suggests 1)")
+    label_smoothing: float = arg(0.0, "DPO: the share of pairs assumed mislabelled (conservative DPO for sigmoid; "
+                                      "robust, exo_pair, aot, aot_unpaired)")
+    reference_free: bool = arg(False, "DPO: no reference model (one that gives every answer the same probability)")
+    f_divergence_type: Literal["reverse_kl", "js_divergence"] = arg(
+        "reverse_kl", "DPO: the divergence the log-ratios are taken under (trl's f-DPO)")
+    ref_model: str | None = arg(None, "DPO reference: an HF model id or directory of the same architecture "
+                                      "(default: the policy's initial weights; LoRA: the base without the adapter)")
+    ref_load: str | None = arg(None, "DPO reference: an mcore checkpoint (as --load takes)",
+                               aliases=["mcore_ref_model"])
+
+
+@dataclass
+class MegatronRlhfArguments(MegatronArguments):
+    """Swift on Megatron-Core: preference training."""
+
+    rlhf: MegatronRlhfArgs = field(default_factory=MegatronRlhfArgs)
+
+
 def uses_distributed_optimizer(m: MegatronArgs) -> bool:
     """--use_distributed_optimizer, which Muon (whole matrices) turns off."""
     return m.use_distributed_optimizer and m.optimizer not in ("muon", "dist_muon")
@@ -133,8 +161,13 @@ def check_train_args(args: MegatronArguments, *, pretrain: bool = False) -> None
         problems.append(f"--train_type {args.tuner.train_type}: megatron trains full or lora")
     from swift.megatron.tasks import check_task_flags
 
-    problems += check_task_flags(args.model, m.loss_type, pretrain=pretrain, packing=args.template.packing,
-                                 cached=bool(m.cached_dataset or m.cached_val_dataset))
+    rlhf = isinstance(args, MegatronRlhfArguments)
+    if rlhf:
+        from swift.megatron.dpo import check_dpo_flags
+
+        problems += check_dpo_flags(args)
+    problems += check_task_flags(args.model, None if rlhf else m.loss_type, pretrain=pretrain,
+                                 packing=args.template.packing, cached=bool(m.cached_dataset or m.cached_val_dataset))
     problems += check_core_args(args.core, pipeline_parallel_size=m.pipeline_model_parallel_size)
     problems += check_rope_flags(args.model.rope_scaling, args.model.max_model_len)
     if m.optimizer in ("muon", "dist_muon"):

@@ -1,7 +1,7 @@
 """`megatron sft|pt|rlhf|export`: Swift on Megatron-Core (console script of swift-megatron).
 
 Flags are checked before anything heavy loads; `NPROC_PER_NODE` (with NNODES, NODE_RANK, MASTER_ADDR,
-MASTER_PORT) makes `sft`/`pt` start torchrun itself, as ms-swift users expect.
+MASTER_PORT) makes `sft`/`pt`/`rlhf` start torchrun itself, as ms-swift users expect.
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from swift.core.cli import EXIT_USAGE, not_built, resolve_args, run_command
-from swift.megatron.arguments import MegatronArguments, check_export_args, check_train_args
+from swift.core.cli import EXIT_USAGE, resolve_args, run_command
+from swift.megatron.arguments import MegatronArguments, MegatronRlhfArguments, check_export_args, check_train_args
 
 SUBCOMMANDS = {"sft": "Megatron supervised fine-tuning", "pt": "Megatron pre-training",
-               "rlhf": "Megatron DPO (not built yet)", "export": "HF <-> mcore conversion"}
+               "rlhf": "Megatron preference training (--rlhf_type dpo)", "export": "HF <-> mcore conversion"}
 
 
 def sft_main(args: MegatronArguments | Sequence[str] | None = None):
@@ -24,8 +24,13 @@ def pt_main(args: MegatronArguments | Sequence[str] | None = None):
     return _train("pt", args)
 
 
+def rlhf_main(args: MegatronRlhfArguments | Sequence[str] | None = None):
+    return _train("rlhf", args)
+
+
 def _train(command: str, args: MegatronArguments | Sequence[str] | None):
-    parsed = resolve_args(MegatronArguments, args, prog=f"megatron {command}")
+    cls = MegatronRlhfArguments if command == "rlhf" else MegatronArguments
+    parsed = resolve_args(cls, args, prog=f"megatron {command}")
     check_train_args(parsed, pretrain=command == "pt")  # bad flags fail in a second, before megatron.core loads or processes start
     if not isinstance(args, MegatronArguments):
         from swift.core.run import relaunch_under_torchrun
@@ -46,11 +51,6 @@ def export_main(args: MegatronArguments | Sequence[str] | None = None):
     from swift.megatron.export import run_export
 
     return run_export(parsed)
-
-
-def rlhf_main(args: MegatronArguments | Sequence[str] | None = None):
-    resolve_args(MegatronArguments, args, prog="megatron rlhf")
-    raise not_built("megatron rlhf", "issue 11: DPO on mcore comes after sft")
 
 
 def _require_megatron() -> None:

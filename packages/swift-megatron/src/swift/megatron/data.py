@@ -24,6 +24,7 @@ class BatchPlan:
     pad_multiple: int = 1
     lengths: Sequence[int] | None = None  # --group_by_length: each row's tokens
     task: Any = None  # --task_type embedding / generative_reranker (swift.megatron.tasks.MegatronTask)
+    pairs: bool = False  # megatron rlhf: preference rows (swift.megatron.dpo), two sequences each
 
 
     @property
@@ -65,17 +66,30 @@ def step_microbatches(rows: Sequence[dict], step: int, plan: BatchPlan) -> tuple
     """This rank's micro-batches of `step` and their common sequence length (a task's micro-batches also share
     their number of sequences: `tokens` is [sequences, length])."""
     indices = global_batch_indices(len(rows), step, plan)
-    length = max(len(rows[i]["input_ids"]) for i in indices)
+    length = max(row_length(rows[i]) for i in indices)
     length = -(-length // plan.pad_multiple) * plan.pad_multiple
     per_rank = plan.global_batch_size // plan.data_parallel_size
     mine = indices[plan.data_parallel_rank * per_rank:(plan.data_parallel_rank + 1) * per_rank]
     groups = [[rows[i] for i in mine[j:j + plan.micro_batch_size]] for j in range(0, per_rank, plan.micro_batch_size)]
+    if plan.pairs:
+        from swift.megatron.dpo import collate_pairs
+
+        return [collate_pairs(group, length) for group in groups], length
     if plan.task is not None:
         from swift.megatron.tasks import collate_task, sequence_count
 
         count = max(sequence_count(group) for group in groups)  # one activation shape for the whole step
         return [collate_task(group, length, count, plan.task) for group in groups], length
     return [collate(group, length) for group in groups], length
+
+
+def row_length(row: dict) -> int:
+    """The tokens a row's longest sequence spans (what the step pads to)."""
+    if "input_ids" in row:
+        return len(row["input_ids"])
+    from swift.megatron.dpo import pair_length
+
+    return pair_length(row)
 
 
 def collate(batch: Sequence[dict], length: int) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,9 +120,25 @@ def attach_lora(model: Any, spec: LoraSpec, dtype: Any) -> list[str]:
     return adapted
 
 
+@contextmanager
+def adapters_disabled(model: Any) -> Iterator[None]:
+    """The base model: every LoRA pair of `model` switched off (DPO's reference pass; on every tensor-parallel rank
+    alike, so the row-parallel hooks' collectives are skipped everywhere)."""
+    modules = [module for module in model.modules() if hasattr(module, "lora_A")]
+    for module in modules:
+        module.lora_enabled = False
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.lora_enabled = True
+
+
 def _column_hook(module, args, output):
     from megatron.core.tensor_parallel import copy_to_tensor_model_parallel_region
 
+    if not getattr(module, "lora_enabled", True):
+        return output
     out, bias = output
     low = copy_to_tensor_model_parallel_region(module.lora_A(module.lora_dropout(args[0])))
     return out + module.lora_B(low) * module.lora_scaling, bias
@@ -129,6 +147,8 @@ def _column_hook(module, args, output):
 def _row_hook(module, args, output):
     from megatron.core.tensor_parallel import reduce_from_tensor_model_parallel_region
 
+    if not getattr(module, "lora_enabled", True):
+        return output
     out, bias = output
     low = reduce_from_tensor_model_parallel_region(module.lora_A(module.lora_dropout(args[0])))
     return out + module.lora_B(low) * module.lora_scaling, bias
@@ -183,5 +203,5 @@ def peft_targets(spec: LoraSpec) -> list[str]:
     return sorted(hf for hf, mcore in HF_TO_MCORE.items() if mcore in spec.targets)
 
 
-__all__ = ["LoraSpec", "attach_lora", "init_lora_full", "lora_state", "merge_lora_full", "resolve_targets",
-           "split_rule", "to_peft"]
+__all__ = ["LoraSpec", "adapters_disabled", "attach_lora", "init_lora_full", "lora_state", "merge_lora_full",
+           "resolve_targets", "split_rule", "to_peft"]

@@ -41,22 +41,33 @@ def reduce_loss(out: list[dict]) -> float:
     return float(totals[0] / max(totals[1], 1.0))
 
 
-def reduce_totals(out: list[dict]):
-    """(loss sum, label tokens) of a step on every rank: summed over micro-batches and data-parallel ranks on the
-    last stage, then shared along the pipeline."""
+def reduce_totals(out: list[dict], *, key: str = "lm loss", size: int = 2):
+    """The `key` totals of a step on every rank (default: loss sum, label tokens): summed over micro-batches and
+    data-parallel ranks on the last stage, then shared along the pipeline."""
     import torch
     import torch.distributed as dist
 
     from megatron.core import parallel_state as ps
 
-    totals = torch.zeros(2, dtype=torch.float64)
+    totals = torch.zeros(size, dtype=torch.float64)
     if ps.is_pipeline_last_stage():
         for item in out:
-            totals += item["lm loss"].detach().cpu().double()
+            totals += item[key].detach().cpu().double()
         dist.all_reduce(totals, group=ps.get_data_parallel_group(with_context_parallel=True))
     if ps.get_pipeline_model_parallel_world_size() > 1:
         dist.all_reduce(totals, group=ps.get_pipeline_model_parallel_group())
     return totals
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the steps train: mcore's forward step (default: the token loss of sft / pt / the tasks), what runs over
+    a step's micro-batches before it (`prepare(micro, seq_length)`: DPO's reference pass), and the metrics logged
+    beside the loss (`metrics(out)`: the same on every rank). `megatron rlhf`'s is swift.megatron.dpo.objective."""
+
+    forward_step: Any = forward_step
+    prepare: Any = None
+    metrics: Any = None
 
 
 @dataclass
@@ -70,9 +81,10 @@ class Evaluator:
     plan: Any
     model: Any
     forward_backward: Any
+    objective: Objective = Objective()
 
     def __call__(self) -> dict[str, float]:
-        """{"eval_loss": ..., "eval_<metric>": ... (tasks)}."""
+        """{"eval_loss": ..., "eval_<metric>": ... (tasks, DPO)}."""
         import torch
 
         totals, outs = torch.zeros(2, dtype=torch.float64), []
@@ -80,13 +92,17 @@ class Evaluator:
         with torch.no_grad():
             for step in range(self.batches):
                 micro, seq_length = step_microbatches(self.rows, step, self.plan)
-                out = self.forward_backward(forward_step_func=forward_step, data_iterator=iter(micro),
+                if self.objective.prepare is not None:
+                    self.objective.prepare(micro, seq_length)
+                out = self.forward_backward(forward_step_func=self.objective.forward_step, data_iterator=iter(micro),
                                             model=[self.model], num_microbatches=len(micro), seq_length=seq_length,
                                             micro_batch_size=micro[0]["tokens"].shape[0], forward_only=True)
                 totals += reduce_totals(out)
                 outs += out
         self.model.train()
         result = {"eval_loss": float(totals[0] / max(totals[1], 1.0))}
+        if self.objective.metrics is not None:
+            result |= {f"eval_{k}": v for k, v in self.objective.metrics(outs).items()}
         if self.plan.task is not None:
             from swift.megatron.tasks import reduce_metrics
 
@@ -94,7 +110,8 @@ class Evaluator:
         return result
 
 
-def make_evaluator(m, val_rows: list[dict] | None, plan, model, forward_backward) -> Evaluator | None:
+def make_evaluator(m, val_rows: list[dict] | None, plan, model, forward_backward,
+                   objective: Objective = Objective()) -> Evaluator | None:
     """ms-swift's rule: evaluate every --eval_steps (default --save_steps) when a validation split exists, over
     --eval_iters global batches (-1: all full ones; none when the split is smaller than a global batch)."""
     if not val_rows:
@@ -108,4 +125,4 @@ def make_evaluator(m, val_rows: list[dict] | None, plan, model, forward_backward
                        len(val_rows), m.global_batch_size)
         return None
     return Evaluator(m.eval_interval or m.save_interval, batches, val_rows, dataclasses.replace(plan, seed=0, lengths=None),
-                     model, forward_backward)
+                     model, forward_backward, objective)

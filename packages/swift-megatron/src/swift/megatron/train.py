@@ -12,6 +12,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ class MegatronResult:
     last_checkpoint: Path | None
     losses: dict[int, float] = field(default_factory=dict)
     eval_losses: dict[int, float] = field(default_factory=dict)
+    metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # logged beside the loss (DPO's rewards...)
 
 
 @dataclass
@@ -72,6 +74,7 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
     # an encoder task's rows may have no assistant turn (a query and its documents)
     require_answer = task_type_of(args.model.task_type) == "causal_lm"
     rows_raw, val_raw = load_rows(args.data, require_answer=require_answer) if args.data.dataset else (None, None)
+    preference = _preference(args, rows_raw, val_raw)
     dtype = _dtype(m.bf16)
     # megatron-core's own checks of --recompute_*, --moe_*, --fp8_*... run on the HF config, before weights load
     early = _read_hf_config(args)
@@ -82,20 +85,37 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
 
         # recorded in args.json: infer / deploy read the head back with it
         args.model.problem_type = resolve_problem_type(args.model.problem_type, args.model.num_labels, rows_raw)
-    source = _load_source(args)
+    source = load_source(args)
     _as_classifier(args, source)
     shape = ModelShape.from_hf(source.hf_config)
     if parallel.ep > 1 and parallel.tp > 1:
         raise ConfigError("--expert_model_parallel_size > 1 with --tensor_model_parallel_size > 1 is not supported")
     config = config or _core_config(args, source.hf_config, parallel, dtype)
     task = _task(args, source.tokenizer)
-    rows, template_name, max_length = _encode(args, rows_raw, source.tokenizer, pretrain=pretrain, task=task)
+    encode = partial(_encode, args, tokenizer=source.tokenizer, pretrain=pretrain, task=task, pairs=preference)
+    rows, template_name, max_length = encode(rows_raw)
     val_rows = None
     if val_raw is not None or m.cached_val_dataset or m.cached_dataset:
-        val_rows = _encode(args, val_raw, source.tokenizer, pretrain=pretrain, split="val", task=task)[0] or None
+        val_rows = encode(val_raw, split="val")[0] or None
+    command = "rlhf" if preference is not None else "pt" if pretrain else "sft"
     with megatron_session(parallel, seed=m.seed):
-        return _train(args, parallel, source, shape, CoreConfig(config, optimizer_kwargs), Rows(rows, val_rows, task),
-                      template_name=template_name, max_length=max_length, command="pt" if pretrain else "sft")
+        return _train(args, parallel, source, shape, CoreConfig(config, optimizer_kwargs),
+                      Rows(rows, val_rows, task, preference), template_name=template_name, max_length=max_length,
+                      command=command)
+
+
+def _preference(args: MegatronArguments, rows_raw, val_raw) -> Any:
+    """megatron rlhf: the DPO settings, once every row is known to have a rejected answer; None for sft / pt."""
+    from swift.megatron.arguments import MegatronRlhfArguments
+
+    if not isinstance(args, MegatronRlhfArguments):
+        return None
+    from swift.megatron.dpo import DpoSettings, check_preference_rows
+
+    check_preference_rows(rows_raw, args.data)
+    if val_raw is not None:
+        check_preference_rows(val_raw, args.data, flag="--val_dataset" if args.data.val_dataset else "--dataset")
+    return DpoSettings.of(args.rlhf, args.megatron.loss_type)
 
 
 @dataclass
@@ -126,6 +146,7 @@ class Rows:
     train: list[dict]
     val: list[dict] | None
     task: Any = None  # swift.megatron.tasks.MegatronTask of --task_type seq_cls / embedding / ...
+    preference: Any = None  # megatron rlhf: swift.megatron.dpo.DpoSettings (rows are prompt / chosen / rejected ids)
 
 
 def _task(args: MegatronArguments, tokenizer) -> Any:
@@ -194,7 +215,7 @@ def _dtype(bf16: bool | None):
     return torch.bfloat16 if use_bf16(bf16, cpu=False) else torch.float32
 
 
-def _load_source(args: MegatronArguments) -> Source:
+def load_source(args: MegatronArguments) -> Source:
     from transformers import AutoConfig, AutoTokenizer
 
     from swift.core import load_model
@@ -231,20 +252,27 @@ def _with_rope_flags(args: MegatronArguments, hf_config: Any) -> Any:
     return hf_config
 
 
-def _encode(args: MegatronArguments, rows_raw, tokenizer, *, pretrain: bool, split: str = "train",
-            task: Any = None) -> tuple[list[dict], str, int]:
-    """Encoded rows of one split: `rows_raw` through the template (a task's rows through its `TaskEncoder`), plus
-    the --cached_dataset (train) or --cached_val_dataset / the cached folders' val/ (val) rows; packed with
-    --packing."""
+def _encode(args: MegatronArguments, rows_raw, *, tokenizer, pretrain: bool, split: str = "train",
+            task: Any = None, pairs: Any = None) -> tuple[list[dict], str, int]:
+    """Encoded rows of one split: `rows_raw` through the template (a task's rows through its `TaskEncoder`,
+    preference rows (`pairs`) as prompt / chosen / rejected ids), plus the --cached_dataset (train) or
+    --cached_val_dataset / the cached folders' val/ (val) rows; packed with --packing."""
     from swift.core import TaskEncoder, build_template, encode_rows, max_length
     from swift.core.dataset import pack_dataset
 
     template = build_template(args.template, tokenizer, pretrain=pretrain)
     length = max_length(args.template)
-    encoder = TaskEncoder(task.task_type, task.problem_type, task.num_labels) if task is not None else None
-    encoded = encode_rows(rows_raw, template, args.data, args.template,
-                          encode=encoder) if rows_raw is not None else None
-    cached = _cached_rows(args, template, length, split)
+    if pairs is not None:
+        from swift.megatron.dpo import encode_pair
+
+        encoder, extra = encode_pair, {}
+    elif task is not None:
+        encoder, extra = TaskEncoder(task.task_type, task.problem_type, task.num_labels), {}
+    else:
+        encoder, extra = None, {"chosen_only": True}  # a preference row trains on its chosen side (as swift sft)
+    encoded = encode_rows(rows_raw, template, args.data, args.template, encode=encoder,
+                          **extra) if rows_raw is not None else None
+    cached = _cached_rows(args, template, length, split, template_mode="rlhf" if pairs is not None else "train")
     if cached is not None:
         from datasets import concatenate_datasets
 
@@ -252,33 +280,52 @@ def _encode(args: MegatronArguments, rows_raw, tokenizer, *, pretrain: bool, spl
             [encoded.select_columns(cached.column_names), cached])
     if encoded is None:
         return [], template.name, length
-    if args.template.packing:
-        encoded = pack_dataset(encoded, length, num_proc=args.data.dataset_num_proc)
-    keep = ("input_ids", "sequences", "task_label") if task is not None else ("input_ids", "labels", "position_ids")
-    rows = [{k: row[k] for k in keep if k in row} for row in encoded]
+    if pairs is not None:
+        rows = _pair_rows(encoded, length, packing=args.template.packing, split=split)
+    else:
+        if args.template.packing:
+            encoded = pack_dataset(encoded, length, num_proc=args.data.dataset_num_proc)
+        keep = ("input_ids", "sequences", "task_label") if task is not None else ("input_ids", "labels",
+                                                                                   "position_ids")
+        rows = [{k: row[k] for k in keep if k in row} for row in encoded]
     if not rows and split == "train":
         raise ConfigError(f"--max_length {length}: every training row is longer; raise it or use "
                           "--truncation_strategy left/right")
     return rows, template.name, length
 
 
-def _cached_rows(args: MegatronArguments, template, length: int, split: str):
-    """The cached dataset rows of `split` (swift export --to_cached_dataset), long rows dropped under
-    --truncation_strategy delete as fresh ones are; None without any."""
+def _pair_rows(encoded, length: int, *, packing: bool, split: str) -> list[dict]:
+    """Preference rows whose two answers survived truncation (the others counted in one warning), packed in pairs
+    with --packing."""
+    from swift.megatron.dpo import has_answers, pack_pairs
+
+    rows = [{k: list(row[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for row in encoded]
+    kept = [row for row in rows if has_answers(row)]
+    if len(kept) < len(rows):
+        logger.warning("%s: dropped %d of %d preference rows whose chosen or rejected answer was truncated away",
+                       split, len(rows) - len(kept), len(rows))
+    return pack_pairs(kept, length) if packing else kept
+
+
+def _cached_rows(args: MegatronArguments, template, length: int, split: str, *, template_mode: str = "train"):
+    """The cached dataset rows of `split` (swift export --to_cached_dataset, in the --template_mode layout this run
+    reads), long rows dropped under --truncation_strategy delete as fresh ones are; None without any."""
     from pathlib import Path
 
     from swift.core import load_cached_dataset
 
     m = args.megatron
+    mode = {"template_mode": template_mode}
     if split == "train" and m.cached_dataset:
-        cached = load_cached_dataset(m.cached_dataset, template, seed=args.data.data_seed, flag="--cached_dataset")
+        cached = load_cached_dataset(m.cached_dataset, template, seed=args.data.data_seed, flag="--cached_dataset",
+                                     **mode)
     elif split == "val" and m.cached_val_dataset:
         cached = load_cached_dataset(m.cached_val_dataset, template, seed=args.data.data_seed,
-                                     flag="--cached_val_dataset")
+                                     flag="--cached_val_dataset", **mode)
     elif split == "val" and m.cached_dataset and not args.data.val_dataset and all(
             (Path(s.partition("#")[0]).expanduser() / "val").is_dir() for s in m.cached_dataset):
         cached = load_cached_dataset([s.partition("#")[0] for s in m.cached_dataset], template, split="val",
-                                     flag="--cached_dataset")
+                                     flag="--cached_dataset", **mode)
     else:
         return None
     if args.template.truncation_strategy == "delete":
@@ -308,7 +355,7 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
     from swift.megatron.data import BatchPlan, step_batches
     from swift.megatron.model import build_gpt
     from swift.megatron.saving import SavePolicy, Saver, resume
-    from swift.megatron.step import forward_step, make_evaluator, reduce_loss
+    from swift.megatron.step import Objective, make_evaluator, reduce_loss
     from swift.tuners import get_tuner
 
     m, tuner, rows = args.megatron, args.tuner, data.train
@@ -332,7 +379,7 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
         from swift.megatron.tasks import prepare_task_model
 
         prepare_task_model(gpt, data.task, dtype)
-    lora_spec = _load_weights(gpt, source, shape, parallel, tuner, seed=m.seed, dtype=dtype)
+    lora_spec = load_weights(gpt, source, shape, parallel, tuner, seed=m.seed, dtype=dtype)
     if data.task is not None:
         from swift.megatron.tasks import after_weights_load
 
@@ -340,6 +387,11 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
     gpt.to(dtype)
     if torch.cuda.is_available():
         gpt.cuda(torch.cuda.current_device())
+    preference = None
+    if data.preference is not None:  # before DDP and the first step: a copy of the reference takes these weights
+        from swift.megatron.dpo import prepare_dpo
+
+        preference = prepare_dpo(data.preference, args, source, gpt, shape, parallel, config, lora_spec=lora_spec)
     ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=m.overlap_grad_reduce,
                                                overlap_param_gather=m.overlap_param_gather,
                                                use_distributed_optimizer=uses_distributed_optimizer(m),
@@ -368,17 +420,21 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
     if source.checkpoint is not None:
         start = resume(source.checkpoint, source.meta or {}, m, optimizer, scheduler, parallel)
 
+    from swift.megatron.data import row_length
+
     plan = BatchPlan(m.global_batch_size, m.micro_batch_size, dp, dp_rank, seed=args.data.data_seed,
                      pad_multiple=parallel.tp if config.sequence_parallel else 1,
-                     lengths=[len(r["input_ids"]) for r in data.train] if m.group_by_length else None,
-                     task=data.task)
+                     lengths=[row_length(r) for r in data.train] if m.group_by_length else None,
+                     task=data.task, pairs=data.preference is not None)
     forward_backward = get_forward_backward_func()
-    evaluate = make_evaluator(m, data.val, plan, model, forward_backward)
-    log_path, losses, eval_losses, last = run_dir / "logging.jsonl", {}, {}, None
+    objective = Objective() if preference is None else preference.objective(model, gpt, forward_backward)
+    evaluate = make_evaluator(m, data.val, plan, model, forward_backward, objective)
+    log_path, losses, eval_losses, metrics, last = run_dir / "logging.jsonl", {}, {}, {}, None
     saver = Saver(run_dir, gpt, optimizer, scheduler, parallel, source.hf_config, source.tokenizer,
                   meta={"train_type": tuner.train_type, "model": source.model_id,
                         "lora": lora_spec.to_dict() if lora_spec else None, "family": shape.family,
-                        "use_distributed_optimizer": uses_distributed_optimizer(m), "optimizer": m.optimizer},
+                        "use_distributed_optimizer": uses_distributed_optimizer(m), "optimizer": m.optimizer,
+                        **(preference.meta if preference is not None else {})},
                   policy=SavePolicy(save_optim=not m.no_save_optim, save_rng=not m.no_save_rng,
                                     save_safetensors=m.save_safetensors, merge_lora=m.merge_lora,
                                     total_limit=m.save_total_limit),
@@ -389,29 +445,34 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
     clock, tokens_seen, window_tokens = time.perf_counter(), 0, 0
     batches = step_batches(rows, plan, start, train_iters, num_workers=m.dataloader_num_workers)
     for step, (micro, seq_length) in zip(range(start, train_iters), batches, strict=True):
+        if objective.prepare is not None:
+            objective.prepare(micro, seq_length)  # DPO: the reference's log-probabilities into each micro-batch
         model.zero_grad_buffer()
         optimizer.zero_grad()
-        out = forward_backward(forward_step_func=forward_step, data_iterator=iter(micro), model=[model],
+        out = forward_backward(forward_step_func=objective.forward_step, data_iterator=iter(micro), model=[model],
                                num_microbatches=len(micro), seq_length=seq_length,
                                micro_batch_size=micro[0]["tokens"].shape[0], forward_only=False)
         step_lr = optimizer.param_groups[0]["lr"]  # the rate this step used (the scheduler moves it next)
         _, grad_norm, _ = optimizer.step()
         scheduler.step(increment=1)
         loss = reduce_loss(out)
+        step_metrics = objective.metrics(out) if objective.metrics is not None else {}
         iteration = step + 1
         batch_tokens = _global_tokens(rows, step, plan)
         tokens_seen, window_tokens = tokens_seen + batch_tokens, window_tokens + batch_tokens
         losses[iteration] = loss
+        if step_metrics:
+            metrics[iteration] = step_metrics
         if iteration == 1 or iteration % m.log_interval == 0 or iteration == train_iters:
             now = time.perf_counter()
-            row = {"step": iteration, "loss": round(loss, 8), "lr": step_lr,
-                   "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),
+            row = {"step": iteration, "loss": round(loss, 8), **{k: round(v, 8) for k, v in step_metrics.items()},
+                   "lr": step_lr, "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),
                    "tokens_per_second": round(window_tokens / max(now - clock, 1e-9), 2), "tokens_seen": tokens_seen}
             clock, window_tokens = now, 0
             if rank == 0:
                 _append_log(log_path, row)
-                logger.info("step %d/%d loss %.6f lr %.3g grad_norm %s", iteration, train_iters, loss, row["lr"],
-                            row["grad_norm"])
+                logger.info("step %d/%d loss %.6f%s lr %.3g grad_norm %s", iteration, train_iters, loss,
+                            "".join(f" {k} {v:.4f}" for k, v in step_metrics.items()), row["lr"], row["grad_norm"])
         if evaluate is not None and (iteration % evaluate.interval == 0 or iteration == train_iters):
             scores = evaluate()  # its forward passes' hooks gather overlapped parameters
             eval_losses[iteration] = scores["eval_loss"]
@@ -425,7 +486,7 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
             if rank == 0:
                 plot_losses(run_dir)
     logger.info("last checkpoint: %s", last)
-    return MegatronResult(run_dir, last, losses, eval_losses)
+    return MegatronResult(run_dir, last, losses, eval_losses, metrics)
 
 
 @contextmanager
@@ -442,7 +503,7 @@ def _params_gathered(model):
         model.enable_forward_pre_hook()
 
 
-def _load_weights(gpt, source: Source, shape, parallel: Parallel, tuner, *, seed: int, dtype) -> Any:
+def load_weights(gpt, source: Source, shape, parallel: Parallel, tuner, *, seed: int, dtype) -> Any:
     """Fill this rank's piece: base weights from HF or the checkpoint (re-sharded to this layout), LoRA from the
     checkpoint or a fresh seeded draw. Returns the LoRA spec (None for full training)."""
     from swift.megatron.checkpoint import read_pieces
@@ -483,9 +544,11 @@ def _load_weights(gpt, source: Source, shape, parallel: Parallel, tuner, *, seed
 
 def _global_tokens(rows, step: int, plan) -> int:
     from swift.megatron.data import global_batch_indices
+    from swift.megatron.dpo import pair_tokens
     from swift.megatron.tasks import row_tokens
 
-    return sum(row_tokens(rows[i]) for i in global_batch_indices(len(rows), step, plan))
+    count = pair_tokens if plan.pairs else row_tokens
+    return sum(count(rows[i]) for i in global_batch_indices(len(rows), step, plan))
 
 
 def _append_log(path: Path, row: dict) -> None:
