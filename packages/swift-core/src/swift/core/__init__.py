@@ -79,6 +79,14 @@ _EXPORTS = {
     "reward_choices": "swift.core.rewards",
     "reward_problems": "swift.core.rewards",
     "load_reward_plugins": "swift.core.rewards",
+    # advantages of group-sampled completions (swift rlhf's and megatron rlhf's GRPO family)
+    "group_advantages": "swift.core.advantages",
+    "total_rewards": "swift.core.advantages",
+    "sequence_kl": "swift.core.advantages",
+    "zero_std_groups": "swift.core.advantages",
+    "ADVANTAGE_ESTIMATORS": "swift.core.advantages",
+    "DEFAULT_REWARD_SCALE": "swift.core.advantages",
+    "DEFAULT_KL_IN_REWARD": "swift.core.advantages",
     # builders per argument group
     "load_model": "swift.core.builders",
     "build_template": "swift.core.builders",

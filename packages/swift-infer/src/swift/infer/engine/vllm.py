@@ -313,6 +313,14 @@ class VllmEngine(ExternalEngine):
         """`update_weights` for synchronous callers (a trainer)."""
         self.run(self.update_weights(weights))
 
+    def sleep(self, level: int) -> None:
+        """vLLM's sleep mode (an engine built with `enable_sleep_mode`): level 1 offloads the weights to CPU RAM and
+        frees the KV cache, level 2 discards the weights too (load them again after `wake_up`)."""
+        self.run(self.between_steps(lambda engine: engine.sleep(level)))
+
+    def wake_up(self) -> None:
+        self.run(self.between_steps(lambda engine: engine.wake_up()))
+
     def set_adapter(self, name: str, path: str | Path) -> None:
         """Serve (or replace) the LoRA adapter `name` from the checkpoint directory `path`."""
         backend = self.backend
