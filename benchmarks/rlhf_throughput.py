@@ -1,12 +1,19 @@
 """RLHF throughput: `swift rlhf` against trl's own trainers used directly, on the same data, model and settings.
 
-    .venv/bin/python benchmarks/rlhf_throughput.py [--dpo_steps 10] [--grpo_steps 4] [--only dpo grpo grpo_vllm]
+    .venv/bin/python benchmarks/rlhf_throughput.py [--dpo_steps 10] [--grpo_steps 4] [--ppo_steps 8]
+        [--only dpo grpo grpo_vllm ppo]
 
 Model: the packaged SmolLM2-135M-Instruct, LoRA r=8/alpha=32 on all linear layers, fp32, lr 1e-5, seed 42, optimizer
 adamw_torch and no gradient checkpointing on both sides (trl's configs default to checkpointing on). DPO: 64
 synthetic preference rows (answers of 20-120 words), batch 4. GRPO: 32 arithmetic prompts, batch 8 = 2 prompts x 4
 generations, 64 new tokens at most, rewards `accuracy` + `format`. Each variant runs in its own process. Printed:
 seconds per step, steps per second, peak RSS, and the ratio of ours to trl's.
+
+ppo: trl 1.x has no PPO trainer to compare with, so `swift rlhf --rlhf_type ppo` runs against a plain loop written
+here (`REF_PPO`: the same model, LoRA on the policy and on a value model made from it, HF `generate`, the same KL-shaped
+rewards, GAE, whitening and clipped losses, AdamW): 4 prompts per rollout, 4 PPO epochs (4 optimizer steps per rollout
+batch), 64 new tokens at most, temperature 0.9, rewards `accuracy` + `format`. Printed besides: trained tokens per
+second (prompt + completion tokens of every optimizer step) and peak RSS.
 
 grpo_vllm (needs .venv-vllm, `make setup-vllm`; vLLM eager, bf16, a 2 GiB KV cache): trl's GRPOTrainer with
 use_vllm=True (colocate), `swift rlhf --use_vllm true` colocated, and against a `swift rollout` server (the trainer in
@@ -78,6 +85,89 @@ print(json.dumps({"runtime": result.metrics["train_runtime"], "mean_completion":
 """
 
 
+REF_PPO = r"""
+import json, resource, sys, time, torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from swift.core.rewards import accuracy, format_reward
+model_dir, data, out, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+torch.manual_seed(42)
+rows = [json.loads(l) for l in open(data)]
+tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+lora = dict(r=8, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
+policy = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                        LoraConfig(task_type="CAUSAL_LM", **lora))
+value = get_peft_model(AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, dtype=torch.float32),
+                       LoraConfig(task_type="SEQ_CLS", **lora))
+params = [p for m in (policy, value) for p in m.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.1)
+B, EPOCHS, TEMP, NEW, KL, VF, CLIP, CLIPV, GAMMA, LAM = 4, 4, 0.9, 64, 0.05, 0.1, 0.2, 0.2, 1.0, 0.95
+
+def logprobs(ids, mask, pos, width):
+    logits = policy(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -width - 1:-1].float() / TEMP
+    return torch.log_softmax(logits, -1).gather(-1, ids[:, -width:, None]).squeeze(-1)
+
+def values(ids, mask, pos, width):
+    base = value.get_base_model()
+    hidden = base.model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+    return base.score(hidden[:, -width - 1:-1]).squeeze(-1)
+
+step, tokens, cursor, start = 0, 0, 0, time.perf_counter()
+while step < steps:
+    batch = [rows[(cursor + k) % len(rows)] for k in range(B)]
+    cursor += B
+    enc = tok.apply_chat_template([r["messages"] for r in batch], add_generation_prompt=True, padding=True,
+                                  return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        ids = policy.generate(**enc, do_sample=True, temperature=TEMP, top_k=0, top_p=1.0, max_new_tokens=NEW,
+                              pad_token_id=tok.pad_token_id)
+    width = ids.shape[1] - enc["input_ids"].shape[1]
+    ends = ids[:, -width:] == tok.eos_token_id
+    last = torch.where(ends.any(1), ends.int().argmax(1), width - 1)
+    cmask = (torch.arange(width)[None] <= last[:, None]).float()
+    mask = torch.cat([enc["attention_mask"], cmask.long()], 1)
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    with torch.no_grad():
+        old = logprobs(ids, mask, pos, width)
+        with policy.disable_adapter():
+            ref = logprobs(ids, mask, pos, width)
+        old_values = values(ids, mask, pos, width) * cmask
+    texts = tok.batch_decode([c[:n] for c, n in zip(ids[:, -width:].tolist(), (last + 1).tolist())],
+                             skip_special_tokens=True)
+    chat = [[{"role": "assistant", "content": t}] for t in texts]
+    solutions = [r["solution"] for r in batch]
+    scores = torch.tensor([sum(v or 0.0 for v in vs) for vs in zip(accuracy(chat, solution=solutions),
+                                                                    format_reward(chat))])
+    rewards = -KL * (old - ref) * cmask
+    rewards[torch.arange(B), last] += scores
+    advantages, running = torch.zeros_like(rewards), torch.zeros(B)
+    for t in reversed(range(width)):
+        next_value = old_values[:, t + 1] if t + 1 < width else torch.zeros(B)
+        running = rewards[:, t] + GAMMA * next_value - old_values[:, t] + GAMMA * LAM * running
+        advantages[:, t] = running
+    returns = (advantages + old_values) * cmask
+    real = advantages[cmask.bool()]
+    advantages = (advantages - real.mean()) / (real.std() + 1e-8) * cmask
+    for _ in range(EPOCHS):
+        if step >= steps:
+            break
+        ratio = torch.exp(logprobs(ids, mask, pos, width) - old)
+        pg = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - CLIP, 1 + CLIP))
+        v = values(ids, mask, pos, width)
+        clipped = torch.clamp(v, old_values - CLIPV, old_values + CLIPV)
+        vf = 0.5 * torch.max((v - returns) ** 2, (clipped - returns) ** 2)
+        n = cmask.sum()
+        loss = (pg * cmask).sum() / n + VF * (vf * cmask).sum() / n
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        step, tokens = step + 1, tokens + int(mask.sum())
+runtime = time.perf_counter() - start
+print(json.dumps({"runtime": runtime, "tokens": tokens,
+                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}))
+"""
+
 TRL_GRPO_VLLM = TRL_GRPO.replace("log_completions=False)", "log_completions=False, use_vllm=True, "
                                   "vllm_mode='colocate', vllm_enable_sleep_mode=False, vllm_max_model_length=1024)")
 VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
@@ -123,6 +213,7 @@ def run_swift(kind: str, data: Path, out: Path, steps: int, *extra: str, python:
     end = next(r for r in reversed(rows) if "train_runtime" in r)  # the very last row names the checkpoints
     return {"runtime": end["train_runtime"], "peak_rss_gib": end["peak_rss_gib"],
             "mean_completion": sum(lengths) / len(lengths) if lengths else None,
+            "tokens": max((r.get("tokens_seen", 0) for r in rows), default=0),
             "loss": [r["loss"] for r in rows if "loss" in r], "reward": [r["reward"] for r in rows if "reward" in r]}
 
 
@@ -150,6 +241,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dpo_steps", type=int, default=10)
     parser.add_argument("--grpo_steps", type=int, default=4)
+    parser.add_argument("--ppo_steps", type=int, default=8)
     parser.add_argument("--only", nargs="*", default=["dpo", "grpo"])
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -208,7 +300,9 @@ def main() -> None:
                 if who in results:
                     print(f"grpo_vllm: {who} is {results['swift pt']['runtime'] / results[who]['runtime']:.2f}x "
                           "the PyTorch-engine rollout run's speed")
-    for name in [n for n in args.only if n != "grpo_vllm"]:
+    if "ppo" in args.only:
+        run_ppo(model_dir, prompts, work, args.ppo_steps)
+    for name in [n for n in args.only if n not in ("grpo_vllm", "ppo")]:
         steps, trl_run, swift_run = plans[name]
         results = {}
         for who, run in (("trl", trl_run), ("swift", swift_run)):
@@ -221,6 +315,24 @@ def main() -> None:
                   f"peak RSS {result['peak_rss_gib']:.2f} GiB{extra}", flush=True)
         ratio = results["trl"]["runtime"] / results["swift"]["runtime"]
         print(f"{name}: swift is {ratio:.2f}x trl's speed (steps/s ratio)", flush=True)
+
+
+def run_ppo(model_dir: Path, prompts: Path, work: Path, steps: int) -> None:
+    """`swift rlhf --rlhf_type ppo` against REF_PPO, the plain loop, on the same model, prompts and settings."""
+    results = {}
+    flags = ("--per_device_train_batch_size", "4", "--num_ppo_epochs", "4", "--max_completion_length", "64",
+             "--temperature", "0.9", "--reward_funcs", "accuracy", "format")
+    runs = (("ref", lambda: run_trl(REF_PPO, model_dir, prompts, work / "ref-ppo", steps)),
+            ("swift", lambda: run_swift("ppo", prompts, work / "swift-ppo", steps, *flags)),
+            # swift's default where the CPU multiplies bf16 natively: bf16 autocast (the rollouts stay fp32)
+            ("swift bf16", lambda: run_swift("ppo", prompts, work / "swift-ppo-bf16", steps, *flags, "--bf16", "true")))
+    for who, run in runs:
+        r = results[who] = run()
+        print(f"ppo {who:10s}: {r['runtime'] / steps:6.2f} s/step {steps / r['runtime']:.3f} steps/s "
+              f"{r['tokens'] / r['runtime']:7.1f} trained tokens/s peak RSS {r['peak_rss_gib']:.2f} GiB", flush=True)
+    for who in ("swift", "swift bf16"):
+        print(f"ppo: {who} is {results['ref']['runtime'] / results[who]['runtime']:.2f}x the plain fp32 loop's speed "
+              "(steps/s ratio)", flush=True)
 
 
 if __name__ == "__main__":

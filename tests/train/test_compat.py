@@ -84,14 +84,23 @@ def test_pretokenized_trainers_pass_our_rows_through():
 
 
 def test_grpo_internals_our_media_trainer_overrides_keep_their_shape():
-    """SwiftGRPOTrainer (rlhf/trainers.py) overrides three private methods of trl's GRPOTrainer to carry prompt
-    media; each must still exist with the signature ours has, and be called where ours expects."""
+    """SwiftGRPOTrainer (rlhf/trainers.py) overrides private methods of trl's GRPOTrainer to carry prompt media and
+    the GRPO family (rlhf/grpo.py); each must still exist with the signature ours has, and be called where ours
+    expects: the rewards come from `_calculate_rewards` (gathered over processes), the advantages and the loss's
+    KL term from the rollout output and `self.beta`."""
     from trl import GRPOTrainer
 
     from swift.train.rlhf.trainers import grpo_trainer_class
 
     ours = grpo_trainer_class()
-    for name in ("_generate_and_score_completions", "_compute_loss", "_get_per_token_logps_and_entropies"):
+    scoring = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    assert "self._calculate_rewards(inputs, prompts, completions, completion_ids_list)" in scoring
+    assert '"advantages": advantages' in scoring
+    assert '"num_items_in_batch": num_items_in_batch' in scoring
+    assert "gather(rewards_per_func)" in inspect.getsource(GRPOTrainer._calculate_rewards)
+    assert "self.beta * per_token_kl" in inspect.getsource(GRPOTrainer._compute_loss)
+    for name in ("_generate_and_score_completions", "_compute_loss", "_get_per_token_logps_and_entropies",
+                 "_calculate_rewards"):
         upstream, mine = params(getattr(GRPOTrainer, name)), params(getattr(ours, name))
         named = [p for p in mine if p != "kwargs"]  # ours passes the rest through with **kwargs
         assert upstream[:len(named)] == named, f"GRPOTrainer.{name} changed: {upstream}"

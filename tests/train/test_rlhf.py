@@ -27,7 +27,11 @@ PAIRS = [("Write a haiku about rain.", "Soft rain on the roof, the street breath
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("rlhf-data")
+    return write_data(tmp_path_factory.mktemp("rlhf-data"))
+
+
+def write_data(root: Path) -> Path:
+    """preference.jsonl, kto.jsonl and math.jsonl (GRPO prompts with a `solution`) under `root`."""
     preference, kto, math_rows = [], [], []
     for question, good, bad in PAIRS:
         messages = [{"role": "user", "content": question}, {"role": "assistant", "content": good}]
@@ -279,3 +283,27 @@ def test_builtin_rewards_on_handwritten_completions():
     lengths = [[0] * n for n in (50, 75, 90, 100, 130)]
     assert rewards.soft_overlong([""] * 5, completion_ids=lengths, max_length=100, cache_length=20) == \
         [0.0, 0.0, pytest.approx(-0.5), pytest.approx(-1.0), -1.0]
+
+
+def test_gkd_sft_alpha_adds_the_cross_entropy_of_dataset_batches_only(tiny_llama_dir, data_dir, tmp_path):
+    from swift.train import sft_main
+
+    def first_loss(out, *extra, command=rlhf_main, kind="gkd"):
+        base = flags(tiny_llama_dir, data_dir / "preference.jsonl", tmp_path / out, kind, "--max_steps", "1",
+                     "--per_device_train_batch_size", "2", "--seed", "5", *extra)
+        if command is sft_main:
+            base = base[2:]  # (no --rlhf_type)
+        result = command(base)
+        return next(row["loss"] for row in logged(result.run_dir) if "loss" in row)
+
+    teacher = ("--teacher_model", str(tiny_llama_dir), "--max_completion_length", "8")
+    pure = first_loss("a", *teacher, "--lmbda", "0")
+    mixed = first_loss("b", *teacher, "--lmbda", "0", "--sft_alpha", "0.5")
+    # the student is the teacher: the distillation loss is 0 and what is left is 0.5 x the SFT loss of the answers
+    sft = first_loss("c", command=sft_main)
+    assert pure == pytest.approx(0.0, abs=1e-6)
+    assert mixed == pytest.approx(0.5 * sft, rel=1e-3)
+    # the student's own generations (lmbda 1) get no SFT term
+    assert first_loss("d", *teacher, "--lmbda", "1", "--sft_alpha", "0.5") == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ConfigError, match="--sft_alpha: the SFT term of GKD"):
+        first_loss("e", "--sft_alpha", "0.5", kind="dpo")

@@ -30,6 +30,12 @@ def _callbacks() -> dict[str, None]:
     return callback_choices()
 
 
+def _schedulers() -> dict[str, str | None]:
+    from swift.train.rlhf.multi_turn import scheduler_choices
+
+    return scheduler_choices()
+
+
 def _reward_funcs() -> dict[str, None]:
     from swift.core import reward_choices
 
@@ -200,19 +206,51 @@ class RlhfArgs:
     desirable_weight: float = arg(1.0, "KTO weight of desirable rows")
     undesirable_weight: float = arg(1.0, "KTO weight of undesirable rows")
     num_generations: int = arg(8, "GRPO completions per prompt")
-    max_completion_length: int = arg(512, "GRPO / GKD completion length")
-    temperature: float = arg(0.9, "sampling temperature of rollouts (GRPO) and of the distillation (GKD)")
+    max_completion_length: int = arg(512, "GRPO / PPO / GKD completion length")
+    temperature: float = arg(0.9, "sampling temperature of rollouts (GRPO, PPO) and of the distillation (GKD)")
     top_p: float = arg(1.0, "GRPO rollout nucleus sampling")
     top_k: int = arg(0, "GRPO rollout top-k sampling (0: off)")
     repetition_penalty: float = arg(1.0, "GRPO rollout repetition penalty")
     stop_words: list[str] = arg([], "GRPO rollouts: strings that end a completion besides the template's end-of-turn "
                                     "tokens (the completion keeps the token that completes one), e.g. "
                                     "Observation: for ReAct tool calls")
-    scale_rewards: Literal["group", "batch", "none"] = arg("group", "GRPO advantage scaling: by the group's reward "
-                                                                     "std, the batch's, or none (Dr. GRPO)")
+    scale_rewards: Literal["group", "batch", "none", "gdpo"] | None = arg(
+        None, "GRPO advantage scaling: by the group's reward std, the batch's, none (Dr. GRPO), or gdpo (each reward "
+        "function normalised in its group, then summed and normalised over the batch); default: group for "
+        "--advantage_estimator grpo, none for rloo, batch for reinforce_plus_plus")
+    advantage_estimator: Literal["grpo", "rloo", "reinforce_plus_plus"] = arg(
+        "grpo", "GRPO advantage baseline: the group mean (grpo), the mean of the other completions (rloo), or the "
+        "group mean with the batch std of the centred rewards (reinforce_plus_plus)")
+    kl_in_reward: bool | None = arg(None, "GRPO: subtract beta x each completion's KL to the reference from its reward "
+                                          "instead of a KL loss term (default: false for grpo, true for rloo and "
+                                          "reinforce_plus_plus)")
+    epsilon_high: float | None = arg(None, "GRPO upper clip range (DAPO's clip-higher; default: --epsilon)")
+    delta: float | None = arg(None, "GRPO two-sided clipping: the ratio's upper bound for negative advantages "
+                                    "(INTELLECT-2; > 1 + epsilon)")
+    importance_sampling_level: Literal["token", "sequence"] = arg(
+        "token", "GRPO importance ratio per token, or per sequence (the mean log-ratio of its tokens: GSPO)")
+    tau_pos: float = arg(1.0, "SAPO (--loss_type sapo): gate temperature of positive advantages")
+    tau_neg: float = arg(1.05, "SAPO: gate temperature of negative advantages")
+    steps_per_generation: int | None = arg(None, "GRPO: optimizer micro-steps trained per rollout batch (default: "
+                                                 "--gradient_accumulation_steps)")
+    dynamic_sample: bool = arg(False, "GRPO (DAPO): drop groups whose completions all got the same reward and roll "
+                                      "out new prompts in their place")
+    max_resample_times: int = arg(3, "--dynamic_sample: rollout rounds of new prompts at most per batch")
+    overlong_filter: bool = arg(False, "GRPO (DAPO): completions cut by --max_completion_length get no loss")
+    top_entropy_quantile: float = arg(1.0, "GRPO: train only the tokens in this top quantile of entropy (1: all)")
+    multi_turn_scheduler: str | None = arg(None, "multi-turn GRPO: the scheduler that answers each completion with "
+                                                 "the next user/tool turn or ends the trajectory (built in: "
+                                                 "tool_call; yours: --external_plugins)", choices=_schedulers)
+    max_turns: int | None = arg(None, "multi-turn GRPO: the model's turns per trajectory at most (default: until "
+                                      "the scheduler stops)")
+    log_completions: bool = arg(False, "GRPO: write each rollout's prompts, completions, rewards and advantages to "
+                                       "completions.jsonl in the run directory")
     lmbda: float = arg(0.5, "GKD: share of steps trained on the student's own generations (on-policy)")
     seq_kd: bool = arg(False, "GKD: also train on the teacher's generations (sequence-level KD)")
-    epsilon: float = arg(0.2, "GRPO / PPO clip range")
+    sft_alpha: float = arg(0.0, "GKD: loss = distillation loss + sft_alpha x the student's cross-entropy on the "
+                                "answers of batches that are not its own generations (the dataset's or the "
+                                "teacher's)")
+    epsilon: float = arg(0.2, "GRPO clip range of the ratio (PPO: --cliprange)")
     num_iterations: int = arg(1, "GRPO updates per batch of rollouts")
     reward_funcs: list[str] = arg([], "GRPO reward functions (built in, or registered by --external_plugins)",
                                   choices=_reward_funcs)
@@ -235,6 +273,43 @@ class RlhfArgs:
     vllm_enforce_eager: bool = arg(False, "colocate: vLLM without torch.compile / CUDA graphs (starts faster)")
     vllm_enable_prefix_caching: bool = arg(True, "colocate: reuse the KV cache of the repeated prompts of a group")
     vllm_engine_kwargs: dict | None = arg(None, "colocate: JSON of further vLLM engine arguments")
+    sleep_level: Literal[0, 1, 2] = arg(0, "colocate: vLLM sleeps while the policy trains: 1 moves its weights to "
+                                           "CPU RAM and frees its KV cache, 2 discards the weights too (synced "
+                                           "again before the next rollout); 0: never (GPU only)")
+    offload_model: bool = arg(False, "colocate: the policy's weights wait in CPU RAM while vLLM rolls out (GPU only)")
+    offload_optimizer: bool = arg(False, "colocate: the optimizer state waits in CPU RAM while vLLM rolls out (GPU "
+                                         "only)")
+
+
+@dataclass
+class PpoArgs:
+    """PPO"""
+
+    value_model: str | None = arg(None, "PPO's value model (critic): a sequence-classification checkpoint whose score "
+                                        "head gives a value per token; trained with the policy's --train_type "
+                                        "(default: a copy of --reward_model, else --model with a new scalar head)")
+    num_ppo_epochs: int = arg(4, "PPO passes over each batch of rollouts (each pass: --num_mini_batches optimizer "
+                                 "steps)")
+    num_mini_batches: int = arg(1, "PPO: optimizer steps per pass over a rollout batch; a rollout batch holds "
+                                   "--per_device_train_batch_size x --gradient_accumulation_steps x this many prompts")
+    whiten_rewards: bool = arg(False, "PPO: scale the per-token rewards of a rollout batch to unit variance (mean "
+                                      "kept) before GAE")
+    kl_coef: float = arg(0.05, "PPO: weight of the per-token KL penalty against the reference model in the reward "
+                               "(0: no reference forward)")
+    cliprange: float = arg(0.2, "PPO: clip range of the policy ratio")
+    vf_coef: float = arg(0.1, "PPO: weight of the value loss")
+    cliprange_value: float = arg(0.2, "PPO: clip range of the value prediction around its rollout value")
+    gamma: float = arg(1.0, "PPO: discount factor of GAE")
+    lam: float = arg(0.95, "PPO: lambda of GAE")
+    local_rollout_forward_batch_size: int = arg(64, "PPO: rows per forward pass while scoring rollouts (policy, "
+                                                    "reference, value and reward models) and the most completions "
+                                                    "the PyTorch engine decodes at once")
+    missing_eos_penalty: float | None = arg(None, "PPO: subtracted from the score of a completion that hit "
+                                                  "--max_completion_length without ending")
+    response_length: int | None = arg(None, "PPO: ms-swift's older name of --max_completion_length (wins when given)")
+    num_sample_generations: int = arg(10, "PPO with a validation split: this many times over the run, sample "
+                                          "completions of the first --per_device_eval_batch_size validation prompts, "
+                                          "score them and append them to <run>/completions.jsonl (0: never)")
 
 
 @dataclass
@@ -303,6 +378,7 @@ class RlhfArguments(SftArguments):
     """Preference and reinforcement-learning training."""
 
     rlhf: RlhfArgs = field(default_factory=RlhfArgs)
+    ppo: PpoArgs = field(default_factory=PpoArgs)
 
 
 @dataclass

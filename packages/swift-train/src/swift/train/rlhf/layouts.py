@@ -15,46 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from swift.core import ConfigError
+from swift.core import ConfigError, preference_ids, split_answer
 
 IGNORE = -100
 MEDIA = "media_"  # the prefix of a DPO / KTO row's prompt media columns
 PROMPT_MEDIA = "prompt_"  # GRPO rows: `images` -> `prompt_images` (trl would process an `images` column itself)
 _NOT_MEDIA = ("input_ids", "labels", "label")
-
-
-def split_answer(ids: Sequence[int], labels: Sequence[int]) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids): the answer is the last run of labelled tokens; tokens after it are dropped."""
-    last = next((i for i in range(len(labels) - 1, -1, -1) if labels[i] != IGNORE), None)
-    if last is None:
-        return list(ids), []
-    start = last
-    while start > 0 and labels[start - 1] != IGNORE:
-        start -= 1
-    return list(ids[:start]), list(ids[start:last + 1])
-
-
-def preference_ids(encoded: dict) -> dict[str, list[int]]:
-    """prompt_ids / chosen_ids / rejected_ids of a preference row (both sides share the chosen side's prompt)."""
-    if "chosen_input_ids" not in encoded:
-        raise ConfigError("preference training needs rows with a rejected answer (`rejected_response`, or "
-                          "`chosen` + `rejected`); this dataset has plain conversations")
-    prompt, chosen = split_answer(encoded["chosen_input_ids"], encoded["chosen_labels"])
-    rejected_prompt, rejected = split_answer(encoded["rejected_input_ids"], encoded["rejected_labels"])
-    if rejected_prompt != prompt:  # a tokenizer merge at the boundary: cut the rejected side at the shared prefix
-        shared = _common_prefix(prompt, encoded["rejected_input_ids"])
-        prompt, chosen = prompt[:shared], (prompt[shared:] + chosen)
-        rejected = list(encoded["rejected_input_ids"][shared:len(rejected_prompt) + len(rejected)])
-    return {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected}
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def prompt_media(encoded: dict, prompt_length: int, prefix: str = "") -> dict[str, Any]:
@@ -216,6 +182,20 @@ def prompt_rows(rows: Any) -> Any:
     rows = rows.map(to_prompt, remove_columns=["messages"])
     renamed = {column: PROMPT_MEDIA + column for column in _media_columns(rows)}
     return rows.rename_columns(renamed) if renamed else rows
+
+
+def row_tools(row: dict) -> dict[str, Any]:
+    """The `tools` of a GRPO prompt row, for the template to render into the prompt (none: {})."""
+    return {"tools": row["tools"]} if row.get("tools") else {}
+
+
+def data_columns(row: dict) -> dict[str, Any]:
+    """A GRPO prompt row's columns besides the prompt and its media (`solution`...): what a multi-turn scheduler
+    reads as `data_dict`."""
+    from swift.core import MEDIA_COLUMNS
+
+    skipped = {"prompt", "tools", *(PROMPT_MEDIA + c for c in MEDIA_COLUMNS.values())}
+    return {k: v for k, v in row.items() if k not in skipped}
 
 
 def media_refs(row: dict) -> dict[str, Any]:

@@ -161,12 +161,12 @@ def build_reward_model(run: Run) -> tuple[Any, int]:
 
 
 def build_gkd(run: Run) -> tuple[Any, int]:
-    from trl.experimental.gkd import GKDConfig, GKDTrainer
+    from trl.experimental.gkd import GKDConfig
 
-    from swift.train.rlhf.trainers import swift_trainer
+    from swift.train.rlhf.trainers import gkd_trainer_class
 
     rlhf = run.args.rlhf
-    return train_on(run, layouts.distill_row, GKDConfig, swift_trainer(GKDTrainer),
+    return train_on(run, layouts.distill_row, GKDConfig, gkd_trainer_class(rlhf.sft_alpha),
                     dict(beta=beta(run), lmbda=rlhf.lmbda, temperature=rlhf.temperature,
                          max_new_tokens=rlhf.max_completion_length, seq_kd=rlhf.seq_kd, max_length=run.max_length),
                     teacher_model=load_frozen(run, rlhf.teacher_model)[0],
@@ -197,16 +197,37 @@ def build_grpo(run: Run) -> tuple[Any, int]:
         run, steps, config_cls=GRPOConfig, has_eval=val is not None, beta=beta(run),
         num_generations=rlhf.num_generations, max_completion_length=rlhf.max_completion_length,
         temperature=rlhf.temperature, top_p=rlhf.top_p, top_k=rlhf.top_k, repetition_penalty=rlhf.repetition_penalty,
-        epsilon=rlhf.epsilon, num_iterations=rlhf.num_iterations, reward_weights=rlhf.reward_weights or None,
-        loss_type=run.args.train.loss_type[0] if run.args.train.loss_type else "grpo", scale_rewards=rlhf.scale_rewards,
+        epsilon=rlhf.epsilon, epsilon_high=rlhf.epsilon_high, delta=rlhf.delta,
+        importance_sampling_level=rlhf.importance_sampling_level, sapo_temperature_pos=rlhf.tau_pos,
+        sapo_temperature_neg=rlhf.tau_neg, num_iterations=rlhf.num_iterations,
+        steps_per_generation=rlhf.steps_per_generation, reward_weights=rlhf.reward_weights or None,
+        loss_type=run.args.train.loss_type[0] if run.args.train.loss_type else "grpo",
+        scale_rewards="group",  # (trl's advantages are replaced by swift.core.group_advantages, resolved scaling)
+        mask_truncated_completions=rlhf.overlong_filter, top_entropy_quantile=rlhf.top_entropy_quantile,
         log_completions=False, shuffle_dataset=run.args.data.dataset_shuffle)
     rollout = grpo_rollout(run)
     trainer = grpo_trainer_class()(
         model=run.model, reward_funcs=funcs, args=config, train_dataset=train, eval_dataset=val,
         processing_class=processing_class(run.tokenizer),
         reward_processing_classes=reward_tokenizers if rlhf.reward_model else None,
-        rollout_func=rollout, template=run.template, **trainer_kwargs(run))
+        rollout_func=rollout, template=run.template, variant=grpo_variant(run), **trainer_kwargs(run))
     return trainer, n_rows or 0
+
+
+def grpo_variant(run: Run) -> Any:
+    """The GRPO family flags our trainer applies on top of trl's GRPO (`rlhf/grpo.py`), defaults resolved."""
+    from swift.core import DEFAULT_KL_IN_REWARD, DEFAULT_REWARD_SCALE
+    from swift.train.rlhf.grpo import GrpoVariant
+
+    rlhf = run.args.rlhf
+    scale = rlhf.scale_rewards or DEFAULT_REWARD_SCALE[rlhf.advantage_estimator]
+    kl_in_reward = rlhf.kl_in_reward
+    if kl_in_reward is None:
+        kl_in_reward = DEFAULT_KL_IN_REWARD[rlhf.advantage_estimator] and scale != "gdpo" and beta(run) != 0
+    log = run.run_dir / "completions.jsonl" if rlhf.log_completions else None
+    return GrpoVariant(estimator=rlhf.advantage_estimator, scale=scale, kl_in_reward=kl_in_reward,
+                       dynamic_sample=rlhf.dynamic_sample, max_resample_times=rlhf.max_resample_times,
+                       completions_path=log, seed=run.args.train.seed)
 
 
 def check_grpo_media(run: Run) -> None:
@@ -231,6 +252,16 @@ def grpo_rollout(run: Run) -> Any:
     sampling = dict(max_tokens=rlhf.max_completion_length, temperature=rlhf.temperature, top_p=rlhf.top_p,
                     top_k=rlhf.top_k, repetition_penalty=rlhf.repetition_penalty, seed=targs.seed,
                     stop=tuple(rlhf.stop_words))
+    if rlhf.multi_turn_scheduler:
+        from swift.train.rlhf.multi_turn import build_scheduler
+
+        if not rollout.pt_engine_available() and not rlhf.use_vllm:
+            from swift.core import ConfigError
+
+            raise ConfigError("--multi_turn_scheduler: multi-turn rollouts run on swift-infer's engines (pip install "
+                              "swift-infer) or vLLM (--use_vllm true)")
+        sampling["scheduler"] = build_scheduler(rlhf.multi_turn_scheduler, max_turns=rlhf.max_turns,
+                                                response_format=run.template.response_format)
     use_lora = rlhf.vllm_enable_lora
     if use_lora and not hasattr(run.model, "peft_config"):
         from swift.core import ConfigError
@@ -257,7 +288,9 @@ def grpo_rollout(run: Run) -> Any:
         model_dir = str(run.tokenizer.swift_model_info.model_dir)
         lora_rank = getattr(next(iter(getattr(run.model, "peft_config", {}).values()), None), "r", None)
         return rollout.VllmColocateRollout(run.template, model_dir, engine_kwargs=engine_kwargs, use_lora=use_lora,
-                                           lora_rank=lora_rank, **sampling)
+                                           lora_rank=lora_rank, sleep_level=rlhf.sleep_level,
+                                           offload_model=rlhf.offload_model,
+                                           offload_optimizer=rlhf.offload_optimizer, **sampling)
     if rollout.pt_engine_available():
         return rollout.PtRollout(run.template, max_batch_size=max(targs.per_device_train_batch_size,
                                                                   rlhf.num_generations),
@@ -284,8 +317,11 @@ def _vllm_dtype(run: Run) -> str:
 
 
 def check_gkd(args: RlhfArguments) -> list[str]:
-    return [] if args.rlhf.teacher_model else ["--rlhf_type gkd needs --teacher_model (a model with the same "
-                                               "vocabulary)"]
+    problems = [] if args.rlhf.teacher_model else ["--rlhf_type gkd needs --teacher_model (a model with the same "
+                                                   "vocabulary)"]
+    if args.rlhf.sft_alpha < 0:
+        problems.append(f"--sft_alpha {args.rlhf.sft_alpha:g}: a weight, at least 0")
+    return problems
 
 
 def check_kto(args: RlhfArguments) -> list[str]:
@@ -312,14 +348,55 @@ def check_grpo(args: RlhfArguments) -> list[str]:
                         "functions/models")
     if rlhf.num_generations < 2:
         problems.append(f"--num_generations {rlhf.num_generations}: GRPO compares at least 2 completions per prompt")
-    batch = args.train.per_device_train_batch_size * args.train.gradient_accumulation_steps
-    if rlhf.num_generations >= 1 and batch % rlhf.num_generations:
-        problems.append(f"--per_device_train_batch_size x --gradient_accumulation_steps ({batch}) must be a "
-                        f"multiple of --num_generations ({rlhf.num_generations}): each batch holds whole groups")
+    steps = rlhf.steps_per_generation or args.train.gradient_accumulation_steps
+    batch = args.train.per_device_train_batch_size * steps
+    by = "--steps_per_generation" if rlhf.steps_per_generation else "--gradient_accumulation_steps"
+    if rlhf.steps_per_generation is not None and rlhf.steps_per_generation < 1:
+        problems.append(f"--steps_per_generation {rlhf.steps_per_generation}: must be at least 1")
+    elif rlhf.num_generations >= 1 and batch % rlhf.num_generations:
+        problems.append(f"--per_device_train_batch_size x {by} ({batch}) must be a multiple of --num_generations "
+                        f"({rlhf.num_generations}): each rollout batch holds whole groups")
+    problems += grpo_variant_problems(args)
     if rlhf.temperature <= 0:
         problems.append(f"--temperature {rlhf.temperature:g}: GRPO scores completions by their log-probabilities "
                         "at the sampling temperature, so it must be > 0 (--top_k 1 samples greedily)")
     problems += vllm_problems(args)
+    return problems
+
+
+def grpo_variant_problems(args: RlhfArguments) -> list[str]:
+    """The GRPO family flags (`rlhf/grpo.py`): combinations that would do nothing or cannot hold."""
+    from swift.train.arguments import RlhfArgs
+
+    rlhf, defaults, problems = args.rlhf, RlhfArgs(), []
+    losses = args.train.loss_type or ["grpo"]
+    if rlhf.kl_in_reward and (rlhf.beta if rlhf.beta is not None else get_method("grpo").default_beta) == 0:
+        problems.append("--kl_in_reward true with --beta 0: there is no KL to subtract from the rewards")
+    if rlhf.kl_in_reward and rlhf.scale_rewards == "gdpo":
+        problems.append("--kl_in_reward true with --scale_rewards gdpo: GDPO normalises each reward function "
+                        "separately, so there is no single reward to subtract the KL from")
+    if rlhf.epsilon_high is not None and rlhf.epsilon_high <= 0:
+        problems.append(f"--epsilon_high {rlhf.epsilon_high:g}: must be > 0")
+    if rlhf.delta is not None and rlhf.delta <= 1 + rlhf.epsilon:
+        problems.append(f"--delta {rlhf.delta:g}: the upper bound of the ratio must exceed 1 + --epsilon "
+                        f"({1 + rlhf.epsilon:g})")
+    if not 0 < rlhf.top_entropy_quantile <= 1:
+        problems.append(f"--top_entropy_quantile {rlhf.top_entropy_quantile:g}: a quantile in (0, 1]")
+    if "sapo" not in losses:
+        given = [f"--{n}" for n in ("tau_pos", "tau_neg") if getattr(rlhf, n) != getattr(defaults, n)]
+        if given:
+            problems.append(f"{', '.join(given)}: SAPO's gate temperatures, for --loss_type sapo")
+    if rlhf.max_resample_times != defaults.max_resample_times and not rlhf.dynamic_sample:
+        problems.append("--max_resample_times given without --dynamic_sample true")
+    if rlhf.max_resample_times < 0:
+        problems.append(f"--max_resample_times {rlhf.max_resample_times}: must be at least 0")
+    if rlhf.max_turns is not None and not rlhf.multi_turn_scheduler:
+        problems.append("--max_turns given without --multi_turn_scheduler")
+    if rlhf.max_turns is not None and rlhf.max_turns < 1:
+        problems.append(f"--max_turns {rlhf.max_turns}: must be at least 1")
+    if rlhf.dynamic_sample and args.data.streaming:
+        problems.append("--dynamic_sample with --streaming: resampling draws new prompts from the whole dataset, "
+                        "which a stream cannot give")
     return problems
 
 
@@ -332,7 +409,8 @@ def vllm_problems(args: RlhfArguments) -> list[str]:
 
     rlhf = args.rlhf
     defaults = RlhfArgs()
-    vllm_flags = [f.name for f in dataclasses.fields(RlhfArgs) if f.name.startswith("vllm_")]
+    vllm_flags = [f.name for f in dataclasses.fields(RlhfArgs)
+                  if f.name.startswith("vllm_") or f.name in ("sleep_level", "offload_model", "offload_optimizer")]
     if not rlhf.use_vllm:
         given = [f"--{name}" for name in vllm_flags if getattr(rlhf, name) != getattr(defaults, name)]
         return [f"{', '.join(given)} given without --use_vllm true: rollouts run on the PyTorch engine"] if given else []
@@ -351,6 +429,9 @@ def vllm_problems(args: RlhfArguments) -> list[str]:
         if given:
             problems.append(f"{', '.join(given)}: colocate-mode flags with --vllm_mode server (set them on "
                             "`swift rollout`)")
+    if (rlhf.offload_model or rlhf.offload_optimizer) and args.train.deepspeed:
+        problems.append("--offload_model / --offload_optimizer with --deepspeed: DeepSpeed owns where its weights "
+                        "and optimizer state live (use its offload_param / offload_optimizer settings)")
     if rlhf.vllm_enable_lora and args.tuner.train_type == "full":
         problems.append("--vllm_enable_lora true with --train_type full: there is no adapter to sync")
     return problems
@@ -374,6 +455,7 @@ register_method(RlhfMethod("gkd", build_gkd, "Generalized Knowledge Distillation
                            default_beta=0.5, check=check_gkd))
 register_method(RlhfMethod("grpo", build_grpo, "GRPO with --reward_funcs / --reward_model", default_beta=0.04,
                            loss_types=GRPO_LOSSES, answers=False, check=check_grpo, media=True))
-register_method(RlhfMethod("ppo", None, not_built="trl 1.x, which swift rlhf runs on, no longer "
-                           "ships a PPO trainer; GRPO (--rlhf_type grpo) trains from reward functions or a "
-                           "--reward_model without a value model"))
+from swift.train.rlhf import ppo  # noqa: E402  (light: torch loads inside its functions)
+
+register_method(RlhfMethod("ppo", ppo.build_ppo, "PPO with a value model, --reward_funcs / --reward_model and a KL "
+                           "penalty against the reference", uses_ref_model=True, answers=False, check=ppo.check_ppo))

@@ -20,6 +20,7 @@ features in those forwards. The vLLM rollouts send token ids only and refuse med
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -60,8 +61,9 @@ class Rollout:
 
     def __init__(self, template: Any, *, max_tokens: int, temperature: float, top_p: float = 1.0, top_k: int = 0,
                  repetition_penalty: float = 1.0, seed: int = 42, media_tokens: tuple[int, ...] = (),
-                 stop: tuple[str, ...] = ()) -> None:
+                 stop: tuple[str, ...] = (), scheduler: Any = None) -> None:
         self.template, self.seed = template, seed
+        self.scheduler = scheduler  # --multi_turn_scheduler (multi_turn.MultiTurnScheduler), or None
         self.params = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                            repetition_penalty=repetition_penalty, stop=tuple(stop))
         self.media_tokens = frozenset(media_tokens)
@@ -72,9 +74,12 @@ class Rollout:
         """trl's `rollout_func`: prompts as message lists."""
         return self.rollout([{"messages": prompt} for prompt in prompts], trainer)
 
-    def rollout(self, rows: list[dict], trainer: Any) -> dict[str, Any]:
-        """Complete each `{"messages", "images"?...}` row once: trl's rollout output, plus `media` (each prompt's
-        ids and processor outputs) where a prompt has media."""
+    def rollout(self, rows: list[dict], trainer: Any, data: list[dict] | None = None) -> dict[str, Any]:
+        """Complete each `{"messages", "tools"?, "images"?...}` row once: trl's rollout output, plus `media` (each
+        prompt's ids and processor outputs) where a prompt has media. With a multi-turn scheduler, roll each out
+        turn by turn instead (`data`: the rows' other columns, which the scheduler sees)."""
+        if self.scheduler is not None:
+            return self.multi_turn(rows, trainer, data or [{} for _ in rows])
         encoded: dict[str, dict] = {}  # trl repeats each prompt num_generations times: encode it once
         prompts = [encoded.setdefault(json.dumps(row, sort_keys=True, default=str), self._encode(row)) for row in rows]
         media = [prompt.get("media") for prompt in prompts]
@@ -92,6 +97,41 @@ class Rollout:
         out: dict[str, Any] = {"prompt_ids": prompt_ids, "completion_ids": completions, "logprobs": None}
         if any(media):
             out["media"] = [{"input_ids": prompt["input_ids"], **prompt["inputs"]} for prompt in prompts]
+        return out
+
+    def multi_turn(self, rows: list[dict], trainer: Any, data: list[dict]) -> dict[str, Any]:
+        """trl's rollout output of whole trajectories (`multi_turn.py`): completion = every turn after the first
+        prompt, `env_mask` 1 on the model's tokens, `messages` the conversations (for the reward functions)."""
+        from swift.core import ConfigError
+        from swift.train.rlhf import multi_turn
+
+        if any(key in row for row in rows for key in ("images", "videos", "audios")):
+            raise ConfigError("--multi_turn_scheduler: prompts with images, videos or audio are not rolled out over "
+                              "several turns yet; use single-turn GRPO for them")
+        call, turn = next(self._counter), itertools.count()
+        tokenizer = self.template.tokenizer
+
+        def complete(prompt_ids: list[list[int]]) -> list[list[int]]:
+            t = next(turn)
+            return self.complete(prompt_ids, trainer, seed=self.seed + 7919 * call + 104729 * t, call=call * 1000 + t)
+
+        trajectories = multi_turn.run_trajectories(
+            [{**row, **extra} for row, extra in zip(rows, data, strict=True)], self.scheduler, self.template.encode,
+            complete, lambda ids: tokenizer.decode(ids, skip_special_tokens=True), self.params["max_tokens"],
+            frozenset(self.stops))
+        out: dict[str, Any] = {"prompt_ids": [], "completion_ids": [], "logprobs": None, "env_mask": [],
+                               "messages": []}
+        for row, trajectory in zip(rows, trajectories, strict=True):
+            prompt = list(self.template.encode(row)["input_ids"])
+            whole = self.template.encode({**row, "messages": trajectory["messages"]})
+            if list(whole["input_ids"][:len(prompt)]) != prompt:  # the first prompt must prefix the trajectory
+                labels = list(whole["labels"])
+                prompt = list(whole["input_ids"][:next(i for i, label in enumerate(labels) if label != -100)])
+            ids, mask = multi_turn.trajectory_ids(whole, len(prompt))
+            out["prompt_ids"].append(prompt)
+            out["completion_ids"].append(ids)
+            out["env_mask"].append(mask)
+            out["messages"].append(trajectory["messages"])
         return out
 
     def _encode(self, row: dict) -> dict[str, Any]:
@@ -145,7 +185,10 @@ class PtRollout(Rollout):
             model.eval()
             use_cache = model.config.use_cache
             model.config.use_cache = True
-            generator = PtGenerator(model, self.template.tokenizer, max_batch_size=self.max_batch_size)
+            # a PeftModel would be served as a multi-adapter model, where a request naming no adapter decodes with
+            # the adapters off: the base model, whose layers hold the active adapter, is the policy
+            policy = model.get_base_model() if hasattr(model, "get_base_model") else model
+            generator = PtGenerator(policy, self.template.tokenizer, max_batch_size=self.max_batch_size)
             try:
                 return asyncio.run(collect_all(generator, requests))
             finally:
@@ -260,15 +303,48 @@ class VllmColocateRollout(SyncedRollout):
     """vLLM's engine in this process (`VllmEngine`, in-process backend), its weights kept equal to the policy's."""
 
     def __init__(self, template: Any, model_dir: str, *, engine_kwargs: dict[str, Any], use_lora: bool,
-                 lora_rank: int | None = None, **kwargs: Any) -> None:
+                 lora_rank: int | None = None, sleep_level: int = 0, offload_model: bool = False,
+                 offload_optimizer: bool = False, **kwargs: Any) -> None:
+        import torch
+
         from swift.infer.engine import VllmEngine
 
         super().__init__(template, use_lora=use_lora, **kwargs)
         engine_kwargs = dict(engine_kwargs)
         if use_lora:
             engine_kwargs |= {"enable_lora": True, "max_loras": 1, "max_lora_rank": lora_rank or 16}
+        on_gpu = torch.cuda.is_available()
+        given = [f for f, on in (("--sleep_level", sleep_level), ("--offload_model", offload_model),
+                                 ("--offload_optimizer", offload_optimizer)) if on]
+        if given and not on_gpu:
+            logger.warning("%s: these free GPU memory while the policy trains or vLLM rolls out; on this CPU-only "
+                           "machine vLLM has no sleep mode and the policy already lives in RAM, so they do nothing "
+                           "here", ", ".join(given))
+        self.sleep_level = sleep_level if on_gpu else 0
+        self.offload = (offload_model and on_gpu, offload_optimizer and on_gpu)
+        if self.sleep_level:
+            engine_kwargs["enable_sleep_mode"] = True
         self.engine = VllmEngine(model_dir, template=template, engine_kwargs=engine_kwargs, use_async_engine=False)
         self.dtype = torch_dtype(self.engine.backend.engine.model_config.dtype)
+        self._asleep = False
+
+    def complete(self, prompt_ids: list[list[int]], trainer: Any, *, seed: int, call: int,
+                 media: list[dict | None] | None = None) -> list[list[int]]:
+        """Wake vLLM (sleep level 2 discarded its weights: sync them again), roll out with the policy's weights and
+        optimizer state moved to CPU RAM (--offload_model / --offload_optimizer), then put vLLM back to sleep."""
+        if self._asleep:
+            self.engine.wake_up()
+            self._asleep = False
+            if self.sleep_level == 2:
+                self._synced_step = None
+        model = unwrapped(trainer) if self.offload[0] else None
+        optimizer = trainer.optimizer if self.offload[1] else None
+        with offloaded(model, optimizer):
+            out = super().complete(prompt_ids, trainer, seed=seed, call=call, media=media)
+            if self.sleep_level:
+                self.engine.sleep(self.sleep_level)
+                self._asleep = True
+        return out
 
     def send_weights(self, model: Any) -> None:
         self.engine.load_weights(policy_weights(model, self.dtype).items())
@@ -282,6 +358,34 @@ class VllmColocateRollout(SyncedRollout):
 
     def close(self) -> None:
         self.engine.close()
+
+
+@contextlib.contextmanager
+def offloaded(model: Any = None, optimizer: Any = None):
+    """`model`'s parameters and buffers and `optimizer`'s state tensors in CPU RAM for the block, back on their
+    devices after (the same tensor objects: the optimizer keeps its references)."""
+    import torch
+
+    moved: list[tuple[Any, torch.device]] = []
+    if model is not None:
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        for tensor in itertools.chain(model.parameters(), model.buffers(), grads):
+            if tensor.device.type != "cpu":
+                moved.append((tensor, tensor.device))
+    if optimizer is not None:
+        for state in getattr(optimizer, "optimizer", optimizer).state.values():
+            for value in state.values():
+                if isinstance(value, torch.Tensor) and value.device.type != "cpu":
+                    moved.append((value, value.device))
+    for tensor, _ in moved:
+        tensor.data = tensor.data.to("cpu", non_blocking=True)
+    if moved and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        yield
+    finally:
+        for tensor, device in moved:
+            tensor.data = tensor.data.to(device, non_blocking=True)
 
 
 class RolloutServerError(SwiftError):

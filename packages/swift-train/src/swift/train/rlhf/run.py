@@ -47,6 +47,8 @@ def rlhf_problems(args: RlhfArguments) -> list[str]:
     elif rlhf.loss_weights and len(rlhf.loss_weights) != len(args.train.loss_type or ["sigmoid"]):
         problems.append(f"--loss_weights: {len(rlhf.loss_weights)} weights for {len(args.train.loss_type or [1])} "
                         f"--loss_type ({' '.join(args.train.loss_type or ['sigmoid'])})")
+    if rlhf.sft_alpha and method.name != "gkd":
+        problems.append(f"--sft_alpha: the SFT term of GKD; --rlhf_type {method.name} has none")
     if rlhf.ref_model and not method.uses_ref_model:
         problems.append(f"--ref_model: --rlhf_type {method.name} uses no reference model")
     if rlhf.max_completion_length < 1:
