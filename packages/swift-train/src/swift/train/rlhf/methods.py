@@ -334,18 +334,26 @@ def check_kto(args: RlhfArguments) -> list[str]:
     return problems
 
 
-def check_grpo(args: RlhfArguments) -> list[str]:
+def reward_flag_problems(args: RlhfArguments, method: str, *, learns: str = "") -> list[str]:
+    """--reward_funcs / --reward_model / --reward_weights of an online method (GRPO, PPO): some reward, known
+    function names, one weight per reward."""
     from swift.core import reward_problems
 
     rlhf, problems = args.rlhf, []
     if not rlhf.reward_funcs and not rlhf.reward_model:
-        problems.append("--rlhf_type grpo needs --reward_funcs (accuracy, format, cosine, repetition, soft_overlong "
-                        "or your own from --external_plugins) or --reward_model")
+        problems.append(f"--rlhf_type {method} needs a reward: --reward_funcs (accuracy, format, cosine, repetition, "
+                        "soft_overlong or your own from --external_plugins) and/or --reward_model (a "
+                        f"sequence-classification reward model){learns}")
     problems += reward_problems(rlhf.reward_funcs)
     n_rewards = len(rlhf.reward_funcs) + len(rlhf.reward_model)
     if rlhf.reward_weights and len(rlhf.reward_weights) != n_rewards:
         problems.append(f"--reward_weights: {len(rlhf.reward_weights)} weights for {n_rewards} reward "
                         "functions/models")
+    return problems
+
+
+def check_grpo(args: RlhfArguments) -> list[str]:
+    rlhf, problems = args.rlhf, reward_flag_problems(args, "grpo")
     if rlhf.num_generations < 2:
         problems.append(f"--num_generations {rlhf.num_generations}: GRPO compares at least 2 completions per prompt")
     steps = rlhf.steps_per_generation or args.train.gradient_accumulation_steps

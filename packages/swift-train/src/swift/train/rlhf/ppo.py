@@ -664,21 +664,11 @@ HINTS = {
 
 def check_ppo(args: RlhfArguments) -> list[str]:
     """Flag problems of --rlhf_type ppo, before anything loads."""
-    from swift.core import reward_problems
     from swift.train.arguments import RlhfArgs
-    from swift.train.rlhf.methods import vllm_problems
+    from swift.train.rlhf.methods import reward_flag_problems, vllm_problems
 
     rlhf, ppo, train, template = args.rlhf, args.ppo, args.train, args.template
-    problems = []
-    if not rlhf.reward_funcs and not rlhf.reward_model:
-        problems.append("--rlhf_type ppo needs a reward: --reward_funcs (accuracy, format, cosine, repetition, "
-                        "soft_overlong or your own from --external_plugins) and/or --reward_model (a "
-                        "sequence-classification reward model); PPO learns a value model against it")
-    problems += reward_problems(rlhf.reward_funcs)
-    n_rewards = len(rlhf.reward_funcs) + len(rlhf.reward_model)
-    if rlhf.reward_weights and len(rlhf.reward_weights) != n_rewards:
-        problems.append(f"--reward_weights: {len(rlhf.reward_weights)} weights for {n_rewards} reward "
-                        "functions/models")
+    problems = reward_flag_problems(args, "ppo", learns="; PPO learns a value model against it")
     defaults = RlhfArgs()
     for field in fields(RlhfArgs):
         name = field.name
