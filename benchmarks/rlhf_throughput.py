@@ -1,7 +1,7 @@
 """RLHF throughput: `swift rlhf` against trl's own trainers used directly, on the same data, model and settings.
 
     .venv/bin/python benchmarks/rlhf_throughput.py [--dpo_steps 10] [--grpo_steps 4] [--ppo_steps 8]
-        [--only dpo grpo grpo_vllm ppo]
+        [--only dpo grpo grpo_vllm ppo grpo_dynamic]
 
 Model: the packaged SmolLM2-135M-Instruct, LoRA r=8/alpha=32 on all linear layers, fp32, lr 1e-5, seed 42, optimizer
 adamw_torch and no gradient checkpointing on both sides (trl's configs default to checkpointing on). DPO: 64
@@ -302,7 +302,9 @@ def main() -> None:
                           "the PyTorch-engine rollout run's speed")
     if "ppo" in args.only:
         run_ppo(model_dir, prompts, work, args.ppo_steps)
-    for name in [n for n in args.only if n not in ("grpo_vllm", "ppo")]:
+    if "grpo_dynamic" in args.only:
+        run_grpo_dynamic(prompts, work, args.grpo_steps, grpo_flags)
+    for name in [n for n in args.only if n not in ("grpo_vllm", "ppo", "grpo_dynamic")]:
         steps, trl_run, swift_run = plans[name]
         results = {}
         for who, run in (("trl", trl_run), ("swift", swift_run)):
@@ -333,6 +335,26 @@ def run_ppo(model_dir: Path, prompts: Path, work: Path, steps: int) -> None:
     for who in ("swift", "swift bf16"):
         print(f"ppo: {who} is {results['ref']['runtime'] / results[who]['runtime']:.2f}x the plain fp32 loop's speed "
               "(steps/s ratio)", flush=True)
+
+
+def run_grpo_dynamic(prompts: Path, work: Path, steps: int, grpo_flags: tuple[str, ...]) -> None:
+    """The cost of DAPO's --dynamic_sample: the same GRPO run without and with it, for two reward mixes. With
+    accuracy + format alone the 135M model scores 0 on every completion, so every group is zero-spread and each step
+    rolls out 1 + --max_resample_times batches (the worst case); with repetition added the rewards vary inside a
+    group and resampling is rare (the usual case)."""
+    mixes = {"worst case (accuracy format)": (), "usual case (+ repetition)": ("repetition",)}
+    for label, extra in mixes.items():
+        times = {}
+        for who, flags in (("plain", ()), ("dynamic", ("--dynamic_sample", "true", "--max_resample_times", "3"))):
+            out = work / f"grpo-dyn-{len(extra)}-{who}"
+            r = run_swift("grpo", prompts, out, steps, *grpo_flags, *extra, *flags)
+            rows = [json.loads(line) for line in next(out.rglob("logging.jsonl")).read_text().splitlines()]
+            rounds = [row["dynamic_sample/rounds"] for row in rows if "dynamic_sample/rounds" in row]
+            times[who] = r["runtime"] / steps
+            print(f"grpo_dynamic {label} {who:8s}: {times[who]:6.2f} s/step peak RSS {r['peak_rss_gib']:.2f} GiB"
+                  + (f", rollout rounds per step {sum(rounds) / len(rounds):.2f}" if rounds else ""), flush=True)
+        print(f"grpo_dynamic {label}: --dynamic_sample costs {times['dynamic'] / times['plain']:.2f}x the time per "
+              "step", flush=True)
 
 
 if __name__ == "__main__":
