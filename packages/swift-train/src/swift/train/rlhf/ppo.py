@@ -314,18 +314,15 @@ class PpoSettings:
 
 class _PolicyView:
     """What the rollout engines read from a trainer (`model_wrapped`, `accelerator`, `args`, `state`), with the
-    policy as the model: the vLLM rollouts sync its weights; PtRollout generates with it. For PtRollout a PEFT policy
-    is handed over as its base model, whose layers carry the active adapter: swift-infer's engine runs a PEFT model
-    as a multi-adapter server, where a request naming no adapter gets the base model with the adapter off (and a
-    per-adapter batch split that made SmolLM2's rollouts ~15x slower)."""
+    policy as the model (the trainer's module holds the policy and the value model): the vLLM rollouts sync its
+    weights; PtRollout generates with it (a PEFT policy through its base model: rollout.PtRollout.complete)."""
 
-    def __init__(self, trainer: Any, *, generates: bool) -> None:
-        self._trainer, self._generates = trainer, generates
+    def __init__(self, trainer: Any) -> None:
+        self._trainer = trainer
 
     @property
     def model_wrapped(self) -> Any:
-        policy = self._trainer.accelerator.unwrap_model(self._trainer.model_wrapped).policy
-        return policy.get_base_model() if self._generates and hasattr(policy, "get_base_model") else policy
+        return self._trainer.accelerator.unwrap_model(self._trainer.model_wrapped).policy
 
     def __getattr__(self, name: str) -> Any:  # accelerator, args, state
         return getattr(self._trainer, name)
@@ -357,9 +354,7 @@ def _trainer_class() -> type:
             for module in (model.policy, model.value, ref_model, *scorer.models):
                 if module is not None:
                     disable_dropout_in_model(module)
-            from swift.train.rlhf.rollout import PtRollout
-
-            self._view = _PolicyView(self, generates=isinstance(rollout, PtRollout))
+            self._view = _PolicyView(self)
             self._step = 0  # micro-batches trained
             self._rollouts = 0
             self._episodes = 0  # completions rolled out, all ranks
