@@ -65,12 +65,17 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def _cpu_flags() -> str:
+    """/proc/cpuinfo's text ("" where there is none)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_has_fast_bf16() -> bool:
     """True on CPUs whose matmuls run bf16 natively (AMX or AVX512-BF16: oneDNN uses them), read from /proc/cpuinfo."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = _cpu_flags()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
@@ -78,8 +83,4 @@ def vllm_cpu_dtype() -> str | None:
     """The weights dtype for vLLM on this CPU when none is asked for: float32 on AMX CPUs, whose bf16 path in
     vllm-cpu 0.32 decodes wrongly (measured on a Sapphire Rapids Xeon: SmolLM2 answers "The capital of France is
     Paris." in fp32 and "L'Etoile, la Marseillaise," in bf16); None elsewhere (the caller's own default)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    return "float32" if "amx_bf16" in flags else None
+    return "float32" if "amx_bf16" in _cpu_flags() else None
