@@ -84,6 +84,7 @@ _EXPORTS = {
     "total_rewards": "swift.core.advantages",
     "sequence_kl": "swift.core.advantages",
     "zero_std_groups": "swift.core.advantages",
+    "completion_records": "swift.core.advantages",
     "ADVANTAGE_ESTIMATORS": "swift.core.advantages",
     "DEFAULT_REWARD_SCALE": "swift.core.advantages",
     "DEFAULT_KL_IN_REWARD": "swift.core.advantages",

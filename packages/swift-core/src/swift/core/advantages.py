@@ -95,3 +95,18 @@ def zero_std_groups(rewards: torch.Tensor, num_generations: int) -> torch.Tensor
     spread = torch.nan_to_num(grouped.nan_to_num(float("inf")).amin(dim=1) - grouped.nan_to_num(-float("inf"))
                               .amax(dim=1), nan=0.0)
     return (scored < 2) | torch.isclose(spread, torch.zeros_like(spread))
+
+
+def completion_records(step: int, prompts: list, completions: list, rewards_per_func: torch.Tensor,
+                       names: list[str], advantages_: torch.Tensor) -> list[dict]:
+    """`completions.jsonl` rows (`--log_completions`): the step, the prompt, the completion, each reward and the
+    advantage it trained with."""
+    import math
+
+    out = []
+    for prompt, completion, rewards, adv in zip(prompts, completions, rewards_per_func.tolist(),
+                                                advantages_.tolist(), strict=True):
+        out.append({"step": step, "prompt": prompt, "completion": completion,
+                    "rewards": {n: None if math.isnan(v) else v for n, v in zip(names, rewards, strict=True)},
+                    "advantage": adv})
+    return out

@@ -111,6 +111,17 @@ class Template:
             words.append(eos)
         return words
 
+    @property
+    def stop_token_ids(self) -> tuple[int, ...]:
+        """The token ids of `stop_words` that are single tokens, and the tokenizer's EOS id: what ends a rollout."""
+        tokenizer = self.tokenizer
+        ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        for word in self.stop_words:
+            token_id = tokenizer.convert_tokens_to_ids(word)
+            if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+                ids.add(token_id)
+        return tuple(sorted(ids))
+
     def render(self, messages: list[dict], tools: list | None = None, *, add_generation_prompt: bool = False,
                continue_final_message: bool = False) -> str:
         """The conversation as text, by the tokenizer's own `apply_chat_template` (or the fallback template).

@@ -85,18 +85,3 @@ def join_rollouts(outputs: list[dict[str, Any]], picks: list[tuple[int, int]], n
             parts.append(row)
         joined[key] = torch.cat(parts)
     return joined
-
-
-def completion_records(step: int, prompts: list, completions: list, rewards_per_func: torch.Tensor,
-                       names: list[str], advantages_: torch.Tensor) -> list[dict[str, Any]]:
-    """`completions.jsonl` rows (`--log_completions`): the step, the prompt, the completion, each reward and the
-    advantage it trained with."""
-    import math
-
-    out = []
-    for prompt, completion, rewards, adv in zip(prompts, completions, rewards_per_func.tolist(),
-                                                advantages_.tolist(), strict=True):
-        out.append({"step": step, "prompt": prompt, "completion": completion,
-                    "rewards": {n: None if math.isnan(v) else v for n, v in zip(names, rewards, strict=True)},
-                    "advantage": adv})
-    return out

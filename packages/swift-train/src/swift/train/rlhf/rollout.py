@@ -44,15 +44,6 @@ def pt_engine_available() -> bool:
     return True
 
 
-def stop_token_ids(template: Any, tokenizer: Any) -> tuple[int, ...]:
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    for word in template.stop_words:
-        token_id = tokenizer.convert_tokens_to_ids(word)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
-            ids.add(token_id)
-    return tuple(sorted(ids))
-
-
 class Rollout:
     """What every rollout shares: prompt ids from our template, sampling settings, a seed per call and prompt.
     `media_tokens`: the model's media placeholder ids, which end a completion (and are cut from it)."""
@@ -67,7 +58,7 @@ class Rollout:
         self.params = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                            repetition_penalty=repetition_penalty, stop=tuple(stop))
         self.media_tokens = frozenset(media_tokens)
-        self.stops = tuple(sorted(set(stop_token_ids(template, template.tokenizer)) | self.media_tokens))
+        self.stops = tuple(sorted(set(template.stop_token_ids) | self.media_tokens))
         self._counter = itertools.count()
 
     def __call__(self, prompts: list, trainer: Any) -> dict[str, Any]:

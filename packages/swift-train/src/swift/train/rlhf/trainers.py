@@ -161,9 +161,11 @@ def grpo_trainer_class() -> type:
 
             from accelerate.utils import gather_object
 
-            records = gather_object(grpo.completion_records(self.state.global_step + 1, prompts, completions,
-                                                            rewards_per_func.cpu(), list(self.reward_func_names),
-                                                            advantages.cpu()))
+            from swift.core import completion_records
+
+            records = gather_object(completion_records(self.state.global_step + 1, prompts, completions,
+                                                       rewards_per_func.cpu(), list(self.reward_func_names),
+                                                       advantages.cpu()))
             if self.accelerator.is_main_process:
                 path = self.swift_variant.completions_path
                 path.parent.mkdir(parents=True, exist_ok=True)
