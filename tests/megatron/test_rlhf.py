@@ -369,13 +369,14 @@ def test_flags_dpo_cannot_honour_are_refused_by_name(tmp_path, argv, needle):
     assert needle in str(caught.value), str(caught.value)
 
 
-def test_help_offers_dpo_only_and_sft_has_no_dpo_flags():
+def test_help_offers_dpo_and_grpo_and_sft_has_no_rlhf_flags():
     from swift.core import ConfigError
     from swift.megatron import sft_main
 
     result = run_megatron("rlhf", "--help")
     assert result.returncode == 0
-    assert "--rlhf_type {dpo}" in result.stdout
+    assert "--rlhf_type {dpo,grpo}" in result.stdout
+    assert "--num_generations" in result.stdout
     assert "--beta" in result.stdout
     assert "--ref_load" in result.stdout
     with pytest.raises(ConfigError, match="--beta"):

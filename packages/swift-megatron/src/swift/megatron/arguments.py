@@ -95,7 +95,8 @@ class MegatronArgs:
                                       "online_contrastive; generative_reranker: pointwise_reranker (default), "
                                       "listwise_reranker; causal_lm: cross_entropy. megatron rlhf --rlhf_type dpo: "
                                       "sigmoid (default), hinge, ipo, robust, exo_pair, sigmoid_norm, nca_pair, "
-                                      "sppo_hard, aot, aot_unpaired, apo_zero, apo_down")
+                                      "sppo_hard, aot, aot_unpaired, apo_zero, apo_down; --rlhf_type grpo: grpo "
+                                      "(default), bnpo, dr_grpo, dapo")
     merge_lora: bool = arg(True, "export of a LoRA checkpoint: merged HF model (false: a PEFT adapter)")
     adapters: list[str] = arg([], "export: a LoRA checkpoint to export (an mcore LoRA checkpoint, or a PEFT "
                                   "adapter directory with --model as its base)")
@@ -117,13 +118,23 @@ class MegatronArguments:
     core: MegatronCoreArgs = field(default_factory=MegatronCoreArgs)
 
 
+def _reward_funcs() -> dict[str, None]:
+    from swift.core import reward_choices
+
+    return reward_choices()
+
+
 @dataclass
 class MegatronRlhfArgs:
     """RLHF"""
 
-    rlhf_type: Literal["dpo"] = arg("dpo", "the preference method: dpo (Direct Preference Optimization on "
-                                           "preference rows: messages + rejected_response, or prompt/chosen/rejected)")
-    beta: float = arg(0.1, "DPO: how far the policy may move from the reference (for ipo: its regularisation)")
+    rlhf_type: Literal["dpo", "grpo"] = arg(
+        "dpo", "the method: dpo (Direct Preference Optimization on preference rows: messages + rejected_response, or "
+               "prompt/chosen/rejected), grpo (Group Relative Policy Optimization on prompts, rewarded by "
+               "--reward_funcs)")
+    beta: float | None = arg(None, "DPO: how far the policy may move from the reference (for ipo: its "
+                                   "regularisation; default 0.1); GRPO: the KL-to-reference coefficient (default "
+                                   "0.04; 0: no reference model)")
     rpo_alpha: float | None = arg(None, "DPO: add rpo_alpha x the NLL of the chosen answers (RPO; the paper "
                                         "suggests 1)")
     label_smoothing: float = arg(0.0, "DPO: the share of pairs assumed mislabelled (conservative DPO for sigmoid; "
@@ -131,17 +142,75 @@ class MegatronRlhfArgs:
     reference_free: bool = arg(False, "DPO: no reference model (one that gives every answer the same probability)")
     f_divergence_type: Literal["reverse_kl", "js_divergence"] = arg(
         "reverse_kl", "DPO: the divergence the log-ratios are taken under (trl's f-DPO)")
-    ref_model: str | None = arg(None, "DPO reference: an HF model id or directory of the same architecture "
+    ref_model: str | None = arg(None, "the reference: an HF model id or directory of the same architecture "
                                       "(default: the policy's initial weights; LoRA: the base without the adapter)")
-    ref_load: str | None = arg(None, "DPO reference: an mcore checkpoint (as --load takes)",
+    ref_load: str | None = arg(None, "the reference: an mcore checkpoint (as --load takes)",
                                aliases=["mcore_ref_model"])
+    # GRPO (ms-swift's names; batch sizes count completions, as ms-swift's Megatron GRPO)
+    num_generations: int = arg(8, "GRPO: completions per prompt (a group)")
+    max_completion_length: int = arg(512, "GRPO: most tokens generated per completion")
+    temperature: float = arg(0.9, "GRPO: sampling temperature of the rollouts (0: greedy)")
+    top_p: float = arg(1.0, "GRPO: rollout nucleus sampling")
+    top_k: int = arg(-1, "GRPO: rollout top-k sampling (-1 or 0: off)")
+    repetition_penalty: float = arg(1.0, "GRPO: rollout repetition penalty")
+    reward_funcs: list[str] = arg([], "GRPO: reward functions (built in, or registered by --external_plugins)",
+                                  choices=_reward_funcs)
+    reward_weights: list[float] = arg([], "GRPO: weights of --reward_funcs (default: 1 each)")
+    external_plugins: list[str] = arg([], "python files run before the other flags are checked: they register "
+                                          "reward functions (this executes their code)", plugin=True)
+    epsilon: float = arg(0.2, "GRPO: clip range of the importance ratio")
+    epsilon_high: float | None = arg(None, "GRPO: upper clip range (DAPO's clip-higher; default: --epsilon)")
+    steps_per_generation: int | None = arg(None, "GRPO: optimizer steps trained on one rollout batch of "
+                                                 "steps_per_generation x --global_batch_size completions "
+                                                 "(default 1, or --generation_batch_size / --global_batch_size)")
+    generation_batch_size: int | None = arg(None, "GRPO: completions per rollout batch (a multiple of "
+                                                  "--global_batch_size)")
+    num_iterations: int = arg(1, "GRPO: passes over each rollout batch (each pass: --steps_per_generation steps)")
+    advantage_estimator: Literal["grpo", "rloo", "reinforce_plus_plus"] = arg(
+        "grpo", "GRPO: how rewards become advantages (group mean baseline, leave-one-out, REINFORCE++)")
+    scale_rewards: Literal["group", "batch", "none", "gdpo"] | None = arg(
+        None, "GRPO: divide the centred rewards by the group's std, the batch's, not at all, or normalise each "
+              "reward function in its group first (gdpo); default: group for --advantage_estimator grpo, none for "
+              "rloo, batch for reinforce_plus_plus")
+    kl_in_reward: bool | None = arg(None, "GRPO: subtract beta x each completion's KL to the reference from its "
+                                          "reward (instead of a KL term in the loss); default: rloo and "
+                                          "reinforce_plus_plus yes, grpo no")
+    overlong_filter: bool = arg(False, "GRPO (DAPO): completions cut by --max_completion_length get no loss")
+    log_completions: bool = arg(False, "GRPO: write each rollout's prompts, completions, rewards and advantages to "
+                                       "completions.jsonl in the run directory")
+    use_vllm: bool = arg(False, "GRPO: roll out on vLLM (not built in megatron rlhf: rollouts run on the synced HF "
+                                "model with transformers' generate)")
 
 
 @dataclass
 class MegatronRlhfArguments(MegatronArguments):
-    """Swift on Megatron-Core: preference training."""
+    """Swift on Megatron-Core: preference (DPO) and reinforcement (GRPO) training."""
 
     rlhf: MegatronRlhfArgs = field(default_factory=MegatronRlhfArgs)
+
+
+DPO_ONLY = ("rpo_alpha", "label_smoothing", "reference_free", "f_divergence_type")
+
+
+def _check_rlhf_flags(args: MegatronRlhfArguments) -> list[str]:
+    """The method's own checks, and any flag of the other method given (it would be ignored)."""
+    import dataclasses
+
+    from swift.megatron.grpo import GRPO_FLAGS
+
+    rlhf, defaults = args.rlhf, MegatronRlhfArgs()
+    foreign = GRPO_FLAGS if rlhf.rlhf_type == "dpo" else DPO_ONLY
+    names = {f.name for f in dataclasses.fields(MegatronRlhfArgs)}
+    problems = [f"--{name} is a {'GRPO' if rlhf.rlhf_type == 'dpo' else 'DPO'} flag; --rlhf_type "
+                f"{rlhf.rlhf_type} does not use it" for name in foreign
+                if name in names and getattr(rlhf, name) != getattr(defaults, name)]
+    if rlhf.rlhf_type == "grpo":
+        from swift.megatron.grpo import check_grpo_flags
+
+        return problems + check_grpo_flags(args)
+    from swift.megatron.dpo import check_dpo_flags
+
+    return problems + check_dpo_flags(args)
 
 
 def uses_distributed_optimizer(m: MegatronArgs) -> bool:
@@ -163,9 +232,7 @@ def check_train_args(args: MegatronArguments, *, pretrain: bool = False) -> None
 
     rlhf = isinstance(args, MegatronRlhfArguments)
     if rlhf:
-        from swift.megatron.dpo import check_dpo_flags
-
-        problems += check_dpo_flags(args)
+        problems += _check_rlhf_flags(args)
     problems += check_task_flags(args.model, None if rlhf else m.loss_type, pretrain=pretrain,
                                  packing=args.template.packing, cached=bool(m.cached_dataset or m.cached_val_dataset))
     problems += check_core_args(args.core, pipeline_parallel_size=m.pipeline_model_parallel_size)

@@ -13,7 +13,7 @@ from swift.core.cli import EXIT_USAGE, resolve_args, run_command
 from swift.megatron.arguments import MegatronArguments, MegatronRlhfArguments, check_export_args, check_train_args
 
 SUBCOMMANDS = {"sft": "Megatron supervised fine-tuning", "pt": "Megatron pre-training",
-               "rlhf": "Megatron preference training (--rlhf_type dpo)", "export": "HF <-> mcore conversion"}
+               "rlhf": "Megatron RLHF (--rlhf_type dpo|grpo)", "export": "HF <-> mcore conversion"}
 
 
 def sft_main(args: MegatronArguments | Sequence[str] | None = None):

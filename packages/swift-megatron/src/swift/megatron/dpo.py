@@ -46,6 +46,7 @@ REFUSED_LOSSES = {
     "bco_pair": "it keeps a running mean of the rewards across steps, which checkpoints here do not carry",
     "discopop": "its temperature (trl's discopop_tau) has no flag here",
     "sft": "pass --rpo_alpha W for DPO plus W x the NLL of the chosen answer"}
+DEFAULT_BETA = 0.1
 F_DIVERGENCES = ("reverse_kl", "js_divergence")
 METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
            "logps/rejected", "nll_loss")
@@ -65,8 +66,8 @@ class DpoSettings:
 
     @classmethod
     def of(cls, rlhf: Any, loss_type: str | None) -> DpoSettings:
-        return cls(rlhf.beta, loss_type or "sigmoid", rlhf.label_smoothing, rlhf.rpo_alpha, rlhf.reference_free,
-                   rlhf.f_divergence_type)
+        return cls(DEFAULT_BETA if rlhf.beta is None else rlhf.beta, loss_type or "sigmoid", rlhf.label_smoothing,
+                   rlhf.rpo_alpha, rlhf.reference_free, rlhf.f_divergence_type)
 
 
 def check_dpo_flags(args: Any) -> list[str]:
@@ -78,7 +79,7 @@ def check_dpo_flags(args: Any) -> list[str]:
     elif loss not in DPO_LOSSES:
         problems.append(f"--loss_type {loss}: megatron rlhf --rlhf_type dpo takes {', '.join(DPO_LOSSES)}")
     smoothing, divergence = DPO_LOSSES.get(loss, (True, True))
-    if not rlhf.beta > 0:
+    if rlhf.beta is not None and not rlhf.beta > 0:
         problems.append(f"--beta {rlhf.beta}: must be above 0")
     if not 0 <= rlhf.label_smoothing < 0.5:
         problems.append(f"--label_smoothing {rlhf.label_smoothing}: must be within [0, 0.5)")

@@ -40,6 +40,7 @@ class Reference:
     model: Any
     adapter_off: Any = None  # the policy's GPTModel whose adapters the pass switches off
     forward_backward: Any = None
+    step: Any = reference_step  # the forward step (GRPO's stores per-token log-probabilities)
 
     def __call__(self, micro: list[dict], seq_length: int) -> None:
         import torch
@@ -48,7 +49,7 @@ class Reference:
 
         context = adapters_disabled(self.adapter_off) if self.adapter_off is not None else nullcontext()
         with torch.no_grad(), context:
-            self.forward_backward(forward_step_func=reference_step, data_iterator=iter(micro), model=[self.model],
+            self.forward_backward(forward_step_func=self.step, data_iterator=iter(micro), model=[self.model],
                                   num_microbatches=len(micro), seq_length=seq_length,
                                   micro_batch_size=micro[0]["tokens"].shape[0], forward_only=True)
 

@@ -63,11 +63,14 @@ def reduce_totals(out: list[dict], *, key: str = "lm loss", size: int = 2):
 class Objective:
     """What the steps train: mcore's forward step (default: the token loss of sft / pt / the tasks), what runs over
     a step's micro-batches before it (`prepare(micro, seq_length)`: DPO's reference pass), and the metrics logged
-    beside the loss (`metrics(out)`: the same on every rank). `megatron rlhf`'s is swift.megatron.dpo.objective."""
+    beside the loss (`metrics(out)`: the same on every rank). `megatron rlhf`'s are swift.megatron.dpo's and
+    swift.megatron.grpo_run's (whose `batches` are its rollouts)."""
 
     forward_step: Any = forward_step
     prepare: Any = None
     metrics: Any = None
+    batches: Any = None  # (start, stop) -> each step's (micro-batches, seq_length), in place of the rows' (GRPO)
+    step_tokens: Any = None  # step -> the global batch's tokens, in place of the rows' count (GRPO)
 
 
 @dataclass

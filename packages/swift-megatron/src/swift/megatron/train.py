@@ -72,9 +72,10 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
     from swift.core import task_type_of
 
     # an encoder task's rows may have no assistant turn (a query and its documents)
-    require_answer = task_type_of(args.model.task_type) == "causal_lm"
+    require_answer = task_type_of(args.model.task_type) == "causal_lm" and not _is_grpo(args)  # GRPO: prompts
     rows_raw, val_raw = load_rows(args.data, require_answer=require_answer) if args.data.dataset else (None, None)
     preference = _preference(args, rows_raw, val_raw)
+    grpo = _grpo(args)
     dtype = _dtype(m.bf16)
     # megatron-core's own checks of --recompute_*, --moe_*, --fp8_*... run on the HF config, before weights load
     early = _read_hf_config(args)
@@ -92,23 +93,28 @@ def run_train(args: MegatronArguments, *, pretrain: bool = False) -> MegatronRes
         raise ConfigError("--expert_model_parallel_size > 1 with --tensor_model_parallel_size > 1 is not supported")
     config = config or _core_config(args, source.hf_config, parallel, dtype)
     task = _task(args, source.tokenizer)
-    encode = partial(_encode, args, tokenizer=source.tokenizer, pretrain=pretrain, task=task, pairs=preference)
+    encode = partial(_encode, args, tokenizer=source.tokenizer, pretrain=pretrain, task=task, pairs=preference,
+                     prompts=grpo is not None)
     rows, template_name, max_length = encode(rows_raw)
+    if grpo is not None:
+        from swift.core import build_template
+
+        grpo = dataclasses.replace(grpo, stop_token_ids=build_template(args.template, source.tokenizer).stop_token_ids)
     val_rows = None
     if val_raw is not None or m.cached_val_dataset or m.cached_dataset:
         val_rows = encode(val_raw, split="val")[0] or None
-    command = "rlhf" if preference is not None else "pt" if pretrain else "sft"
+    command = "rlhf" if preference is not None or grpo is not None else "pt" if pretrain else "sft"
     with megatron_session(parallel, seed=m.seed):
         return _train(args, parallel, source, shape, CoreConfig(config, optimizer_kwargs),
-                      Rows(rows, val_rows, task, preference), template_name=template_name, max_length=max_length,
-                      command=command)
+                      Rows(rows, val_rows, task, preference, grpo), template_name=template_name,
+                      max_length=max_length, command=command)
 
 
 def _preference(args: MegatronArguments, rows_raw, val_raw) -> Any:
     """megatron rlhf: the DPO settings, once every row is known to have a rejected answer; None for sft / pt."""
     from swift.megatron.arguments import MegatronRlhfArguments
 
-    if not isinstance(args, MegatronRlhfArguments):
+    if not isinstance(args, MegatronRlhfArguments) or args.rlhf.rlhf_type != "dpo":
         return None
     from swift.megatron.dpo import DpoSettings, check_preference_rows
 
@@ -116,6 +122,19 @@ def _preference(args: MegatronArguments, rows_raw, val_raw) -> Any:
     if val_raw is not None:
         check_preference_rows(val_raw, args.data, flag="--val_dataset" if args.data.val_dataset else "--dataset")
     return DpoSettings.of(args.rlhf, args.megatron.loss_type)
+
+
+def _is_grpo(args: MegatronArguments) -> bool:
+    return getattr(getattr(args, "rlhf", None), "rlhf_type", None) == "grpo"
+
+
+def _grpo(args: MegatronArguments) -> Any:
+    """megatron rlhf --rlhf_type grpo: its settings (defaults resolved); None otherwise."""
+    if not _is_grpo(args):
+        return None
+    from swift.megatron.grpo import GrpoSettings
+
+    return GrpoSettings.of(args)
 
 
 @dataclass
@@ -147,6 +166,7 @@ class Rows:
     val: list[dict] | None
     task: Any = None  # swift.megatron.tasks.MegatronTask of --task_type seq_cls / embedding / ...
     preference: Any = None  # megatron rlhf: swift.megatron.dpo.DpoSettings (rows are prompt / chosen / rejected ids)
+    grpo: Any = None  # megatron rlhf --rlhf_type grpo: swift.megatron.grpo.GrpoSettings (rows are prompts)
 
 
 def _task(args: MegatronArguments, tokenizer) -> Any:
@@ -253,7 +273,7 @@ def _with_rope_flags(args: MegatronArguments, hf_config: Any) -> Any:
 
 
 def _encode(args: MegatronArguments, rows_raw, *, tokenizer, pretrain: bool, split: str = "train",
-            task: Any = None, pairs: Any = None) -> tuple[list[dict], str, int]:
+            task: Any = None, pairs: Any = None, prompts: bool = False) -> tuple[list[dict], str, int]:
     """Encoded rows of one split: `rows_raw` through the template (a task's rows through its `TaskEncoder`,
     preference rows (`pairs`) as prompt / chosen / rejected ids), plus the --cached_dataset (train) or
     --cached_val_dataset / the cached folders' val/ (val) rows; packed with --packing."""
@@ -262,6 +282,13 @@ def _encode(args: MegatronArguments, rows_raw, *, tokenizer, pretrain: bool, spl
 
     template = build_template(args.template, tokenizer, pretrain=pretrain)
     length = max_length(args.template)
+    if prompts:  # GRPO: prompt rows (and their columns for the rewards), no cached or packed rows (refused)
+        from swift.megatron.grpo import prompt_rows
+
+        rows = prompt_rows(rows_raw, template) if rows_raw is not None else []
+        if not rows and split == "train":
+            raise ConfigError(f"--max_length {length}: every prompt is longer; raise it")
+        return rows, template.name, length
     if pairs is not None:
         from swift.megatron.dpo import encode_pair
 
@@ -363,7 +390,9 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
     if m.global_batch_size % (m.micro_batch_size * dp):
         raise ConfigError(f"--global_batch_size {m.global_batch_size} must be a multiple of --micro_batch_size "
                           f"{m.micro_batch_size} x {dp} data-parallel ranks")
-    train_iters, warmup = schedule(m, len(rows))
+    # GRPO: batch sizes count completions, each prompt gives num_generations and each batch trains num_iterations
+    units = len(rows) if data.grpo is None else len(rows) * data.grpo.num_generations * data.grpo.num_iterations
+    train_iters, warmup = schedule(m, units)
     lr = m.lr or get_tuner(tuner.train_type).default_learning_rate
     run_dir = on_rank0(lambda: new_run_dir(m.save, source.model_id, add_version=m.add_version))
     flat = to_flat_dict(args) | {"model": source.model_id, "run_dir": str(run_dir), "template_name": template_name,
@@ -392,6 +421,10 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
         from swift.megatron.dpo import prepare_dpo
 
         preference = prepare_dpo(data.preference, args, source, gpt, shape, parallel, config, lora_spec=lora_spec)
+    elif data.grpo is not None:
+        from swift.megatron.grpo_run import prepare_grpo
+
+        preference = prepare_grpo(data.grpo, rows, args, source, gpt, shape, parallel, config, lora_spec=lora_spec)
     ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=m.overlap_grad_reduce,
                                                overlap_param_gather=m.overlap_param_gather,
                                                use_distributed_optimizer=uses_distributed_optimizer(m),
@@ -427,7 +460,14 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
                      lengths=[row_length(r) for r in data.train] if m.group_by_length else None,
                      task=data.task, pairs=data.preference is not None)
     forward_backward = get_forward_backward_func()
-    objective = Objective() if preference is None else preference.objective(model, gpt, forward_backward)
+    if data.grpo is not None:
+        from swift.megatron.grpo_run import RolloutContext
+
+        context = RolloutContext(shape, parallel, lora_spec, source.hf_config, source.tokenizer, plan, m.seed, run_dir,
+                                 dtype, gathered=partial(_params_gathered, model))
+        objective = preference.objective(model, gpt, forward_backward, context)
+    else:
+        objective = Objective() if preference is None else preference.objective(model, gpt, forward_backward)
     evaluate = make_evaluator(m, data.val, plan, model, forward_backward, objective)
     log_path, losses, eval_losses, metrics, last = run_dir / "logging.jsonl", {}, {}, {}, None
     saver = Saver(run_dir, gpt, optimizer, scheduler, parallel, source.hf_config, source.tokenizer,
@@ -443,7 +483,8 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
                 run_dir, len(rows), train_iters, m.global_batch_size, warmup, parallel.tp, parallel.pp, parallel.ep,
                 dp, dtype)
     clock, tokens_seen, window_tokens = time.perf_counter(), 0, 0
-    batches = step_batches(rows, plan, start, train_iters, num_workers=m.dataloader_num_workers)
+    batches = objective.batches(start, train_iters) if objective.batches is not None else step_batches(
+        rows, plan, start, train_iters, num_workers=m.dataloader_num_workers)
     for step, (micro, seq_length) in zip(range(start, train_iters), batches, strict=True):
         if objective.prepare is not None:
             objective.prepare(micro, seq_length)  # DPO: the reference's log-probabilities into each micro-batch
@@ -458,7 +499,8 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
         loss = reduce_loss(out)
         step_metrics = objective.metrics(out) if objective.metrics is not None else {}
         iteration = step + 1
-        batch_tokens = _global_tokens(rows, step, plan)
+        batch_tokens = objective.step_tokens(step) if objective.step_tokens is not None else _global_tokens(
+            rows, step, plan)
         tokens_seen, window_tokens = tokens_seen + batch_tokens, window_tokens + batch_tokens
         losses[iteration] = loss
         if step_metrics:
