@@ -171,7 +171,7 @@ def lora_run(grpo_files, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("grpo-lora")
     check(run_megatron("rlhf", *_flags(grpo_files, out, "--train_type", "lora", "--train_iters", "2",
                                        "--reward_funcs", "brief", "echo_solution", "--reward_weights", "1", "0.5",
-                                       "--log_completions", "true")))
+                                       "--log_completions", "true", "--save_interval", "1")))
     return out
 
 
@@ -218,6 +218,24 @@ def test_tensor_parallel_run_gives_the_one_process_run(grpo_files, lora_run, tmp
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
         assert b["kl"] == pytest.approx(a["kl"], rel=1e-3, abs=1e-8)
+
+
+@pytest.mark.slow
+def test_pipeline_parallel_run_and_a_resumed_run_give_the_one_process_run(grpo_files, lora_run, tmp_path):
+    """PP=2, and a run resumed from the step-1 checkpoint (its step-2 rollouts drawn with the resumed weights and
+    the same seed): the one-process run's rewards, losses and gradient norms."""
+    lora = ["--train_type", "lora", "--train_iters", "2", "--reward_funcs", "brief", "echo_solution",
+            "--reward_weights", "1", "0.5"]
+    check(run_megatron("rlhf", *_flags(grpo_files, tmp_path / "pp", *lora, "--pipeline_model_parallel_size", "2"),
+                       nproc=2))
+    (first,) = lora_run.glob("v*/iter_0000001")
+    check(run_megatron("rlhf", *_flags(grpo_files, tmp_path / "resumed", *lora, "--load", str(first))))
+    one = _log(lora_run)
+    for rows in (_log(tmp_path / "pp"), [one[0], *_log(tmp_path / "resumed")]):
+        for a, b in zip(one, rows, strict=True):
+            assert b["reward"] == a["reward"]
+            assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
+            assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
 
 
 def test_a_rollout_batch_trained_over_two_steps_uses_the_rollout_policy(grpo_files, tmp_path):
