@@ -1,7 +1,7 @@
 """RLHF throughput: `swift rlhf` against trl's own trainers used directly, on the same data, model and settings.
 
     .venv/bin/python benchmarks/rlhf_throughput.py [--dpo_steps 10] [--grpo_steps 4] [--ppo_steps 8]
-        [--only dpo grpo grpo_vllm ppo grpo_dynamic]
+        [--only dpo grpo grpo_vllm ppo grpo_dynamic megatron_grpo]
 
 Model: the packaged SmolLM2-135M-Instruct, LoRA r=8/alpha=32 on all linear layers, fp32, lr 1e-5, seed 42, optimizer
 adamw_torch and no gradient checkpointing on both sides (trl's configs default to checkpointing on). DPO: 64
@@ -14,6 +14,11 @@ here (`REF_PPO`: the same model, LoRA on the policy and on a value model made fr
 rewards, GAE, whitening and clipped losses, AdamW): 4 prompts per rollout, 4 PPO epochs (4 optimizer steps per rollout
 batch), 64 new tokens at most, temperature 0.9, rewards `accuracy` + `format`. Printed besides: trained tokens per
 second (prompt + completion tokens of every optimizer step) and peak RSS.
+
+megatron_grpo: `megatron rlhf --rlhf_type grpo` (mcore model, one process; rollouts with transformers' generate on
+the synced HF model) against trl's GRPOTrainer and `swift rlhf --rlhf_type grpo` on the GRPO setup above (batch 8 =
+2 prompts x 4 generations, LoRA r=8/alpha=32 without dropout, as trl disables it). Megatron's seconds per step come
+from its logging.jsonl (each step's tokens / tokens per second), so they leave out start-up as the others do.
 
 grpo_vllm (needs .venv-vllm, `make setup-vllm`; vLLM eager, bf16, a 2 GiB KV cache): trl's GRPOTrainer with
 use_vllm=True (colocate), `swift rlhf --use_vllm true` colocated, and against a `swift rollout` server (the trainer in
@@ -304,7 +309,9 @@ def main() -> None:
         run_ppo(model_dir, prompts, work, args.ppo_steps)
     if "grpo_dynamic" in args.only:
         run_grpo_dynamic(prompts, work, args.grpo_steps, grpo_flags)
-    for name in [n for n in args.only if n not in ("grpo_vllm", "ppo", "grpo_dynamic")]:
+    if "megatron_grpo" in args.only:
+        run_megatron_grpo(model_dir, prompts, work, args.grpo_steps, grpo_flags)
+    for name in [n for n in args.only if n not in ("grpo_vllm", "ppo", "grpo_dynamic", "megatron_grpo")]:
         steps, trl_run, swift_run = plans[name]
         results = {}
         for who, run in (("trl", trl_run), ("swift", swift_run)):
@@ -334,6 +341,44 @@ def run_ppo(model_dir: Path, prompts: Path, work: Path, steps: int) -> None:
               f"{r['tokens'] / r['runtime']:7.1f} trained tokens/s peak RSS {r['peak_rss_gib']:.2f} GiB", flush=True)
     for who in ("swift", "swift bf16"):
         print(f"ppo: {who} is {results['ref']['runtime'] / results[who]['runtime']:.2f}x the plain fp32 loop's speed "
+              "(steps/s ratio)", flush=True)
+
+
+def run_megatron(data: Path, out: Path, steps: int, *extra: str) -> dict:
+    """`megatron rlhf --rlhf_type grpo` on the packaged model; seconds per step from its logging.jsonl."""
+    cmd = [str(Path(sys.executable).parent / "megatron"), "rlhf", "--rlhf_type", "grpo", "--model", MODEL,
+           "--dataset", str(data), "--train_iters", str(steps), "--lr", "1e-5", "--min_lr", "1e-5",
+           "--train_type", "lora", "--lora_rank", "8", "--lora_alpha", "32", "--lora_dropout", "0",
+           "--max_length", "512", "--log_interval", "1", "--save", str(out), "--save_interval", str(10 * steps),
+           "--bf16", "false", "--seed", "42", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    rows = [json.loads(line) for line in next(out.rglob("logging.jsonl")).read_text().splitlines()]
+    previous, runtime = 0, 0.0
+    for row in rows:
+        runtime += (row["tokens_seen"] - previous) / row["tokens_per_second"]
+        previous = row["tokens_seen"]
+    return {"runtime": runtime, "peak_rss_gib": max(r["peak_rss_gib"] for r in rows),
+            "mean_completion": sum(r["completions/mean_length"] for r in rows) / len(rows)}
+
+
+def run_megatron_grpo(model_dir: Path, prompts: Path, work: Path, steps: int, grpo_flags: tuple[str, ...]) -> None:
+    """megatron rlhf's GRPO against trl's GRPOTrainer and swift rlhf's, the same prompts, model and settings."""
+    flags = ("--global_batch_size", "8", "--micro_batch_size", "8", "--num_generations", "4",
+             "--max_completion_length", "64", "--temperature", "0.9", "--beta", "0.04", "--reward_funcs", "accuracy",
+             "format")
+    runs = (("trl", lambda: run_trl(TRL_GRPO, model_dir, prompts, work / "trl-grpo-m", steps)),
+            ("swift rlhf", lambda: run_swift("grpo", prompts, work / "swift-grpo-m", steps, *grpo_flags)),
+            ("megatron", lambda: run_megatron(prompts, work / "megatron-grpo", steps, *flags)))
+    results = {}
+    for who, run in runs:
+        r = results[who] = run()
+        extra = f" mean completion {r['mean_completion']:.1f} tokens" if r.get("mean_completion") else ""
+        print(f"megatron_grpo {who:10s}: {r['runtime'] / steps:6.2f} s/step peak RSS {r['peak_rss_gib']:.2f} GiB"
+              f"{extra}", flush=True)
+    for who in ("swift rlhf", "megatron"):
+        print(f"megatron_grpo: {who} is {results['trl']['runtime'] / results[who]['runtime']:.2f}x trl's speed "
               "(steps/s ratio)", flush=True)
 
 
