@@ -189,6 +189,16 @@ class MegatronRlhfArguments(MegatronArguments):
     rlhf: MegatronRlhfArgs = field(default_factory=MegatronRlhfArgs)
 
 
+def loss_type_problems(loss: str, allowed: tuple[str, ...] | dict, refused: dict[str, str], method: str) -> list[str]:
+    """`--loss_type` of `megatron rlhf --rlhf_type <method>`: refused ones with their reason, unknown ones with the
+    list of those it takes."""
+    if loss in refused:
+        return [f"--loss_type {loss} is not supported by megatron rlhf: {refused[loss]}"]
+    if loss not in allowed:
+        return [f"--loss_type {loss}: megatron rlhf --rlhf_type {method} takes {', '.join(allowed)}"]
+    return []
+
+
 DPO_ONLY = ("rpo_alpha", "label_smoothing", "reference_free", "f_divergence_type")
 
 

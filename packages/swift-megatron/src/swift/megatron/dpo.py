@@ -72,12 +72,11 @@ class DpoSettings:
 
 def check_dpo_flags(args: Any) -> list[str]:
     """The problems of `megatron rlhf`'s own flags and of the sft flags DPO cannot honour, before anything loads."""
-    rlhf, m, problems = args.rlhf, args.megatron, []
+    from swift.megatron.arguments import loss_type_problems
+
+    rlhf, m = args.rlhf, args.megatron
     loss = m.loss_type or "sigmoid"
-    if loss in REFUSED_LOSSES:
-        problems.append(f"--loss_type {loss} is not supported by megatron rlhf: {REFUSED_LOSSES[loss]}")
-    elif loss not in DPO_LOSSES:
-        problems.append(f"--loss_type {loss}: megatron rlhf --rlhf_type dpo takes {', '.join(DPO_LOSSES)}")
+    problems = loss_type_problems(loss, DPO_LOSSES, REFUSED_LOSSES, "dpo")
     smoothing, divergence = DPO_LOSSES.get(loss, (True, True))
     if rlhf.beta is not None and not rlhf.beta > 0:
         problems.append(f"--beta {rlhf.beta}: must be above 0")

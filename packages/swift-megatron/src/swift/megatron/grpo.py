@@ -191,13 +191,10 @@ def generation_schedule(rlhf: Any, global_batch_size: int) -> tuple[int, int]:
 def check_grpo_flags(args: Any) -> list[str]:
     """The problems of GRPO's flags and of the sft flags it cannot honour, all before anything loads."""
     from swift.core import reward_problems
+    from swift.megatron.arguments import loss_type_problems
 
-    rlhf, m, problems = args.rlhf, args.megatron, []
-    loss = m.loss_type or "grpo"
-    if loss in REFUSED_LOSSES:
-        problems.append(f"--loss_type {loss} is not supported by megatron rlhf: {REFUSED_LOSSES[loss]}")
-    elif loss not in LOSS_TYPES:
-        problems.append(f"--loss_type {loss}: megatron rlhf --rlhf_type grpo takes {', '.join(LOSS_TYPES)}")
+    rlhf, m = args.rlhf, args.megatron
+    problems = loss_type_problems(m.loss_type or "grpo", LOSS_TYPES, REFUSED_LOSSES, "grpo")
     if rlhf.use_vllm:
         problems.append("--use_vllm true: megatron rlhf rolls out on the synced HF model with transformers' "
                         "generate (vLLM rollouts are built for swift rlhf --rlhf_type grpo --use_vllm true); drop it")
