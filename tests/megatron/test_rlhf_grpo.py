@@ -113,7 +113,10 @@ def test_mcore_reduction_of_the_micro_batches_is_trls_step_loss(loss_type):
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["--use_vllm", "true"], "--use_vllm true: megatron rlhf rolls out"),
+    (["--reward_funcs", "format", "--use_vllm", "true", "--vllm_mode", "server"], "--vllm_mode server: megatron"),
+    (["--reward_funcs", "format", "--use_vllm", "true", "--vllm_tensor_parallel_size", "2"],
+     "--vllm_tensor_parallel_size 2: megatron rlhf runs one vLLM engine"),
+    (["--reward_funcs", "format", "--sleep_level", "1"], "--sleep_level configures vLLM rollouts: add --use_vllm"),
     (["--reward_funcs", "nonexistent"], "--reward_funcs must be one of accuracy, format"),
     ([], "needs --reward_funcs"),
     (["--reward_funcs", "format", "--global_batch_size", "6"], "must be a multiple of --num_generations 4"),
@@ -137,6 +140,23 @@ def test_grpo_flag_problems_are_named_before_loading(argv, needle):
             "--global_batch_size", "8"]
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
         check_train_args(parse_args(MegatronRlhfArguments, [*base, *argv]))
+
+
+def test_use_vllm_without_vllm_installed_says_how_to_get_it():
+    """The dev environment has no vLLM (it lives in .venv-vllm: tests/with_vllm/test_vllm_megatron_grpo.py)."""
+    import importlib.util
+
+    from swift.core import ConfigError
+    from swift.core.arguments import parse_args
+    from swift.megatron.arguments import MegatronRlhfArguments, check_train_args
+    from tests.megatron.conftest import IDENTITY
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed in this environment")
+    with pytest.raises(ConfigError, match="vLLM is not installed here"):
+        check_train_args(parse_args(MegatronRlhfArguments, [
+            "--rlhf_type", "grpo", "--model", "x", "--dataset", str(IDENTITY), "--num_generations", "4",
+            "--global_batch_size", "8", "--reward_funcs", "format", "--use_vllm", "true"]))
 
 
 def test_a_grpo_flag_given_to_dpo_is_refused():

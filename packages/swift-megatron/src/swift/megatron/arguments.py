@@ -178,8 +178,20 @@ class MegatronRlhfArgs:
     overlong_filter: bool = arg(False, "GRPO (DAPO): completions cut by --max_completion_length get no loss")
     log_completions: bool = arg(False, "GRPO: write each rollout's prompts, completions, rewards and advantages to "
                                        "completions.jsonl in the run directory")
-    use_vllm: bool = arg(False, "GRPO: roll out on vLLM (not built in megatron rlhf: rollouts run on the synced HF "
-                                "model with transformers' generate)")
+    use_vllm: bool = arg(False, "GRPO: roll out on vLLM colocated with the trainer (one engine per model-parallel "
+                                "group, fed the policy's weights before each rollout batch; default: transformers' "
+                                "generate on the synced HF model)")
+    vllm_mode: Literal["colocate", "server"] = arg("colocate", "GRPO with --use_vllm: colocate (server mode is "
+                                                              "swift rlhf's)")
+    vllm_gpu_memory_utilization: float | None = arg(None, "GRPO with --use_vllm: vLLM's share of GPU memory")
+    vllm_tensor_parallel_size: int = arg(1, "GRPO with --use_vllm: vLLM tensor parallelism (1 here)")
+    vllm_max_model_len: int | None = arg(None, "GRPO with --use_vllm: vLLM's longest prompt + completion (default: "
+                                               "--max_length + --max_completion_length, capped by the model's)")
+    vllm_enforce_eager: bool = arg(False, "GRPO with --use_vllm: no torch.compile / CUDA graphs (starts faster)")
+    vllm_enable_prefix_caching: bool = arg(True, "GRPO with --use_vllm: reuse the KV cache of a group's prompt")
+    vllm_engine_kwargs: dict | None = arg(None, "GRPO with --use_vllm: JSON of further vLLM engine arguments")
+    sleep_level: Literal[0, 1, 2] = arg(0, "GRPO with --use_vllm: vLLM sleeps while the policy trains (1: weights to "
+                                           "CPU RAM, 2: discarded; GPU only, nothing to free on a CPU)")
 
 
 @dataclass

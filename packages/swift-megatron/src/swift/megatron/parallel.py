@@ -65,5 +65,5 @@ def megatron_session(parallel: Parallel, *, seed: int = 42) -> Iterator[None]:
             yield
         finally:
             parallel_state.destroy_model_parallel()
-            if created:
+            if created and dist.is_initialized():  # a colocated vLLM engine's close may have taken it down
                 dist.destroy_process_group()

@@ -464,7 +464,8 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
         from swift.megatron.grpo_run import RolloutContext
 
         context = RolloutContext(shape, parallel, lora_spec, source.hf_config, source.tokenizer, plan, m.seed, run_dir,
-                                 dtype, gathered=partial(_params_gathered, model))
+                                 dtype, gathered=partial(_params_gathered, model),
+                                 vllm=_vllm_rollouts(args, source, max_length, dtype))
         objective = preference.objective(model, gpt, forward_backward, context)
     else:
         objective = Objective() if preference is None else preference.objective(model, gpt, forward_backward)
@@ -529,6 +530,28 @@ def _train(args, parallel: Parallel, source: Source, shape, core: CoreConfig, da
                 plot_losses(run_dir)
     logger.info("last checkpoint: %s", last)
     return MegatronResult(run_dir, last, losses, eval_losses, metrics)
+
+
+def _vllm_rollouts(args, source: Source, max_length: int, dtype) -> Any:
+    """--use_vllm: a factory of the colocated vLLM engine (built where rollouts run); None otherwise."""
+    rlhf = args.rlhf
+    if not rlhf.use_vllm:
+        return None
+    from swift.core import build_template
+    from swift.megatron.grpo_vllm import VllmRollouts, engine_kwargs
+
+    info = getattr(source.tokenizer, "swift_model_info", None)
+    if info is not None:
+        model_dir = str(info.model_dir)
+    elif source.checkpoint is not None and source.hf_state is None:
+        model_dir = str(source.checkpoint / "hf")  # config and tokenizer: vLLM starts on dummy weights
+    else:
+        model_dir = source.model_id
+    kwargs = engine_kwargs(rlhf, max_length=max_length,
+                           max_positions=getattr(source.hf_config, "max_position_embeddings", None),
+                           seed=args.megatron.seed, dtype=dtype)
+    template = build_template(args.template, source.tokenizer)
+    return partial(VllmRollouts, model_dir, template, kwargs, sleep_level=rlhf.sleep_level)
 
 
 @contextmanager
