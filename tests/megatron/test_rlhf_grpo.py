@@ -109,6 +109,35 @@ def test_mcore_reduction_of_the_micro_batches_is_trls_step_loss(loss_type):
     assert got == pytest.approx(expected, rel=1e-12)
 
 
+def test_sequence_level_ratio_and_two_sided_clipping_are_trls():
+    """GSPO: every token of a completion shares exp(mean log-ratio over its completion tokens); --delta caps the
+    unclipped ratio (for positive advantages the clipped side wins anyway; for negative ones the cap bounds the
+    loss)."""
+    import math
+
+    import torch
+
+    from swift.megatron.grpo import GrpoLoss, importance_ratio, per_token_terms
+
+    policy = torch.tensor([[-1.0, -2.0, -0.5], [-0.2, -0.3, -4.0]], dtype=torch.float64)
+    old = torch.tensor([[-1.2, -2.5, -9.0], [-0.9, -0.3, -4.0]], dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.float64)
+    gspo = GrpoLoss(importance_sampling_level="sequence", beta=0.0)
+    ratio = importance_ratio(policy, old, gspo, mask)
+    assert ratio.shape == (2, 1)
+    assert ratio[0, 0].item() == pytest.approx(math.exp((0.2 + 0.5) / 2))
+    assert ratio[1, 0].item() == pytest.approx(math.exp(0.7 / 3))
+    adv = torch.tensor([-1.0, 2.0], dtype=torch.float64)
+    loss, _ = per_token_terms(policy, old, adv, gspo, mask=mask)
+    r0, r1 = math.exp(0.35), math.exp(0.7 / 3)
+    assert loss.shape == (2, 1)  # one term per completion, spread over its tokens by the mask (as trl)
+    assert loss[0, 0].item() == pytest.approx(-min(-r0, -1.2))  # negative advantage: the unclipped ratio wins
+    assert loss[1, 0].item() == pytest.approx(-min(2 * r1, 2 * 1.2))
+    capped, _ = per_token_terms(policy, old, adv, GrpoLoss(importance_sampling_level="sequence", beta=0.0,
+                                                           delta=1.3), mask=mask)
+    assert capped[0, 0].item() == pytest.approx(1.3)  # -min(-1.3, -1.2): the cap bounds a negative advantage
+
+
 # ------------------------------------------------------------------------------------------ flags
 
 

@@ -176,6 +176,10 @@ class MegatronRlhfArgs:
                                           "reward (instead of a KL term in the loss); default: rloo and "
                                           "reinforce_plus_plus yes, grpo no")
     overlong_filter: bool = arg(False, "GRPO (DAPO): completions cut by --max_completion_length get no loss")
+    importance_sampling_level: Literal["token", "sequence"] = arg(
+        "token", "GRPO: the importance ratio per token, or per completion (GSPO: the exp of its mean log-ratio)")
+    delta: float | None = arg(None, "GRPO: two-sided clipping, the unclipped ratio capped at delta (INTELLECT-2; "
+                                    "> 1 + epsilon_high)")
     log_completions: bool = arg(False, "GRPO: write each rollout's prompts, completions, rewards and advantages to "
                                        "completions.jsonl in the run directory")
     use_vllm: bool = arg(False, "GRPO: roll out on vLLM colocated with the trainer (one engine per model-parallel "

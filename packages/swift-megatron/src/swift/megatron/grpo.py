@@ -26,16 +26,35 @@ class GrpoLoss:
     epsilon_high: float | None = None
     beta: float = 0.04
     max_completion_length: int = 512
+    importance_sampling_level: Literal["token", "sequence"] = "token"  # sequence: GSPO
+    delta: float | None = None  # two-sided clipping: the unclipped ratio is capped at delta (INTELLECT-2)
 
 
-def per_token_terms(policy_logps, old_logps, advantages, settings: GrpoLoss, ref_logps=None):
-    """(B, T) per-token loss of trl: -min(r A, clip(r, 1-eps, 1+eps_high) A) + beta KL3(ref || policy), with
-    r = exp(policy - old). Returns (loss, kl or None); `advantages` is (B,)."""
+def importance_ratio(policy_logps, old_logps, settings: GrpoLoss, mask=None):
+    """trl's coef_1: exp(policy - old) per token [B, T], or (GSPO) the exp of the completion's mean log-ratio over
+    its tokens `mask`, one per completion [B, 1]."""
     import torch
 
-    ratio = torch.exp(policy_logps - old_logps)
+    log_ratio = policy_logps - old_logps
+    if settings.importance_sampling_level == "sequence":
+        if mask is None:
+            raise ValueError("sequence-level importance sampling needs the completion mask")
+        mask = mask.to(log_ratio.dtype)
+        log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+    return torch.exp(log_ratio)
+
+
+def per_token_terms(policy_logps, old_logps, advantages, settings: GrpoLoss, ref_logps=None, mask=None):
+    """(B, T) per-token loss of trl: -min(r A, clip(r, 1-eps, 1+eps_high) A) + beta KL3(ref || policy), with
+    r = `importance_ratio` (capped at --delta before the min when given). Returns (loss, kl or None); `advantages`
+    is (B,); `mask` (the completion tokens) is needed for sequence-level ratios."""
+    import torch
+
+    ratio = importance_ratio(policy_logps, old_logps, settings, mask)
     high = settings.epsilon if settings.epsilon_high is None else settings.epsilon_high
     clipped = torch.clamp(ratio, 1 - settings.epsilon, 1 + high)
+    if settings.delta is not None:
+        ratio = torch.clamp(ratio, max=settings.delta)
     adv = advantages.unsqueeze(1)
     loss = -torch.min(ratio * adv, clipped * adv)
     kl = None
@@ -124,7 +143,7 @@ def broadcast_rollouts(completions: list[list[int]] | None, *, src: int, group: 
 GRPO_FLAGS = ("num_generations", "max_completion_length", "temperature", "top_p", "top_k", "repetition_penalty",
               "reward_funcs", "reward_weights", "epsilon", "epsilon_high", "steps_per_generation",
               "generation_batch_size", "num_iterations", "advantage_estimator", "scale_rewards", "kl_in_reward",
-              "overlong_filter", "log_completions", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization",
+              "overlong_filter", "log_completions", "importance_sampling_level", "delta", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization",
               "vllm_tensor_parallel_size", "vllm_max_model_len", "vllm_enforce_eager", "vllm_enable_prefix_caching",
               "vllm_engine_kwargs", "sleep_level")
 DEFAULT_BETA = 0.04  # ms-swift's (trl's default is 0 now)
@@ -172,7 +191,8 @@ class GrpoSettings:
         rlhf, m = args.rlhf, args.megatron
         generation, steps = generation_schedule(rlhf, m.global_batch_size)
         return cls(GrpoLoss(m.loss_type or "grpo", rlhf.epsilon, rlhf.epsilon_high,
-                            DEFAULT_BETA if rlhf.beta is None else rlhf.beta, rlhf.max_completion_length),
+                            DEFAULT_BETA if rlhf.beta is None else rlhf.beta, rlhf.max_completion_length,
+                            rlhf.importance_sampling_level, rlhf.delta),
                    rlhf.num_generations, generation, steps, rlhf.num_iterations, rlhf.temperature, rlhf.top_p,
                    rlhf.top_k, rlhf.repetition_penalty, tuple(rlhf.reward_funcs),
                    tuple(rlhf.reward_weights) or (1.0,) * len(rlhf.reward_funcs), rlhf.advantage_estimator,
@@ -229,6 +249,8 @@ def check_grpo_flags(args: Any) -> list[str]:
         problems.append(f"--epsilon {rlhf.epsilon}: must be within (0, 1)")
     if rlhf.epsilon_high is not None and rlhf.epsilon_high < rlhf.epsilon:
         problems.append(f"--epsilon_high {rlhf.epsilon_high}: must be at least --epsilon {rlhf.epsilon}")
+    if rlhf.delta is not None and rlhf.delta <= 1 + (rlhf.epsilon_high or rlhf.epsilon):
+        problems.append(f"--delta {rlhf.delta}: the two-sided clip must lie above 1 + epsilon_high")
     if rlhf.beta is not None and rlhf.beta < 0:
         problems.append(f"--beta {rlhf.beta}: must be at least 0")
     if rlhf.kl_in_reward:
@@ -375,9 +397,9 @@ def grpo_loss(batch: dict, settings: GrpoLoss, per_token):
     old = logps.detach() if old is None else old.to(logps.device)
     ref = batch.get("ref_logps")
     terms, kl = per_token_terms(logps, old, batch["advantages"].to(logps.device), settings,
-                                None if ref is None else ref.to(logps.device))
+                                None if ref is None else ref.to(logps.device), mask=mask)
     numerator, count = loss_share(terms, mask, settings)
-    ratio = torch.exp(logps.detach() - old)
+    ratio = importance_ratio(logps.detach(), old, settings, mask)
     high = settings.epsilon if settings.epsilon_high is None else settings.epsilon_high
     adv = batch["advantages"].to(logps.device).unsqueeze(1)
     clipped = (((ratio < 1 - settings.epsilon) & (adv < 0)) | ((ratio > 1 + high) & (adv > 0))).float() * mask
