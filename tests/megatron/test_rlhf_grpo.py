@@ -31,6 +31,12 @@ def low_ids(completions, completion_ids, **kwargs):
     """The share of the completion's tokens in the lower half of the vocabulary (spread in every group)."""
     return [sum(t < 24576 for t in ids) / len(ids) for ids in completion_ids]
 
+@register_reward("odd_only")
+def odd_only(completions, completion_ids, solution, **kwargs):
+    """A spread only for the odd-numbered prompts: the even ones' groups carry no signal."""
+    return [sum(t < 24576 for t in ids) / len(ids) if int(s) % 2 else 0.0
+            for ids, s in zip(completion_ids, solution)]
+
 @register_reward("echo_solution")
 def echo_solution(completions, solution, **kwargs):
     """Whether the dataset column reached the reward (1 per completion of a row that has it)."""
@@ -158,6 +164,7 @@ def test_sequence_level_ratio_and_two_sided_clipping_are_trls():
     (["--reward_funcs", "format", "--generation_batch_size", "12"], "--generation_batch_size 12 must be"),
     (["--reward_funcs", "format", "--reward_weights", "1", "2"], "2 weights for 1 --reward_funcs"),
     (["--reward_funcs", "format", "--epsilon_high", "0.1"], "--epsilon_high 0.1: must be at least"),
+    (["--reward_funcs", "format", "--max_resample_times", "5"], "add --dynamic_sample true"),
 ])
 def test_grpo_flag_problems_are_named_before_loading(argv, needle):
     from swift.core import ConfigError
@@ -303,6 +310,20 @@ def test_a_rollout_batch_trained_over_two_steps_uses_the_rollout_policy(grpo_fil
     for reused in (rows[1], rows[3]):
         assert abs(reused["loss"]) > 1e-4
     assert rows[1]["clip_ratio/region_mean"] > 0
+
+
+def test_dynamic_sampling_replaces_groups_without_a_reward_spread(grpo_files, tmp_path):
+    """--dynamic_sample: the even-numbered prompts' groups score 0 throughout; they are replaced by groups of newly
+    drawn prompts, so the trained batch holds odd-numbered prompts only and no zero-spread group."""
+    check(run_megatron("rlhf", *_flags(grpo_files, tmp_path, "--train_type", "lora", "--train_iters", "2",
+                                       "--reward_funcs", "odd_only", "--dynamic_sample", "true",
+                                       "--max_resample_times", "4", "--log_completions", "true", model="plain")))
+    rows = _log(tmp_path)
+    assert all(r["frac_reward_zero_std"] == 0.0 for r in rows)
+    assert max(r["dynamic_sample/rounds"] for r in rows) >= 2  # half the prompts are even: some batch resampled
+    numbers = [int(r["prompt"][0]["content"].rsplit(" ", 1)[1].rstrip(".")) for r in _completions(tmp_path)]
+    assert len(numbers) == 16
+    assert all(n % 2 for n in numbers)
 
 
 @pytest.mark.slow

@@ -176,6 +176,9 @@ class MegatronRlhfArgs:
                                           "reward (instead of a KL term in the loss); default: rloo and "
                                           "reinforce_plus_plus yes, grpo no")
     overlong_filter: bool = arg(False, "GRPO (DAPO): completions cut by --max_completion_length get no loss")
+    dynamic_sample: bool = arg(False, "GRPO (DAPO): groups whose rewards are all equal are replaced by groups of new "
+                                      "prompts, rolled out again")
+    max_resample_times: int = arg(3, "GRPO with --dynamic_sample: most extra rollout rounds per rollout batch")
     importance_sampling_level: Literal["token", "sequence"] = arg(
         "token", "GRPO: the importance ratio per token, or per completion (GSPO: the exp of its mean log-ratio)")
     delta: float | None = arg(None, "GRPO: two-sided clipping, the unclipped ratio capped at delta (INTELLECT-2; "

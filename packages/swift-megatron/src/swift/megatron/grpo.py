@@ -143,7 +143,8 @@ def broadcast_rollouts(completions: list[list[int]] | None, *, src: int, group: 
 GRPO_FLAGS = ("num_generations", "max_completion_length", "temperature", "top_p", "top_k", "repetition_penalty",
               "reward_funcs", "reward_weights", "epsilon", "epsilon_high", "steps_per_generation",
               "generation_batch_size", "num_iterations", "advantage_estimator", "scale_rewards", "kl_in_reward",
-              "overlong_filter", "log_completions", "importance_sampling_level", "delta", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization",
+              "overlong_filter", "log_completions", "dynamic_sample", "max_resample_times",
+              "importance_sampling_level", "delta", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization",
               "vllm_tensor_parallel_size", "vllm_max_model_len", "vllm_enforce_eager", "vllm_enable_prefix_caching",
               "vllm_engine_kwargs", "sleep_level")
 DEFAULT_BETA = 0.04  # ms-swift's (trl's default is 0 now)
@@ -173,6 +174,8 @@ class GrpoSettings:
     scale: str
     overlong_filter: bool
     log_completions: bool
+    dynamic_sample: bool = False
+    max_resample_times: int = 3
     stop_token_ids: tuple[int, ...] = ()  # what ends a completion: the template's stop words and the EOS id
 
     @property
@@ -197,7 +200,7 @@ class GrpoSettings:
                    rlhf.top_k, rlhf.repetition_penalty, tuple(rlhf.reward_funcs),
                    tuple(rlhf.reward_weights) or (1.0,) * len(rlhf.reward_funcs), rlhf.advantage_estimator,
                    rlhf.scale_rewards or DEFAULT_REWARD_SCALE[rlhf.advantage_estimator], rlhf.overlong_filter,
-                   rlhf.log_completions)
+                   rlhf.log_completions, rlhf.dynamic_sample, rlhf.max_resample_times)
 
 
 def generation_schedule(rlhf: Any, global_batch_size: int) -> tuple[int, int]:
@@ -239,6 +242,10 @@ def check_grpo_flags(args: Any) -> list[str]:
                 rlhf.steps_per_generation and rlhf.generation_batch_size != expected):
             problems.append(f"--generation_batch_size {rlhf.generation_batch_size} must be --steps_per_generation x "
                             f"--global_batch_size ({m.global_batch_size})")
+    if rlhf.max_resample_times != 3 and not rlhf.dynamic_sample:
+        problems.append("--max_resample_times bounds --dynamic_sample's rounds: add --dynamic_sample true")
+    if rlhf.max_resample_times < 0:
+        problems.append(f"--max_resample_times {rlhf.max_resample_times}: must be at least 0")
     if rlhf.num_iterations < 1:
         problems.append(f"--num_iterations {rlhf.num_iterations}: must be at least 1")
     if rlhf.max_completion_length < 1:

@@ -158,7 +158,6 @@ class Roller:
         from megatron.core import parallel_state as ps
         from swift.core import group_advantages
         from swift.megatron.data import BatchPlan, global_batch_indices
-        from swift.megatron.grpo import broadcast_rollouts
         from swift.megatron.sync import gather_hf_state
 
         s, ctx = self.run.settings, self.context
@@ -177,28 +176,78 @@ class Roller:
         if generates:
             self.engine.load(state)
             del state
-        dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
-        share = indices[len(indices) * dp_rank // dp: len(indices) * (dp_rank + 1) // dp]
-        records = None
-        if generates:
-            prompts = [self.run.prompts[i]["prompt_ids"] for i in share]
-            completions = [] if not prompts else self.engine.generate(
-                prompts, num_generations=s.num_generations, max_tokens=s.loss.max_completion_length,
-                temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, repetition_penalty=s.repetition_penalty,
-                stop_token_ids=s.stop_token_ids, seed=ctx.seed + generation * dp + dp_rank)
-            records = self.score([i for i in share for _ in range(s.num_generations)], completions)
-        records = broadcast_rollouts(records, src=src, group=group)
-        parts: list = [None] * dp
-        dist.all_gather_object(parts, records, group=ps.get_data_parallel_group())
-        records = [r for part in parts for r in part]
+        records = self.roll(indices, generation, 0, group=group, src=src)
+        rounds = 1
+        if s.dynamic_sample:
+            records, rounds = self.resample(records, generation, group=group, src=src)
         rewards = torch.tensor([r["rewards"] for r in records], dtype=torch.float32).view(len(records), -1)
         advantages = group_advantages(rewards, torch.tensor(s.reward_weights), s.num_generations,
                                       estimator=s.estimator, scale=s.scale)
         if s.log_completions and dist.get_rank() == 0:
             self.log_completions(first_step, records, rewards, advantages)
         size = len(records) // s.steps_per_generation
-        return [self.chunk(records[c * size:(c + 1) * size], rewards[c * size:(c + 1) * size],
-                           advantages[c * size:(c + 1) * size]) for c in range(s.steps_per_generation)]
+        chunks = [self.chunk(records[c * size:(c + 1) * size], rewards[c * size:(c + 1) * size],
+                             advantages[c * size:(c + 1) * size]) for c in range(s.steps_per_generation)]
+        if s.dynamic_sample:
+            for chunk in chunks:
+                chunk.metrics["dynamic_sample/rounds"] = float(rounds)
+        return chunks
+
+    def roll(self, indices: list[int], generation: int, round_: int, *, group: Any, src: int) -> list[dict]:
+        """The scored completions of the prompts `indices` (every replica rolls out its share), on every rank in
+        the prompts' order."""
+        import torch.distributed as dist
+
+        from megatron.core import parallel_state as ps
+        from swift.megatron.grpo import broadcast_rollouts
+
+        s, ctx = self.run.settings, self.context
+        dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
+        share = indices[len(indices) * dp_rank // dp: len(indices) * (dp_rank + 1) // dp]
+        records = None
+        if dist.get_rank() == src:
+            prompts = [self.run.prompts[i]["prompt_ids"] for i in share]
+            completions = [] if not prompts else self.engine.generate(
+                prompts, num_generations=s.num_generations, max_tokens=s.loss.max_completion_length,
+                temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, repetition_penalty=s.repetition_penalty,
+                stop_token_ids=s.stop_token_ids, seed=ctx.seed + 1_000_003 * round_ + generation * dp + dp_rank)
+            records = self.score([i for i in share for _ in range(s.num_generations)], completions)
+        records = broadcast_rollouts(records, src=src, group=group)
+        parts: list = [None] * dp
+        dist.all_gather_object(parts, records, group=ps.get_data_parallel_group())
+        return [r for part in parts for r in part]
+
+    def resample(self, records: list[dict], generation: int, *, group: Any, src: int) -> tuple[list[dict], int]:
+        """DAPO's dynamic sampling: groups whose rewards are all equal (no signal) are replaced by groups of new
+        prompts (seeded draws from the dataset), for up to --max_resample_times more rounds; groups still missing
+        after those are filled with zero-spread ones, as ms-swift does. Returns (records, rounds rolled out)."""
+        import random
+
+        import torch
+
+        from swift.core import total_rewards, zero_std_groups
+
+        s, g = self.run.settings, self.run.settings.num_generations
+        weights = torch.tensor(s.reward_weights)
+
+        def split(rows: list[dict]) -> tuple[list[list[dict]], list[list[dict]]]:
+            rewards = torch.tensor([r["rewards"] for r in rows], dtype=torch.float32).view(len(rows), -1)
+            flat = zero_std_groups(total_rewards(rewards, weights), g).tolist()
+            groups = [rows[i * g:(i + 1) * g] for i in range(len(flat))]
+            return [x for x, bad in zip(groups, flat, strict=True) if not bad], \
+                [x for x, bad in zip(groups, flat, strict=True) if bad]
+
+        wanted = len(records) // g
+        valid, spare = split(records)
+        rounds = 1
+        rng = random.Random(f"{self.context.plan.seed}-{generation}")
+        while len(valid) < wanted and rounds <= s.max_resample_times:
+            indices = [rng.randrange(len(self.run.prompts)) for _ in range(wanted)]
+            more_valid, more_spare = split(self.roll(indices, generation, rounds, group=group, src=src))
+            valid += more_valid
+            spare += more_spare
+            rounds += 1
+        return [r for chunk in (valid + spare)[:wanted] for r in chunk], rounds
 
     def score(self, owners: list[int], completions: list[list[int]]) -> list[dict]:
         """Each completion's record: its prompt (index), ids, text, whether it ended, and every reward (NaN: the
