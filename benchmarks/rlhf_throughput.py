@@ -18,7 +18,8 @@ second (prompt + completion tokens of every optimizer step) and peak RSS.
 megatron_grpo: `megatron rlhf --rlhf_type grpo` (mcore model, one process; rollouts with transformers' generate on
 the synced HF model) against trl's GRPOTrainer and `swift rlhf --rlhf_type grpo` on the GRPO setup above (batch 8 =
 2 prompts x 4 generations, LoRA r=8/alpha=32 without dropout, as trl disables it). Megatron's seconds per step come
-from its logging.jsonl (each step's tokens / tokens per second), so they leave out start-up as the others do.
+from its logging.jsonl (each step's tokens / tokens per second), so they leave out start-up as the others do. With
+.venv-vllm present, also `megatron rlhf --use_vllm true` (vLLM colocated, eager).
 
 grpo_vllm (needs .venv-vllm, `make setup-vllm`; vLLM eager, bf16, a 2 GiB KV cache): trl's GRPOTrainer with
 use_vllm=True (colocate), `swift rlhf --use_vllm true` colocated, and against a `swift rollout` server (the trainer in
@@ -344,9 +345,9 @@ def run_ppo(model_dir: Path, prompts: Path, work: Path, steps: int) -> None:
               "(steps/s ratio)", flush=True)
 
 
-def run_megatron(data: Path, out: Path, steps: int, *extra: str) -> dict:
+def run_megatron(data: Path, out: Path, steps: int, *extra: str, python: str = sys.executable) -> dict:
     """`megatron rlhf --rlhf_type grpo` on the packaged model; seconds per step from its logging.jsonl."""
-    cmd = [str(Path(sys.executable).parent / "megatron"), "rlhf", "--rlhf_type", "grpo", "--model", MODEL,
+    cmd = [str(Path(python).parent / "megatron"), "rlhf", "--rlhf_type", "grpo", "--model", MODEL,
            "--dataset", str(data), "--train_iters", str(steps), "--lr", "1e-5", "--min_lr", "1e-5",
            "--train_type", "lora", "--lora_rank", "8", "--lora_alpha", "32", "--lora_dropout", "0",
            "--max_length", "512", "--log_interval", "1", "--save", str(out), "--save_interval", str(10 * steps),
@@ -371,13 +372,18 @@ def run_megatron_grpo(model_dir: Path, prompts: Path, work: Path, steps: int, gr
     runs = (("trl", lambda: run_trl(TRL_GRPO, model_dir, prompts, work / "trl-grpo-m", steps)),
             ("swift rlhf", lambda: run_swift("grpo", prompts, work / "swift-grpo-m", steps, *grpo_flags)),
             ("megatron", lambda: run_megatron(prompts, work / "megatron-grpo", steps, *flags)))
+    if VLLM_PYTHON.is_file():  # .venv-vllm (make setup-vllm): the same run rolling out on a colocated vLLM
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        runs += (("megatron vllm", lambda: run_megatron(prompts, work / "megatron-grpo-vllm", steps, *flags,
+                                                         "--use_vllm", "true", "--vllm_enforce_eager", "true",
+                                                         python=str(VLLM_PYTHON))),)
     results = {}
     for who, run in runs:
         r = results[who] = run()
         extra = f" mean completion {r['mean_completion']:.1f} tokens" if r.get("mean_completion") else ""
         print(f"megatron_grpo {who:10s}: {r['runtime'] / steps:6.2f} s/step peak RSS {r['peak_rss_gib']:.2f} GiB"
               f"{extra}", flush=True)
-    for who in ("swift rlhf", "megatron"):
+    for who in [w for w in ("swift rlhf", "megatron", "megatron vllm") if w in results]:
         print(f"megatron_grpo: {who} is {results['trl']['runtime'] / results[who]['runtime']:.2f}x trl's speed "
               "(steps/s ratio)", flush=True)
 
