@@ -152,6 +152,8 @@ def test_sequence_level_ratio_and_two_sided_clipping_are_trls():
     (["--reward_funcs", "format", "--use_vllm", "true", "--vllm_tensor_parallel_size", "2"],
      "--vllm_tensor_parallel_size 2: megatron rlhf runs one vLLM engine"),
     (["--reward_funcs", "format", "--sleep_level", "1"], "--sleep_level configures vLLM rollouts: add --use_vllm"),
+    (["--reward_funcs", "format", "--use_vllm", "true", "--pipeline_model_parallel_size", "2"],
+     "--use_vllm true with --tensor_model_parallel_size / --pipeline_model_parallel_size > 1 is not built"),
     (["--reward_funcs", "nonexistent"], "--reward_funcs must be one of accuracy, format"),
     ([], "needs --reward_funcs"),
     (["--reward_funcs", "format", "--global_batch_size", "6"], "must be a multiple of --num_generations 4"),

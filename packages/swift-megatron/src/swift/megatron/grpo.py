@@ -221,6 +221,11 @@ def check_grpo_flags(args: Any) -> list[str]:
     rlhf, m = args.rlhf, args.megatron
     problems = loss_type_problems(m.loss_type or "grpo", LOSS_TYPES, REFUSED_LOSSES, "grpo")
     problems += _vllm_problems(rlhf)
+    if rlhf.use_vllm and m.tensor_model_parallel_size * m.pipeline_model_parallel_size > 1:
+        # measured: vLLM's start on the group's first rank waits in collectives on the whole world for the others
+        problems.append("--use_vllm true with --tensor_model_parallel_size / --pipeline_model_parallel_size > 1 is "
+                        "not built (the colocated engine starts on one rank of the group and waits for the others); "
+                        "use data parallelism only, or the default rollouts")
     if not rlhf.reward_funcs:
         problems.append("--rlhf_type grpo needs --reward_funcs (accuracy, format, cosine, repetition, soft_overlong "
                         "or your own from --external_plugins)")
