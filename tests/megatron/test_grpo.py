@@ -157,6 +157,28 @@ def test_sync_under_tensor_and_pipeline_parallelism(tmp_path, layout, train_type
 # ------------------------------------------------------------------------------------------ the loss, by hand
 
 
+def reduce_tokens(per_token, mask, settings, *, num_items: float | None = None,
+                  accumulation: int = 1):
+    """trl 1.16's aggregation of the per-token GRPO loss (the reference the mcore reduction is checked against):
+    the micro-batch's share of the step's loss; summed over a step's micro-batches it is
+    trl's step loss. `accumulation`: micro-batches per step (trl's gradient-accumulation normaliser); `num_items`
+    (dapo): the global batch's completion tokens divided by the data-parallel size when gradients are averaged
+    over it (trl's num_items_in_batch / processes)."""
+    mask = mask.to(per_token.dtype)
+    masked = per_token * mask
+    if settings.loss_type == "grpo":
+        return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
+    if settings.loss_type == "bnpo":
+        return masked.sum() / mask.sum().clamp(min=1.0) / accumulation
+    if settings.loss_type == "dr_grpo":
+        return masked.sum() / (per_token.size(0) * settings.max_completion_length) / accumulation
+    if settings.loss_type == "dapo":
+        if num_items is None:
+            raise ValueError("dapo normalises by the step's completion tokens: pass num_items")
+        return masked.sum() / max(num_items, 1.0)
+    raise ValueError(f"--loss_type {settings.loss_type!r}: not one of trl's aggregations here")
+
+
 def _hand_loss(loss_type, policy, old, ref, mask, adv, eps, eps_high, beta, max_len, num_items):
     """trl 1.16's GRPO loss in plain floats: per token -min(r A, clip(r) A) + beta (e^(ref-p) - (ref-p) - 1)."""
     import math
@@ -184,7 +206,7 @@ def _hand_loss(loss_type, policy, old, ref, mask, adv, eps, eps_high, beta, max_
 def test_grpo_loss_is_trls_formula(loss_type, eps, eps_high, beta):
     import torch
 
-    from swift.megatron.grpo import GrpoLoss, per_token_terms, reduce_tokens
+    from swift.megatron.grpo import GrpoLoss, per_token_terms
 
     generator = torch.Generator().manual_seed(0)
     policy = -torch.rand(3, 5, generator=generator, dtype=torch.float64) * 3
@@ -205,7 +227,7 @@ def test_grpo_loss_on_policy_is_minus_the_mean_advantage():
     """Step 1 of GRPO (old = policy, ref = policy): ratio 1, KL 0, the grpo loss is -mean(A)."""
     import torch
 
-    from swift.megatron.grpo import GrpoLoss, per_token_terms, reduce_tokens
+    from swift.megatron.grpo import GrpoLoss, per_token_terms
 
     policy = -torch.rand(4, 6, dtype=torch.float64)
     adv = torch.tensor([0.5, -0.5, 1.0, 2.0], dtype=torch.float64)

@@ -96,7 +96,8 @@ def test_mcore_reduction_of_the_micro_batches_is_trls_step_loss(loss_type):
     completion tokens)."""
     import torch
 
-    from swift.megatron.grpo import GrpoLoss, loss_share, per_token_terms, reduce_tokens
+    from swift.megatron.grpo import GrpoLoss, loss_share, per_token_terms
+    from tests.megatron.test_grpo import reduce_tokens
 
     settings = GrpoLoss(loss_type, 0.2, 0.28, 0.04, max_completion_length=7)
     generator = torch.Generator().manual_seed(1)

@@ -67,27 +67,6 @@ def per_token_terms(policy_logps, old_logps, advantages, settings: GrpoLoss, ref
     return loss, kl
 
 
-def reduce_tokens(per_token, mask, settings: GrpoLoss, *, num_items: float | None = None,
-                  accumulation: int = 1):
-    """The micro-batch's share of the step's loss, as trl aggregates it; summed over a step's micro-batches it is
-    trl's step loss. `accumulation`: micro-batches per step (trl's gradient-accumulation normaliser); `num_items`
-    (dapo): the global batch's completion tokens divided by the data-parallel size when gradients are averaged
-    over it (trl's num_items_in_batch / processes)."""
-    mask = mask.to(per_token.dtype)
-    masked = per_token * mask
-    if settings.loss_type == "grpo":
-        return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
-    if settings.loss_type == "bnpo":
-        return masked.sum() / mask.sum().clamp(min=1.0) / accumulation
-    if settings.loss_type == "dr_grpo":
-        return masked.sum() / (per_token.size(0) * settings.max_completion_length) / accumulation
-    if settings.loss_type == "dapo":
-        if num_items is None:
-            raise ValueError("dapo normalises by the step's completion tokens: pass num_items")
-        return masked.sum() / max(num_items, 1.0)
-    raise ValueError(f"--loss_type {settings.loss_type!r}: choose from {', '.join(LOSS_TYPES)}")
-
-
 def completion_logps(per_token_ce, loss_mask):
     """mcore's forward with labels returns the (vocab-parallel, summed over TP) cross-entropy per token [b, s]:
     its negative is the per-token log-probability, zero outside the completion."""
@@ -352,8 +331,8 @@ def prompt_rows(rows: Any, template: Any) -> list[dict]:
 
 def loss_share(per_token, mask, settings: GrpoLoss):
     """(numerator, count) of one micro-batch: mcore sums both over the step's micro-batches and data-parallel
-    ranks and trains on numerator / count (calculate_per_token_loss), which is trl's step loss (`reduce_tokens`
-    summed over the micro-batches) when the micro-batches have equal sizes."""
+    ranks and trains on numerator / count (calculate_per_token_loss), which is trl's step loss (tests/megatron/test_grpo.py's
+    `reduce_tokens`, summed over the micro-batches) when the micro-batches have equal sizes."""
     import torch
 
     mask = mask.to(per_token.dtype)

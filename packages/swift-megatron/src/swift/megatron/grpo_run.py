@@ -388,7 +388,9 @@ class HfRollouts:
         if torch.cuda.is_available():
             model.cuda(torch.cuda.current_device())
         self.model = model.eval().requires_grad_(False)
-        self.fused_experts = any(k.endswith("mlp.experts.gate_up_proj") for k in self.model.state_dict())
+        from swift.megatron.sync import has_fused_experts
+
+        self.fused_experts = has_fused_experts(self.model)
         self.pad_token_id = getattr(hf_config, "pad_token_id", None)
 
     def load(self, hf_state: dict) -> None:

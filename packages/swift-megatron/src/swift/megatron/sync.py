@@ -92,12 +92,16 @@ def load_into_hf(hf_model: Any, hf_state: dict) -> None:
             target.copy_(tensor.to(device=target.device, dtype=target.dtype))
 
 
+def has_fused_experts(hf_model: Any) -> bool:
+    """Whether `hf_model` names its experts' weights fused (transformers 5's `mlp.experts.gate_up_proj`)."""
+    return any(k.endswith("mlp.experts.gate_up_proj") for k in hf_model.state_dict())
+
+
 def sync_to_hf(model: Any, hf_model: Any, shape: ModelShape, parallel: Parallel, *,
                lora_spec: LoraSpec | None = None, dst: int | None = None) -> None:
     """Gather `model`'s weights (see `gather_hf_state`) and load them into `hf_model`; with `dst`, only that rank's
     `hf_model` is updated (pass None as hf_model elsewhere)."""
-    fused = any(k.endswith("mlp.experts.gate_up_proj") for k in hf_model.state_dict()) if hf_model is not None \
-        else False
+    fused = has_fused_experts(hf_model) if hf_model is not None else False
     state = gather_hf_state(model, shape, parallel, lora_spec=lora_spec, dst=dst, fused_experts=fused)
     if state is not None:
         load_into_hf(hf_model, state)
